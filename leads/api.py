@@ -1,0 +1,333 @@
+"""REST API of the lead data store: thin views over :mod:`leads.services`.
+
+Each view validates input, calls one service and serializes the result.
+"""
+
+from typing import Any
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from leads import services
+from leads.authentication import request_customer_id
+from leads.models import Campaign, Contractor, Customer, Lead, LeadType, PricingPlan
+from leads.permissions import CanIngest, CanReadLeads, IsAdminScope, IsContractApp
+
+# --- Output shapes ------------------------------------------------------------------------
+
+
+class LeadOutputSerializer(serializers.ModelSerializer[Lead]):
+    customer_id = serializers.IntegerField(read_only=True)
+    campaign_id = serializers.IntegerField(read_only=True)
+    holder_id = serializers.IntegerField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Lead
+        fields = [
+            "id", "external_id", "customer_id", "campaign_id", "lead_type", "city", "source",
+            "last_activity", "stage", "pricing_plan", "rescheduled_at", "created_at",
+            "status", "due_at", "holder_id", "lease_expires_at", "attempt_count",
+            "reschedule_count", "first_attempt_at", "last_attempt_at", "closed_at",
+            "closed_reason", "received_at", "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class LeadInputSerializer(serializers.Serializer[Any]):
+    """Documents the lead object for OpenAPI; validation is :func:`leads.importers.parse_lead`."""
+
+    external_id = serializers.CharField(max_length=200)
+    customer_id = serializers.IntegerField(min_value=1)
+    campaign_id = serializers.IntegerField(min_value=1)
+    lead_type = serializers.ChoiceField(choices=LeadType.choices)
+    city = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    source = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    last_activity = serializers.DateTimeField(required=False, allow_null=True)
+    stage = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    pricing_plan = serializers.ChoiceField(choices=PricingPlan.choices, required=False, allow_null=True)
+    rescheduled_at = serializers.DateTimeField(required=False, allow_null=True)
+    created_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+_BatchItem = inline_serializer(
+    "LeadBatchItemResult",
+    many=True,
+    fields={
+        "index": serializers.IntegerField(),
+        "external_id": serializers.CharField(allow_null=True),
+        "status": serializers.ChoiceField(choices=["created", "updated", "rejected"]),
+        "id": serializers.IntegerField(required=False),
+        "errors": serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False),
+    },
+)
+_BatchResult = inline_serializer(
+    "LeadBatchResult",
+    fields={
+        "created": serializers.IntegerField(),
+        "updated": serializers.IntegerField(),
+        "rejected": serializers.IntegerField(),
+        "results": _BatchItem,
+    },
+)
+
+
+class LeadPagination(CursorPagination):
+    # Keyset pagination: no COUNT(*) and no OFFSET scan at millions of leads.
+    ordering = "-id"
+    page_size = 100
+    max_page_size = 1000
+    page_size_query_param = "limit"
+
+
+def _leads_visible_to(request: Request) -> QuerySet[Lead]:
+    queryset = Lead.objects.all()
+    customer_id = request_customer_id(request)
+    if customer_id is not None:
+        queryset = queryset.filter(customer_id=customer_id)
+    return queryset
+
+
+# --- Leads ----------------------------------------------------------------------------------
+
+
+class LeadCollectionView(APIView):
+    """POST one lead or ``{"leads": [...]}``; GET leads, newest first."""
+
+    def get_permissions(self) -> list[Any]:
+        if self.request.method == "POST":
+            return [CanIngest()]
+        return [CanReadLeads()]
+
+    @extend_schema(
+        request=LeadInputSerializer,
+        responses={201: LeadOutputSerializer, 200: _BatchResult, 400: _BatchResult},
+        description=(
+            'One lead object, or `{"leads": [...]}` with up to 10,000 of them. Upsert by '
+            "(customer_id, external_id). A single lead answers 201 (created) or 200 (updated) with "
+            "the lead, or 400 with field errors. A batch answers per item `created`, `updated` or "
+            "`rejected` (with its field errors); valid items are stored even when others are not. "
+            "The batch answers 200 when any item was stored, 400 when none was."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        body = request.data
+        allowed_customer_id = request_customer_id(request)
+        if isinstance(body, dict) and "leads" in body:
+            items = body["leads"]
+            if not isinstance(items, list):
+                raise ValidationError({"leads": ["Expected a list of lead objects."]})
+            if not items:
+                raise ValidationError({"leads": ["The batch is empty."]})
+            if len(items) > settings.LEADRANK_API_BATCH_MAX:
+                raise ValidationError(
+                    {"leads": [f"At most {settings.LEADRANK_API_BATCH_MAX} leads per request, got {len(items)}."]}
+                )
+            results = services.ingest_lead_batch(items, allowed_customer_id=allowed_customer_id)
+            counts = {"created": 0, "updated": 0, "rejected": 0}
+            rows = []
+            for result in results:
+                counts[result.status] += 1
+                row: dict[str, Any] = {"index": result.index, "external_id": result.external_id, "status": result.status}
+                if result.lead_id is not None:
+                    row["id"] = result.lead_id
+                if result.errors:
+                    row["errors"] = result.errors
+                rows.append(row)
+            code = status.HTTP_400_BAD_REQUEST if counts["rejected"] == len(results) else status.HTTP_200_OK
+            return Response({**counts, "results": rows}, status=code)
+        if not isinstance(body, dict):
+            raise ValidationError({"non_field_errors": ['Send one lead object or {"leads": [...]}.']})
+        (result,) = services.ingest_lead_batch([body], allowed_customer_id=allowed_customer_id)
+        if result.status == "rejected":
+            raise ValidationError(result.errors)
+        lead = Lead.objects.get(pk=result.lead_id)
+        code = status.HTTP_201_CREATED if result.status == "created" else status.HTTP_200_OK
+        return Response(LeadOutputSerializer(lead).data, status=code)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("customer_id", int),
+            OpenApiParameter("campaign_id", int),
+            OpenApiParameter("external_id", str),
+            OpenApiParameter("status", str, enum=["waiting", "ready", "held", "closed"]),
+        ],
+        responses=LeadOutputSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        queryset = _leads_visible_to(request)
+        filters = _LeadFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        for name, value in filters.validated_data.items():
+            queryset = queryset.filter(**{name: value})
+        paginator = LeadPagination()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(LeadOutputSerializer(page, many=True).data)
+
+
+class _LeadFilterSerializer(serializers.Serializer[Any]):
+    customer_id = serializers.IntegerField(required=False, min_value=1)
+    campaign_id = serializers.IntegerField(required=False, min_value=1)
+    external_id = serializers.CharField(required=False, max_length=200)
+    status = serializers.ChoiceField(required=False, choices=["waiting", "ready", "held", "closed"])
+
+
+class LeadPatchSerializer(serializers.Serializer[Any]):
+    lead_type = serializers.ChoiceField(choices=LeadType.choices, required=False)
+    rescheduled_at = serializers.DateTimeField(required=False, allow_null=True)
+    city = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    source = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    stage = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    last_activity = serializers.DateTimeField(required=False, allow_null=True)
+    pricing_plan = serializers.ChoiceField(choices=PricingPlan.choices, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise ValidationError({name: ["Unknown or read-only field."] for name in sorted(unknown)})
+        if not attrs:
+            raise ValidationError({"non_field_errors": ["Nothing to update."]})
+        return attrs
+
+
+class LeadDetailView(APIView):
+    """GET a lead; PATCH what the Contract app propagates (rescheduled_at, lead_type, …)."""
+
+    def get_permissions(self) -> list[Any]:
+        if self.request.method == "PATCH":
+            return [IsContractApp()]
+        return [CanReadLeads()]
+
+    @extend_schema(responses=LeadOutputSerializer)
+    def get(self, request: Request, lead_id: int) -> Response:
+        lead = get_object_or_404(_leads_visible_to(request), pk=lead_id)
+        return Response(LeadOutputSerializer(lead).data)
+
+    @extend_schema(request=LeadPatchSerializer, responses=LeadOutputSerializer)
+    def patch(self, request: Request, lead_id: int) -> Response:
+        get_object_or_404(_leads_visible_to(request), pk=lead_id)
+        changes = LeadPatchSerializer(data=request.data)
+        changes.is_valid(raise_exception=True)
+        lead = services.update_lead(lead_id=lead_id, changes=changes.validated_data)
+        return Response(LeadOutputSerializer(lead).data)
+
+
+# --- Customers, campaigns, contractors -------------------------------------------------------
+
+
+class CustomerSerializer(serializers.ModelSerializer[Customer]):
+    class Meta:
+        model = Customer
+        fields = ["id", "name", "pricing_plan", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+
+class CustomerListView(generics.ListCreateAPIView[Customer]):
+    serializer_class = CustomerSerializer
+
+    def get_permissions(self) -> list[Any]:
+        if self.request.method == "POST":
+            return [IsAdminScope()]
+        return [CanIngest()]
+
+    def get_queryset(self) -> QuerySet[Customer]:
+        queryset = Customer.objects.order_by("id")
+        customer_id = request_customer_id(self.request)
+        return queryset if customer_id is None else queryset.filter(pk=customer_id)
+
+
+class CustomerDetailView(generics.RetrieveAPIView[Customer]):
+    serializer_class = CustomerSerializer
+    permission_classes = [CanIngest]
+    lookup_url_kwarg = "customer_id"
+
+    def get_queryset(self) -> QuerySet[Customer]:
+        return CustomerListView.get_queryset(self)  # type: ignore[arg-type]
+
+
+class CampaignSerializer(serializers.ModelSerializer[Campaign]):
+    customer_id = serializers.PrimaryKeyRelatedField(source="customer", queryset=Customer.objects.all())
+    calling_days = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=6), required=False, allow_empty=False
+    )
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id", "customer_id", "name", "active", "time_zone", "calling_hours_start",
+            "calling_hours_end", "calling_days", "created_at",
+        ]
+        read_only_fields = ["id", "created_at"]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start = attrs.get("calling_hours_start", getattr(self.instance, "calling_hours_start", None))
+        end = attrs.get("calling_hours_end", getattr(self.instance, "calling_hours_end", None))
+        if start is not None and end is not None and start >= end:
+            raise ValidationError({"calling_hours_end": ["Calling hours must end after they start."]})
+        if "calling_days" in attrs:
+            attrs["calling_days"] = sorted(set(attrs["calling_days"]))
+        return attrs
+
+
+class CampaignListView(generics.ListCreateAPIView[Campaign]):
+    serializer_class = CampaignSerializer
+
+    def get_permissions(self) -> list[Any]:
+        if self.request.method == "POST":
+            return [CanIngest()]
+        return [CanReadLeads()]
+
+    def get_queryset(self) -> QuerySet[Campaign]:
+        queryset = Campaign.objects.order_by("id")
+        customer_id = request_customer_id(self.request)
+        return queryset if customer_id is None else queryset.filter(customer_id=customer_id)
+
+    def perform_create(self, serializer: serializers.BaseSerializer[Campaign]) -> None:
+        customer_id = request_customer_id(self.request)
+        if customer_id is not None and serializer.validated_data["customer"].pk != customer_id:
+            raise PermissionDenied(f"This API key may only manage campaigns of customer {customer_id}.")
+        serializer.save()
+
+
+class CampaignDetailView(generics.RetrieveAPIView[Campaign]):
+    serializer_class = CampaignSerializer
+    permission_classes = [CanReadLeads]
+    lookup_url_kwarg = "campaign_id"
+
+    def get_queryset(self) -> QuerySet[Campaign]:
+        return CampaignListView.get_queryset(self)  # type: ignore[arg-type]
+
+
+class ContractorSerializer(serializers.ModelSerializer[Contractor]):
+    campaign_ids = serializers.PrimaryKeyRelatedField(
+        source="campaigns", many=True, queryset=Campaign.objects.all(), required=False
+    )
+
+    class Meta:
+        model = Contractor
+        fields = ["id", "name", "active", "campaign_ids", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+
+class ContractorListView(generics.ListCreateAPIView[Contractor]):
+    serializer_class = ContractorSerializer
+    permission_classes = [IsContractApp]
+    queryset = Contractor.objects.prefetch_related("campaigns").order_by("id")
+
+
+class ContractorDetailView(generics.RetrieveUpdateAPIView[Contractor]):
+    """GET or PATCH a contractor (name, active, campaign_ids)."""
+
+    serializer_class = ContractorSerializer
+    permission_classes = [IsContractApp]
+    queryset = Contractor.objects.prefetch_related("campaigns")
+    lookup_url_kwarg = "contractor_id"
+    http_method_names = ["get", "patch", "options"]
+

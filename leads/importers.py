@@ -1,0 +1,463 @@
+"""Pure parsing of lead data: files (CSV, XLSX, XLS, ODS) and JSON objects into typed rows.
+
+Nothing here touches the database. The same :func:`parse_lead` validates a lead pushed
+through the API and a row read from a file, so both paths give the same field errors.
+Referential checks (does customer 7 exist, does campaign 4 belong to it) need the
+database and live in :mod:`leads.services`.
+"""
+
+import codecs
+import csv
+import datetime as dt
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from python_calamine import CalamineError, CalamineWorkbook
+
+LEAD_FIELDS = (
+    "external_id",
+    "customer_id",
+    "campaign_id",
+    "lead_type",
+    "city",
+    "source",
+    "last_activity",
+    "stage",
+    "pricing_plan",
+    "rescheduled_at",
+    "created_at",
+)
+REQUIRED_FIELDS = ("external_id", "customer_id", "campaign_id", "lead_type")
+LEAD_TYPES = ("live", "stale")
+PRICING_PLANS = ("starter", "pro", "enterprise")
+TEXT_MAX_LENGTH = 200
+
+FileFormat = Literal["csv", "xlsx", "xls", "ods"]
+FieldErrors = dict[str, list[str]]
+
+
+class ImportFileError(Exception):
+    """The file as a whole cannot be processed; the message is one readable sentence."""
+
+
+class MappingError(ImportFileError):
+    """The mapping (JSON) is malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeadInput:
+    """One validated lead, before referential checks. ``None`` means "not given"."""
+
+    external_id: str
+    customer_id: int
+    campaign_id: int
+    lead_type: str
+    city: str
+    source: str
+    last_activity: dt.datetime | None
+    stage: str
+    pricing_plan: str | None
+    rescheduled_at: dt.datetime | None
+    created_at: dt.datetime | None
+
+
+# --- Values -----------------------------------------------------------------------------
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        # Spreadsheets store 660737 as 660737.0.
+        return str(int(value))
+    return str(value).strip()
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError
+        number = int(value)
+    else:
+        number = int(str(value).strip())
+    if number <= 0:
+        raise ValueError
+    return number
+
+
+def parse_timestamp(value: object) -> dt.datetime:
+    """ISO 8601 text or a spreadsheet date/time; naive values are taken as UTC."""
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, dt.date):
+        parsed = dt.datetime.combine(value, dt.time())
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("z", "Z")):
+            text = text[:-1] + "+00:00"
+        parsed = dt.datetime.fromisoformat(text)
+    else:
+        raise ValueError
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
+
+
+def _is_empty(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+_TIMESTAMP_ERROR = "Enter an ISO 8601 timestamp, e.g. 2026-11-24T09:30:00Z."
+
+
+def parse_lead(raw: Mapping[str, object]) -> tuple[LeadInput | None, FieldErrors]:
+    """Validate one lead given as field name → value; unknown keys are ignored."""
+    errors: FieldErrors = {}
+
+    for name in REQUIRED_FIELDS:
+        if _is_empty(raw.get(name)):
+            errors[name] = ["This field is required."]
+
+    external_id = _text(raw.get("external_id"))
+    if len(external_id) > TEXT_MAX_LENGTH:
+        errors["external_id"] = [f"Ensure this field has no more than {TEXT_MAX_LENGTH} characters."]
+
+    ids: dict[str, int] = {}
+    for name in ("customer_id", "campaign_id"):
+        value = raw.get(name)
+        if name in errors:
+            continue
+        try:
+            ids[name] = _positive_int(value)
+        except (TypeError, ValueError):
+            errors[name] = [f"A positive integer id is required, got {_text(value)!r}."]
+
+    lead_type = _text(raw.get("lead_type")).lower()
+    if "lead_type" not in errors and lead_type not in LEAD_TYPES:
+        errors["lead_type"] = [f"{_text(raw.get('lead_type'))!r} is not one of: live, stale."]
+
+    pricing_plan: str | None = None
+    if not _is_empty(raw.get("pricing_plan")):
+        pricing_plan = _text(raw.get("pricing_plan")).lower()
+        if pricing_plan not in PRICING_PLANS:
+            errors["pricing_plan"] = [
+                f"{_text(raw.get('pricing_plan'))!r} is not one of: starter, pro, enterprise."
+            ]
+
+    texts: dict[str, str] = {}
+    for name in ("city", "source", "stage"):
+        texts[name] = _text(raw.get(name))
+        if len(texts[name]) > TEXT_MAX_LENGTH:
+            errors[name] = [f"Ensure this field has no more than {TEXT_MAX_LENGTH} characters."]
+
+    times: dict[str, dt.datetime | None] = {}
+    for name in ("last_activity", "rescheduled_at", "created_at"):
+        value = raw.get(name)
+        if _is_empty(value):
+            times[name] = None
+            continue
+        try:
+            times[name] = parse_timestamp(value)
+        except (TypeError, ValueError, OverflowError):
+            errors[name] = [f"{_text(value)!r} is not a valid timestamp. {_TIMESTAMP_ERROR}"]
+
+    if errors:
+        return None, errors
+    return (
+        LeadInput(
+            external_id=external_id,
+            customer_id=ids["customer_id"],
+            campaign_id=ids["campaign_id"],
+            lead_type=lead_type,
+            city=texts["city"],
+            source=texts["source"],
+            last_activity=times["last_activity"],
+            stage=texts["stage"],
+            pricing_plan=pricing_plan,
+            rescheduled_at=times["rescheduled_at"],
+            created_at=times["created_at"],
+        ),
+        {},
+    )
+
+
+# --- Mapping ----------------------------------------------------------------------------
+
+
+def normalize_header(name: str) -> str:
+    """Header matching ignores case, spacing and punctuation: "Customer ID" == "customer_id"."""
+    return re.sub(r"[^0-9a-z]+", "", name.strip().lower())
+
+
+@dataclass(frozen=True)
+class LeadMapping:
+    """How a file's columns become lead fields.
+
+    JSON form (every key optional)::
+
+        {"columns": {"external_id": "Prospect ID", "source": "Lead Source"},
+         "constants": {"lead_type": "stale"},
+         "empty_values": ["Select"],
+         "encoding": "utf-8"}
+
+    Fields not named in ``columns`` are looked up by their own name in the header.
+    """
+
+    columns: dict[str, str] = field(default_factory=dict)
+    constants: dict[str, str] = field(default_factory=dict)
+    empty_values: frozenset[str] = frozenset()
+    encoding: str = "utf-8"
+
+    @classmethod
+    def from_json(cls, data: object) -> "LeadMapping":
+        if data is None or data == {}:
+            return cls()
+        if not isinstance(data, dict):
+            raise MappingError("The mapping must be a JSON object.")
+        unknown = set(data) - {"columns", "constants", "empty_values", "encoding"}
+        if unknown:
+            raise MappingError(f"Unknown mapping keys: {', '.join(sorted(unknown))}.")
+        columns = data.get("columns", {})
+        constants = data.get("constants", {})
+        empty_values = data.get("empty_values", [])
+        encoding = data.get("encoding", "utf-8")
+        for label, section in (("columns", columns), ("constants", constants)):
+            if not isinstance(section, dict) or not all(
+                isinstance(k, str) and isinstance(v, str | int) for k, v in section.items()
+            ):
+                raise MappingError(f'"{label}" must map lead fields to strings.')
+            bad = set(section) - set(LEAD_FIELDS)
+            if bad:
+                raise MappingError(
+                    f'"{label}" names unknown lead fields: {", ".join(sorted(bad))} '
+                    f"(known: {', '.join(LEAD_FIELDS)})."
+                )
+        if not isinstance(empty_values, list) or not all(isinstance(v, str) for v in empty_values):
+            raise MappingError('"empty_values" must be a list of strings.')
+        if not isinstance(encoding, str):
+            raise MappingError('"encoding" must be a string such as "utf-8" or "cp1252".')
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise MappingError(f"Unknown encoding {encoding!r}.") from None
+        return cls(
+            columns={k: str(v) for k, v in columns.items()},
+            constants={k: str(v) for k, v in constants.items()},
+            empty_values=frozenset(v.strip().lower() for v in empty_values),
+            encoding=encoding,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "columns": self.columns,
+            "constants": self.constants,
+            "empty_values": sorted(self.empty_values),
+            "encoding": self.encoding,
+        }
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """Which header position feeds which lead field, decided once per file."""
+
+    positions: dict[str, int]
+    constants: dict[str, str]
+    header: list[str]
+
+    def column_name(self, lead_field: str) -> str:
+        position = self.positions.get(lead_field)
+        return self.header[position] if position is not None else lead_field
+
+
+def plan_columns(header: list[str], mapping: LeadMapping, *, given: Mapping[str, object]) -> ColumnPlan:
+    """Match the header to lead fields; ``given`` holds values chosen outside the file.
+
+    Raises :class:`ImportFileError` naming the missing columns when a required field
+    has neither a column, a mapping constant nor a given value.
+    """
+    index = {normalize_header(name): position for position, name in enumerate(header) if name}
+    found = ", ".join(name for name in header if name) or "(none: the first row is empty)"
+    positions: dict[str, int] = {}
+    missing_mapped: list[str] = []
+    for lead_field, wanted in mapping.columns.items():
+        if lead_field in mapping.constants:
+            continue
+        position = index.get(normalize_header(wanted))
+        if position is None:
+            missing_mapped.append(f"{wanted!r} (for {lead_field})")
+        else:
+            positions[lead_field] = position
+    if missing_mapped:
+        raise ImportFileError(
+            f"The mapping names columns the file does not have: {', '.join(missing_mapped)}. "
+            f"Columns found: {found}."
+        )
+    # A column mapped explicitly to one field is not also matched by name to another
+    # ("Last Activity" mapped to stage must not feed last_activity as well).
+    taken = set(positions.values())
+    for lead_field in LEAD_FIELDS:
+        if lead_field in positions or lead_field in mapping.constants:
+            continue
+        position = index.get(normalize_header(lead_field))
+        if position is not None and position not in taken:
+            positions[lead_field] = position
+    constants = dict(mapping.constants)
+    for name, value in given.items():
+        if value is not None and name not in positions:
+            constants.setdefault(name, str(value))
+    missing = [f for f in REQUIRED_FIELDS if f not in positions and f not in constants]
+    if missing:
+        raise ImportFileError(
+            f"Missing required columns: {', '.join(missing)}. Columns found: {found}. "
+            "Rename them, add a mapping, or choose a fixed value."
+        )
+    return ColumnPlan(positions=positions, constants=constants, header=header)
+
+
+def row_to_raw(row: list[object], plan: ColumnPlan, empty_values: frozenset[str]) -> dict[str, object]:
+    raw: dict[str, object] = dict(plan.constants)
+    width = len(row)
+    for lead_field, position in plan.positions.items():
+        value = row[position] if position < width else None
+        if isinstance(value, str) and value.strip().lower() in empty_values:
+            value = None
+        raw[lead_field] = value
+    return raw
+
+
+# --- Files ------------------------------------------------------------------------------
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_SNIFF_BYTES = 64 * 1024
+
+
+def detect_format(path: Path) -> FileFormat:
+    """Tell the format from the content, not the file name."""
+    with path.open("rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if not head:
+        raise ImportFileError("The file is empty.")
+    if head.startswith(_ZIP_MAGIC):
+        return "ods" if b"application/vnd.oasis.opendocument" in head[:200] else "xlsx"
+    if head.startswith(_OLE_MAGIC):
+        return "xls"
+    if b"\x00" in head:
+        raise ImportFileError("The file is not a spreadsheet: expected CSV, XLSX, XLS or ODS.")
+    return "csv"
+
+
+def check_encoding(path: Path, encoding: str) -> None:
+    """Decode the whole file once so that a bad byte stops the import before any write."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line = 1
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                line += chunk[: exc.start].count(b"\n")
+                raise ImportFileError(
+                    f"The file is not valid {encoding} text (line {line}, byte "
+                    f'0x{chunk[exc.start]:02x}); save it as UTF-8 or set "encoding" in the mapping.'
+                ) from None
+            line += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise ImportFileError(f"The file ends in the middle of a {encoding} character.") from None
+
+
+@dataclass
+class Table:
+    """A file opened for reading: its header and its data rows as (row number, cells).
+
+    Row numbers count like a spreadsheet: the header is row 1, so error reports point at
+    the line a person sees when opening the file (blank rows are skipped but counted).
+    """
+
+    format: FileFormat
+    header: list[str]
+    rows: Iterator[tuple[int, list[object]]]
+
+
+def _csv_table(path: Path, encoding: str) -> Table:
+    check_encoding(path, encoding)
+    handle = path.open(
+        encoding="utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding, newline=""
+    )
+    sample = handle.read(_SNIFF_BYTES)
+    handle.seek(0)
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(handle, dialect)
+    try:
+        header = next(reader)
+    except StopIteration:
+        handle.close()
+        raise ImportFileError("The file is empty.") from None
+    except csv.Error as exc:
+        handle.close()
+        raise ImportFileError(f"The file is not readable as CSV: {exc}.") from None
+
+    def rows() -> Iterator[tuple[int, list[object]]]:
+        number = 1
+        try:
+            for row in reader:
+                number += 1
+                if row and any(row):
+                    yield number, list(row)
+        except csv.Error as exc:
+            raise ImportFileError(f"CSV error on line {reader.line_num}: {exc}.") from None
+        finally:
+            handle.close()
+
+    return Table(format="csv", header=[h.strip() for h in header], rows=rows())
+
+
+def _sheet_table(path: Path, file_format: FileFormat) -> Table:
+    try:
+        workbook = CalamineWorkbook.from_path(str(path))
+        sheet = workbook.get_sheet_by_index(0)
+        iterator = sheet.iter_rows()
+        header_row = next(iterator, None)
+    except (CalamineError, ValueError, OSError) as exc:
+        raise ImportFileError(f"The file is not a readable {file_format.upper()} workbook: {exc}") from None
+    if header_row is None:
+        raise ImportFileError("The spreadsheet's first sheet is empty.")
+
+    def rows() -> Iterator[tuple[int, list[object]]]:
+        for number, row in enumerate(iterator, start=2):
+            if any(cell not in ("", None) for cell in row):
+                yield number, list(row)
+
+    return Table(format=file_format, header=[_text(cell) for cell in header_row], rows=rows())
+
+
+def open_table(path: Path, *, encoding: str = "utf-8") -> Table:
+    """Open a CSV (any common delimiter, sniffed), XLSX, XLS or ODS file."""
+    file_format = detect_format(path)
+    if file_format == "csv":
+        return _csv_table(path, encoding)
+    return _sheet_table(path, file_format)
+
+
+def count_data_rows(path: Path, table_format: FileFormat) -> int | None:
+    """Row count for progress reporting (CSV only: lines minus the header).
+
+    Approximate when quoted cells hold line breaks; progress is capped at 100%.
+    """
+    if table_format != "csv":
+        return None
+    with path.open("rb") as handle:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    return max(0, lines - 1)

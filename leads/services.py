@@ -1,0 +1,580 @@
+"""Writes to the lead data store: upserts from the API and from files.
+
+Every way leads come in ends in :func:`upsert_leads`, one set-based
+``INSERT … ON CONFLICT (customer_id, external_id) DO UPDATE`` per batch, so the API,
+the admin import and the CLI import store exactly the same thing.
+"""
+
+import csv
+import datetime as dt
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TextIO
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from leads.importers import (
+    ColumnPlan,
+    FieldErrors,
+    ImportFileError,
+    LeadInput,
+    LeadMapping,
+    Table,
+    count_data_rows,
+    open_table,
+    parse_lead,
+    plan_columns,
+    row_to_raw,
+)
+from leads.models import Campaign, Customer, EventKind, Lead, LeadEvent, QueueStatus
+
+logger = logging.getLogger(__name__)
+
+UpsertStatus = Literal["created", "updated"]
+
+# Rows per upsert statement (and per transaction) in file imports: large enough that
+# per-statement overhead vanishes, small enough that row locks are held ≪ 1 s and a
+# failure loses no committed chunk.
+IMPORT_CHUNK_ROWS = 20_000
+
+
+# --- Referential checks -----------------------------------------------------------------
+
+
+@dataclass
+class ReferenceCache:
+    """Customers' plans and campaigns' owners, loaded on first sight of each id."""
+
+    customer_plans: dict[int, str] = field(default_factory=dict)
+    campaign_customers: dict[int, int] = field(default_factory=dict)
+    _missing_customers: set[int] = field(default_factory=set)
+    _missing_campaigns: set[int] = field(default_factory=set)
+
+    def load(self, leads: Iterable[LeadInput]) -> None:
+        customer_ids = set()
+        campaign_ids = set()
+        for lead in leads:
+            customer_ids.add(lead.customer_id)
+            campaign_ids.add(lead.campaign_id)
+        new_customers = customer_ids - self.customer_plans.keys() - self._missing_customers
+        new_campaigns = campaign_ids - self.campaign_customers.keys() - self._missing_campaigns
+        if new_customers:
+            found = dict(Customer.objects.filter(id__in=new_customers).values_list("id", "pricing_plan"))
+            self.customer_plans.update(found)
+            self._missing_customers |= new_customers - found.keys()
+        if new_campaigns:
+            owners = dict(Campaign.objects.filter(id__in=new_campaigns).values_list("id", "customer_id"))
+            self.campaign_customers.update(owners)
+            self._missing_campaigns |= new_campaigns - owners.keys()
+
+    def check(self, lead: LeadInput, *, allowed_customer_id: int | None) -> FieldErrors:
+        """Field errors for references that do not hold; empty when the lead may be stored."""
+        errors: FieldErrors = {}
+        if allowed_customer_id is not None and lead.customer_id != allowed_customer_id:
+            errors["customer_id"] = [f"This API key may only send leads of customer {allowed_customer_id}."]
+        elif lead.customer_id not in self.customer_plans:
+            errors["customer_id"] = [f"Unknown customer {lead.customer_id}."]
+        owner = self.campaign_customers.get(lead.campaign_id)
+        if owner is None:
+            errors["campaign_id"] = [f"Unknown campaign {lead.campaign_id}."]
+        elif owner != lead.customer_id:
+            errors["campaign_id"] = [
+                f"Campaign {lead.campaign_id} belongs to customer {owner}, "
+                f"not to customer {lead.customer_id}."
+            ]
+        return errors
+
+
+# --- Upsert -------------------------------------------------------------------------------
+
+# On update, a value sent empty keeps the stored one (a customer's nightly re-push of a
+# lead must not wipe what the Contract app set); engine state (held, closed, attempts)
+# is never touched. `created_at` left out of the push arrives equal to `received_at`
+# (both are the batch's `now`), which is how the UPDATE tells "not sent" from "sent".
+_UPSERT_SQL = """
+WITH s AS (
+    SELECT * FROM unnest(
+        %(customer_id)s::bigint[], %(campaign_id)s::bigint[], %(external_id)s::text[],
+        %(lead_type)s::text[], %(city)s::text[], %(source)s::text[],
+        %(last_activity)s::timestamptz[], %(stage)s::text[], %(pricing_plan)s::text[],
+        %(rescheduled_at)s::timestamptz[], %(created_at)s::timestamptz[]
+    ) AS s(customer_id, campaign_id, external_id, lead_type, city, source, last_activity,
+           stage, pricing_plan, rescheduled_at, created_at)
+)
+INSERT INTO leads_lead AS l (
+    customer_id, campaign_id, external_id, lead_type, city, source, last_activity, stage,
+    pricing_plan, rescheduled_at, created_at, status, due_at, attempt_count, reschedule_count,
+    closed_reason, received_at, updated_at
+)
+SELECT customer_id, campaign_id, external_id, lead_type, city, source, last_activity, stage,
+       pricing_plan, rescheduled_at, created_at,
+       CASE WHEN GREATEST(created_at, rescheduled_at) <= %(now)s THEN 'ready' ELSE 'waiting' END,
+       GREATEST(created_at, rescheduled_at), 0, 0, '', %(now)s, %(now)s
+FROM s
+ON CONFLICT (customer_id, external_id) DO UPDATE SET
+    campaign_id = EXCLUDED.campaign_id,
+    lead_type = EXCLUDED.lead_type,
+    city = COALESCE(NULLIF(EXCLUDED.city, ''), l.city),
+    source = COALESCE(NULLIF(EXCLUDED.source, ''), l.source),
+    stage = COALESCE(NULLIF(EXCLUDED.stage, ''), l.stage),
+    last_activity = COALESCE(EXCLUDED.last_activity, l.last_activity),
+    pricing_plan = EXCLUDED.pricing_plan,
+    rescheduled_at = COALESCE(EXCLUDED.rescheduled_at, l.rescheduled_at),
+    created_at = CASE WHEN EXCLUDED.created_at = EXCLUDED.received_at
+                      THEN l.created_at ELSE EXCLUDED.created_at END,
+    due_at = CASE WHEN l.status IN ('waiting', 'ready') THEN GREATEST(
+                      CASE WHEN EXCLUDED.created_at = EXCLUDED.received_at
+                           THEN l.created_at ELSE EXCLUDED.created_at END,
+                      COALESCE(EXCLUDED.rescheduled_at, l.rescheduled_at))
+                  ELSE l.due_at END,
+    status = CASE WHEN l.status NOT IN ('waiting', 'ready') THEN l.status
+                  WHEN GREATEST(
+                      CASE WHEN EXCLUDED.created_at = EXCLUDED.received_at
+                           THEN l.created_at ELSE EXCLUDED.created_at END,
+                      COALESCE(EXCLUDED.rescheduled_at, l.rescheduled_at)) <= %(now)s
+                  THEN 'ready' ELSE 'waiting' END,
+    updated_at = EXCLUDED.updated_at
+WHERE (l.campaign_id, l.lead_type, l.city, l.source, l.stage, l.last_activity, l.pricing_plan,
+       l.rescheduled_at, l.created_at)
+   IS DISTINCT FROM
+      (EXCLUDED.campaign_id, EXCLUDED.lead_type,
+       COALESCE(NULLIF(EXCLUDED.city, ''), l.city), COALESCE(NULLIF(EXCLUDED.source, ''), l.source),
+       COALESCE(NULLIF(EXCLUDED.stage, ''), l.stage),
+       COALESCE(EXCLUDED.last_activity, l.last_activity), EXCLUDED.pricing_plan,
+       COALESCE(EXCLUDED.rescheduled_at, l.rescheduled_at),
+       CASE WHEN EXCLUDED.created_at = EXCLUDED.received_at THEN l.created_at ELSE EXCLUDED.created_at END)
+RETURNING l.id, l.customer_id, l.external_id, (l.xmax = 0) AS created
+"""
+
+_EXISTING_IDS_SQL = """
+SELECT l.id, l.customer_id, l.external_id FROM leads_lead l
+JOIN unnest(%(customer_id)s::bigint[], %(external_id)s::text[]) AS k(customer_id, external_id)
+  ON l.customer_id = k.customer_id AND l.external_id = k.external_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    lead_id: int
+    status: UpsertStatus
+
+
+def upsert_leads(
+    leads: Sequence[LeadInput], *, customer_plans: dict[int, str], now: dt.datetime
+) -> list[UpsertResult]:
+    """Create or update leads by (customer_id, external_id); results in input order.
+
+    ``leads`` must already have passed :meth:`ReferenceCache.check`. When one external
+    id appears twice in the batch, the last occurrence is stored and the earlier one is
+    reported as the same lead (PostgreSQL's ON CONFLICT cannot touch a row twice in one
+    statement).
+    """
+    if not leads:
+        return []
+    last_index: dict[tuple[int, str], int] = {}
+    for index, lead in enumerate(leads):
+        last_index[(lead.customer_id, lead.external_id)] = index
+    unique = [leads[i] for i in sorted(last_index.values())]
+    columns: dict[str, list[object]] = {
+        name: []
+        for name in (
+            "customer_id",
+            "campaign_id",
+            "external_id",
+            "lead_type",
+            "city",
+            "source",
+            "last_activity",
+            "stage",
+            "pricing_plan",
+            "rescheduled_at",
+            "created_at",
+        )
+    }
+    for lead in unique:
+        columns["customer_id"].append(lead.customer_id)
+        columns["campaign_id"].append(lead.campaign_id)
+        columns["external_id"].append(lead.external_id)
+        columns["lead_type"].append(lead.lead_type)
+        columns["city"].append(lead.city)
+        columns["source"].append(lead.source)
+        columns["last_activity"].append(lead.last_activity)
+        columns["stage"].append(lead.stage)
+        columns["pricing_plan"].append(lead.pricing_plan or customer_plans[lead.customer_id])
+        columns["rescheduled_at"].append(lead.rescheduled_at)
+        columns["created_at"].append(lead.created_at or now)
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_UPSERT_SQL, {**columns, "now": now})
+        written = {(row[1], row[2]): (row[0], row[3]) for row in cursor.fetchall()}
+        if len(written) < len(unique):
+            # Leads whose data did not change are not rewritten and not returned.
+            cursor.execute(
+                _EXISTING_IDS_SQL,
+                {"customer_id": columns["customer_id"], "external_id": columns["external_id"]},
+            )
+            for lead_id, customer_id, external_id in cursor.fetchall():
+                written.setdefault((customer_id, external_id), (lead_id, False))
+
+    seen: set[tuple[int, str]] = set()
+    results = []
+    for lead in leads:
+        key = (lead.customer_id, lead.external_id)
+        lead_id, created = written[key]
+        status: UpsertStatus = "created" if created and key not in seen else "updated"
+        seen.add(key)
+        results.append(UpsertResult(lead_id=lead_id, status=status))
+    return results
+
+
+# --- Batches from the API -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchItemResult:
+    index: int
+    external_id: str | None
+    status: Literal["created", "updated", "rejected"]
+    lead_id: int | None = None
+    errors: FieldErrors | None = None
+
+
+def ingest_lead_batch(
+    items: Sequence[object], *, allowed_customer_id: int | None, now: dt.datetime | None = None
+) -> list[BatchItemResult]:
+    """Validate and store a batch of lead objects; bad items never stop good ones."""
+    now = now or timezone.now()
+    parsed: list[tuple[int, LeadInput]] = []
+    results: dict[int, BatchItemResult] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            results[index] = BatchItemResult(
+                index, None, "rejected", errors={"non_field_errors": ["Each lead must be a JSON object."]}
+            )
+            continue
+        lead, errors = parse_lead(item)
+        if lead is None:
+            external_id = item.get("external_id")
+            results[index] = BatchItemResult(
+                index, str(external_id) if external_id is not None else None, "rejected", errors=errors
+            )
+        else:
+            parsed.append((index, lead))
+
+    references = ReferenceCache()
+    references.load(lead for _, lead in parsed)
+    valid: list[tuple[int, LeadInput]] = []
+    for index, lead in parsed:
+        errors = references.check(lead, allowed_customer_id=allowed_customer_id)
+        if errors:
+            results[index] = BatchItemResult(index, lead.external_id, "rejected", errors=errors)
+        else:
+            valid.append((index, lead))
+
+    stored = upsert_leads([lead for _, lead in valid], customer_plans=references.customer_plans, now=now)
+    for (index, lead), outcome in zip(valid, stored, strict=True):
+        results[index] = BatchItemResult(index, lead.external_id, outcome.status, lead_id=outcome.lead_id)
+    return [results[i] for i in range(len(items))]
+
+
+# --- Files ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    row: int
+    column: str
+    reason: str
+
+
+class ErrorReport:
+    """Collects rejected rows: all of them into a CSV file, the first few in memory."""
+
+    HEADER = ("row", "column", "reason")
+
+    def __init__(self, out: TextIO | None = None, *, keep: int = 200) -> None:
+        self._writer = csv.writer(out) if out is not None else None
+        if self._writer is not None:
+            self._writer.writerow(self.HEADER)
+        self.keep = keep
+        self.first: list[RowError] = []
+        self.rows_rejected = 0
+
+    def add(self, row: int, errors: list[RowError]) -> None:
+        self.rows_rejected += 1
+        for error in errors:
+            if len(self.first) < self.keep:
+                self.first.append(error)
+            if self._writer is not None:
+                self._writer.writerow((error.row, error.column, error.reason))
+
+
+@dataclass
+class ImportSummary:
+    total: int = 0
+    created: int = 0
+    updated: int = 0
+    rejected: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+
+@dataclass
+class ParsedChunk:
+    leads: list[LeadInput]
+    rows: int
+
+
+ProgressCallback = Callable[[int], None]
+
+
+def open_import(
+    path: Path, *, mapping: LeadMapping, customer_id: int | None, campaign_id: int | None
+) -> tuple[Table, ColumnPlan]:
+    """Open a file and match its header; raises :class:`ImportFileError` for a bad file."""
+    table = open_table(path, encoding=mapping.encoding)
+    plan = plan_columns(table.header, mapping, given={"customer_id": customer_id, "campaign_id": campaign_id})
+    return table, plan
+
+
+def _parse_chunks(
+    table: Table,
+    plan: ColumnPlan,
+    *,
+    empty_values: frozenset[str],
+    allowed_customer_id: int | None,
+    report: ErrorReport,
+    references: ReferenceCache,
+    chunk_rows: int,
+) -> Iterator[ParsedChunk]:
+    pending: list[tuple[int, LeadInput]] = []
+    rows_in_chunk = 0
+
+    def finish() -> ParsedChunk:
+        references.load(lead for _, lead in pending)
+        good: list[LeadInput] = []
+        for row_number, lead in pending:
+            errors = references.check(lead, allowed_customer_id=allowed_customer_id)
+            if errors:
+                report.add(row_number, _row_errors(row_number, errors, plan.column_name))
+            else:
+                good.append(lead)
+        return ParsedChunk(leads=good, rows=rows_in_chunk)
+
+    seen = 0
+    for row_number, cells in table.rows:
+        seen += 1
+        rows_in_chunk += 1
+        lead, errors = parse_lead(row_to_raw(cells, plan, empty_values))
+        if lead is None:
+            report.add(row_number, _row_errors(row_number, errors, plan.column_name))
+        else:
+            pending.append((row_number, lead))
+        if rows_in_chunk >= chunk_rows:
+            yield finish()
+            pending, rows_in_chunk = [], 0
+    if seen == 0:
+        raise ImportFileError("The file has a header but no data rows.")
+    if rows_in_chunk:
+        yield finish()
+
+
+def _row_errors(row_number: int, errors: FieldErrors, column_name: Callable[[str], str]) -> list[RowError]:
+    return [
+        RowError(row_number, column_name(name), message)
+        for name, messages in errors.items()
+        for message in messages
+    ]
+
+
+def import_leads(
+    path: Path,
+    *,
+    mapping: LeadMapping,
+    customer_id: int | None = None,
+    campaign_id: int | None = None,
+    allowed_customer_id: int | None = None,
+    errors_out: TextIO | None = None,
+    on_progress: ProgressCallback | None = None,
+    chunk_rows: int = IMPORT_CHUNK_ROWS,
+) -> ImportSummary:
+    """Import a whole file: parse, validate, upsert in chunks; returns the counts.
+
+    Parsing (Python, one core) overlaps with the previous chunk's upsert (PostgreSQL,
+    the other core): a writer thread with its own database connection stores chunk N
+    while this thread parses chunk N + 1. Each chunk commits on its own, so a failure
+    keeps every chunk already stored; re-running the file is harmless (upsert).
+
+    Raises :class:`ImportFileError` when the file cannot be processed at all; nothing
+    has been written then, because every whole-file check runs before the first row.
+    """
+    table, plan = open_import(path, mapping=mapping, customer_id=customer_id, campaign_id=campaign_id)
+    report = ErrorReport(errors_out)
+    references = ReferenceCache()
+    summary = ImportSummary()
+    chunks = _parse_chunks(
+        table,
+        plan,
+        empty_values=mapping.empty_values,
+        allowed_customer_id=allowed_customer_id,
+        report=report,
+        references=references,
+        chunk_rows=chunk_rows,
+    )
+
+    def store(chunk: ParsedChunk) -> None:
+        stored = upsert_leads(chunk.leads, customer_plans=references.customer_plans, now=timezone.now())
+        created = sum(1 for result in stored if result.status == "created")
+        summary.created += created
+        summary.updated += len(stored) - created
+        summary.total += chunk.rows
+        if on_progress is not None:
+            on_progress(chunk.rows)
+
+    first = next(chunks)
+    second = next(chunks, None)
+    if second is None:
+        # One chunk: nothing to overlap, store it on this thread's connection.
+        store(first)
+    else:
+        _store_overlapped([first, second], chunks, store)
+    summary.rejected = report.rows_rejected
+    summary.errors = report.first
+    return summary
+
+
+def _store_overlapped(
+    head: list[ParsedChunk], rest: Iterator[ParsedChunk], store: Callable[[ParsedChunk], None]
+) -> None:
+    """Store chunks on a writer thread while this thread keeps parsing the next ones."""
+    work: queue.Queue[ParsedChunk | None] = queue.Queue(maxsize=2)
+    failure: list[BaseException] = []
+
+    def write_chunks() -> None:
+        try:
+            while (chunk := work.get()) is not None:
+                store(chunk)
+        except BaseException as exc:  # re-raised on the parsing thread below
+            failure.append(exc)
+            while work.get() is not None:  # drain so the parsing thread never blocks
+                pass
+        finally:
+            connection.close()  # the writer thread's own connection
+
+    writer = threading.Thread(target=write_chunks, name="lead-import-writer")
+    writer.start()
+    try:
+        for chunk in itertools.chain(head, rest):
+            if failure:
+                break
+            work.put(chunk)
+    finally:
+        work.put(None)
+        writer.join()
+    if failure:
+        raise failure[0]
+
+
+@dataclass
+class ImportPreview:
+    header: list[str]
+    file_format: str
+    sample: list[LeadInput]
+    total_rows: int
+    valid_rows: int
+    rejected_rows: int
+    errors: list[RowError]
+
+
+def preview_import(
+    path: Path,
+    *,
+    mapping: LeadMapping,
+    customer_id: int | None = None,
+    campaign_id: int | None = None,
+    sample_rows: int = 20,
+    error_rows: int = 500,
+) -> ImportPreview:
+    """Validate a whole file without writing: the first rows as they would be stored, and
+    the row errors (row, column, reason) found anywhere in it."""
+    table, plan = open_import(path, mapping=mapping, customer_id=customer_id, campaign_id=campaign_id)
+    report = ErrorReport(keep=error_rows)
+    sample: list[LeadInput] = []
+    total = valid = 0
+    for chunk in _parse_chunks(
+        table,
+        plan,
+        empty_values=mapping.empty_values,
+        allowed_customer_id=None,
+        report=report,
+        references=ReferenceCache(),
+        chunk_rows=IMPORT_CHUNK_ROWS,
+    ):
+        total += chunk.rows
+        valid += len(chunk.leads)
+        if len(sample) < sample_rows:
+            sample.extend(chunk.leads[: sample_rows - len(sample)])
+    return ImportPreview(
+        header=table.header,
+        file_format=table.format,
+        sample=sample,
+        total_rows=total,
+        valid_rows=valid,
+        rejected_rows=report.rows_rejected,
+        errors=report.first,
+    )
+
+
+def estimate_rows(path: Path, table: Table) -> int | None:
+    return count_data_rows(path, table.format)
+
+
+# --- Changes from the Contract app ---------------------------------------------------------
+
+
+class LeadConflict(Exception):
+    """The change does not fit the lead's state (e.g. rescheduling a closed lead)."""
+
+
+def update_lead(*, lead_id: int, changes: dict[str, object], now: dt.datetime | None = None) -> Lead:
+    """Apply a PATCH from the Contract app and keep the queue state consistent with it.
+
+    A new ``rescheduled_at`` makes the lead due at that moment: it waits until then (or is
+    ready at once if the moment has passed). A held lead being rescheduled is released,
+    since its call is over. Closed leads keep their data editable but cannot be rescheduled.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        # Row lock: a concurrent claim or outcome for this lead waits for this change.
+        lead = Lead.objects.select_for_update(of=("self",), no_key=True).get(pk=lead_id)
+        changed = {}
+        for name, value in changes.items():
+            if getattr(lead, name) != value:
+                changed[name] = value
+                setattr(lead, name, value)
+        if "rescheduled_at" in changed and lead.rescheduled_at is not None:
+            if lead.status == QueueStatus.CLOSED:
+                raise LeadConflict("The lead is closed; it cannot be rescheduled.")
+            lead.due_at = max(lead.created_at, lead.rescheduled_at)
+            lead.holder = None
+            lead.lease_expires_at = None
+            lead.status = QueueStatus.READY if lead.due_at <= now else QueueStatus.WAITING
+        if changed:
+            lead.updated_at = now
+            lead.save()
+            LeadEvent.objects.create(
+                lead=lead,
+                kind=EventKind.UPDATED,
+                at=now,
+                detail={name: _jsonable(value) for name, value in changed.items()},
+            )
+    return lead
+
+
+def _jsonable(value: object) -> object:
+    return value.isoformat() if isinstance(value, dt.datetime) else value

@@ -1,0 +1,1 @@
+"""Priority policies and next-lead decisions (built by the engine issue)."""
