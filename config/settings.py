@@ -73,10 +73,10 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------
 # With no DATABASE_URL the embedded PostgreSQL in var/pgdata is started (or attached to),
 # so `make run`, `make test` and every manage.py command share one database.
-_database_url = env_str("DATABASE_URL") or embedded_database_url(VAR_DIR / "pgdata")
+DATABASE_URL = env_str("DATABASE_URL") or embedded_database_url(VAR_DIR / "pgdata")
 DATABASES = {
     "default": dj_database_url.parse(
-        _database_url,
+        DATABASE_URL,
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
         conn_health_checks=True,
     )
@@ -97,6 +97,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise serves from finders; it only warns when this is missing
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 STORAGES = {

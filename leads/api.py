@@ -32,11 +32,30 @@ class LeadOutputSerializer(serializers.ModelSerializer[Lead]):
     class Meta:
         model = Lead
         fields = [
-            "id", "external_id", "customer_id", "campaign_id", "lead_type", "city", "source",
-            "last_activity", "stage", "pricing_plan", "rescheduled_at", "created_at",
-            "status", "due_at", "holder_id", "lease_expires_at", "attempt_count",
-            "reschedule_count", "first_attempt_at", "last_attempt_at", "closed_at",
-            "closed_reason", "received_at", "updated_at",
+            "id",
+            "external_id",
+            "customer_id",
+            "campaign_id",
+            "lead_type",
+            "city",
+            "source",
+            "last_activity",
+            "stage",
+            "pricing_plan",
+            "rescheduled_at",
+            "created_at",
+            "status",
+            "due_at",
+            "holder_id",
+            "lease_expires_at",
+            "attempt_count",
+            "reschedule_count",
+            "first_attempt_at",
+            "last_attempt_at",
+            "closed_at",
+            "closed_reason",
+            "received_at",
+            "updated_at",
         ]
         read_only_fields = fields
 
@@ -65,7 +84,9 @@ _BatchItem = inline_serializer(
         "external_id": serializers.CharField(allow_null=True),
         "status": serializers.ChoiceField(choices=["created", "updated", "rejected"]),
         "id": serializers.IntegerField(required=False),
-        "errors": serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False),
+        "errors": serializers.DictField(
+            child=serializers.ListField(child=serializers.CharField()), required=False
+        ),
     },
 )
 _BatchResult = inline_serializer(
@@ -128,14 +149,22 @@ class LeadCollectionView(APIView):
                 raise ValidationError({"leads": ["The batch is empty."]})
             if len(items) > settings.LEADRANK_API_BATCH_MAX:
                 raise ValidationError(
-                    {"leads": [f"At most {settings.LEADRANK_API_BATCH_MAX} leads per request, got {len(items)}."]}
+                    {
+                        "leads": [
+                            f"At most {settings.LEADRANK_API_BATCH_MAX} leads per request, got {len(items)}."
+                        ]
+                    }
                 )
             results = services.ingest_lead_batch(items, allowed_customer_id=allowed_customer_id)
             counts = {"created": 0, "updated": 0, "rejected": 0}
             rows = []
             for result in results:
                 counts[result.status] += 1
-                row: dict[str, Any] = {"index": result.index, "external_id": result.external_id, "status": result.status}
+                row: dict[str, Any] = {
+                    "index": result.index,
+                    "external_id": result.external_id,
+                    "status": result.status,
+                }
                 if result.lead_id is not None:
                     row["id"] = result.lead_id
                 if result.errors:
@@ -261,8 +290,15 @@ class CampaignSerializer(serializers.ModelSerializer[Campaign]):
     class Meta:
         model = Campaign
         fields = [
-            "id", "customer_id", "name", "active", "time_zone", "calling_hours_start",
-            "calling_hours_end", "calling_days", "created_at",
+            "id",
+            "customer_id",
+            "name",
+            "active",
+            "time_zone",
+            "calling_hours_start",
+            "calling_hours_end",
+            "calling_days",
+            "created_at",
         ]
         read_only_fields = ["id", "created_at"]
 
@@ -330,4 +366,3 @@ class ContractorDetailView(generics.RetrieveUpdateAPIView[Contractor]):
     queryset = Contractor.objects.prefetch_related("campaigns")
     lookup_url_kwarg = "contractor_id"
     http_method_names = ["get", "patch", "options"]
-

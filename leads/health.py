@@ -27,7 +27,7 @@ def _broker_ok() -> bool:
         ) as broker:
             broker.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
         return True
-    except Exception:  # any broker failure is reported, never raised  # noqa: BLE001
+    except Exception:  # any broker failure is reported, never raised
         return False
 
 

@@ -16,7 +16,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, name: str, scope: str, customer_id: int | None, **options: Any) -> None:
         if scope == ApiScope.INGEST:
             if customer_id is None:
-                raise CommandError("--scope ingest needs --customer-id N (the customer whose leads it sends).")
+                raise CommandError(
+                    "--scope ingest needs --customer-id N (the customer whose leads it sends)."
+                )
             if not Customer.objects.filter(pk=customer_id).exists():
                 raise CommandError(f"There is no customer {customer_id}.")
         elif customer_id is not None:

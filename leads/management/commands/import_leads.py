@@ -20,11 +20,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", type=Path)
-        parser.add_argument("--customer-id", type=int, help="Customer of every row (when the file has no column).")
-        parser.add_argument("--campaign-id", type=int, help="Campaign of every row (when the file has no column).")
+        parser.add_argument(
+            "--customer-id", type=int, help="Customer of every row (when the file has no column)."
+        )
+        parser.add_argument(
+            "--campaign-id", type=int, help="Campaign of every row (when the file has no column)."
+        )
         parser.add_argument("--mapping", type=Path, help="JSON mapping of file columns to lead fields.")
         parser.add_argument(
-            "--errors", type=Path, help="Where to write rejected rows (default: PATH.errors.csv next to the file)."
+            "--errors",
+            type=Path,
+            help="Where to write rejected rows (default: PATH.errors.csv next to the file).",
         )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
@@ -43,7 +49,11 @@ class Command(BaseCommand):
             with (
                 errors_path.open("w", newline="", encoding="utf-8") as errors_out,
                 tqdm(
-                    total=total, unit="rows", disable=options["no_progress"], file=sys.stderr, dynamic_ncols=True
+                    total=total,
+                    unit="rows",
+                    disable=options["no_progress"],
+                    file=sys.stderr,
+                    dynamic_ncols=True,
                 ) as bar,
             ):
                 summary = import_leads(

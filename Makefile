@@ -1,0 +1,40 @@
+# leadrank: `make run` starts everything, `make test` runs the suite (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 8000
+export PORT
+
+.PHONY: install run test lint format bench bench-ingest clean-db
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "leadrank needs Python 3.11 or newer")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Development / demo start: DEBUG on unless set, embedded PostgreSQL unless DATABASE_URL,
+# filesystem broker unless CELERY_BROKER_URL.
+run: install
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py run --port $(PORT)
+
+test: install
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-false} SECRET_KEY=$${SECRET_KEY:-test-only-secret} $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	DJANGO_DEBUG=true $(VENV)/bin/mypy .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: bench-ingest
+
+bench-ingest: install
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py bench ingest $(BENCH_ARGS)

@@ -1,0 +1,97 @@
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import connection
+from honcho.environ import parse_procfile
+from honcho.manager import Manager
+
+
+class Command(BaseCommand):
+    help = (
+        "Set up and start everything: migrate, admin user, demo data, periodic tasks, then the "
+        "Procfile's web server, Celery worker and Celery beat until Ctrl-C."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--no-demo", action="store_true", help="Do not load the demo data set.")
+
+    def handle(self, *args: Any, port: int, no_demo: bool, **options: Any) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        username, password = self._ensure_admin()
+        if not no_demo:
+            call_command("load_demo_data")
+        if "setup_periodic_tasks" in _commands():
+            call_command("setup_periodic_tasks")
+
+        env = dict(os.environ)
+        env["PORT"] = str(port)
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        # Children use this process's database directly; only this process holds the
+        # embedded server open, so it stops when this process exits.
+        env["DATABASE_URL"] = settings.DATABASE_URL
+        base = f"http://127.0.0.1:{port}"
+        self.stdout.write(
+            "\n".join(
+                [
+                    "",
+                    f"leadrank is starting on {base}",
+                    f"  admin     {base}/admin/   (user {username!r}, password {password!r})",
+                    f"  API docs  {base}/api/docs/",
+                    f"  health    {base}/healthz",
+                    "  database  "
+                    + (
+                        "embedded PostgreSQL in var/pgdata"
+                        if not os.environ.get("DATABASE_URL")
+                        else "DATABASE_URL"
+                    ),
+                    "  broker    "
+                    + (os.environ.get("CELERY_BROKER_URL") or "filesystem (var/broker), no server"),
+                    "Press Ctrl-C to stop everything.",
+                    "",
+                ]
+            )
+        )
+        procfile = parse_procfile((Path(settings.BASE_DIR) / "Procfile").read_text())
+        manager = Manager()
+        for name, command in procfile.processes.items():
+            manager.add_process(name, command, env=env, cwd=str(settings.BASE_DIR))
+        manager.loop()
+        connection.close()
+        sys.exit(manager.returncode or 0)
+
+    def _ensure_admin(self) -> tuple[str, str]:
+        """The admin user from DJANGO_SUPERUSER_USERNAME / _PASSWORD, else `admin` with a
+        password generated once and kept in var/admin_password."""
+        user_model = get_user_model()
+        username = os.environ.get("DJANGO_SUPERUSER_USERNAME", "admin")
+        password = os.environ.get("DJANGO_SUPERUSER_PASSWORD")
+        stored = Path(settings.VAR_DIR) / "admin_password"
+        if password is None:
+            if stored.exists():
+                password = stored.read_text().strip()
+            else:
+                password = secrets.token_urlsafe(12)
+                stored.parent.mkdir(parents=True, exist_ok=True)
+                stored.write_text(password)
+                stored.chmod(0o600)
+        user = user_model.objects.filter(username=username).first()
+        if user is None:
+            user_model.objects.create_superuser(username=username, email="", password=password)
+        elif not user.check_password(password):
+            user.set_password(password)
+            user.save(update_fields=["password"])
+        return username, password
+
+
+def _commands() -> set[str]:
+    from django.core.management import get_commands
+
+    return set(get_commands())

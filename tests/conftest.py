@@ -1,0 +1,47 @@
+from collections.abc import Callable
+
+import pytest
+from rest_framework.test import APIClient
+
+from leads.models import ApiKey, ApiScope, Customer
+from tests.factories import CampaignFactory, CustomerFactory
+
+
+@pytest.fixture
+def customer() -> Customer:
+    return CustomerFactory(pricing_plan="pro")
+
+
+@pytest.fixture
+def campaign(customer: Customer):
+    return CampaignFactory(customer=customer)
+
+
+@pytest.fixture
+def make_client(db: None) -> Callable[..., APIClient]:
+    """An API client authenticated with a fresh key of the given scope."""
+
+    def make(scope: str = ApiScope.ADMIN, customer: Customer | None = None) -> APIClient:
+        _, key = ApiKey.objects.create_key(
+            name=f"test {scope}", scope=scope, customer=customer if scope == ApiScope.INGEST else None
+        )
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def admin_api(make_client: Callable[..., APIClient]) -> APIClient:
+    return make_client(ApiScope.ADMIN)
+
+
+@pytest.fixture
+def contract_api(make_client: Callable[..., APIClient]) -> APIClient:
+    return make_client(ApiScope.CONTRACT_APP)
+
+
+@pytest.fixture
+def ingest_api(make_client: Callable[..., APIClient], customer: Customer) -> APIClient:
+    return make_client(ApiScope.INGEST, customer)

@@ -1,0 +1,52 @@
+import datetime as dt
+
+import factory
+from django.utils import timezone
+
+from leads.models import Campaign, Contractor, Customer, Lead, LeadType, PricingPlan, QueueStatus
+
+
+class CustomerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Customer
+
+    name = factory.Sequence(lambda n: f"Customer {n}")
+    pricing_plan = PricingPlan.STARTER
+
+
+class CampaignFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Campaign
+
+    customer = factory.SubFactory(CustomerFactory)
+    name = factory.Sequence(lambda n: f"Campaign {n}")
+
+
+class ContractorFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Contractor
+
+    name = factory.Sequence(lambda n: f"Contractor {n}")
+
+    @factory.post_generation
+    def campaigns(self, create: bool, extracted: list[Campaign] | None, **kwargs: object) -> None:
+        if create and extracted:
+            self.campaigns.add(*extracted)
+
+
+class LeadFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Lead
+
+    campaign = factory.SubFactory(CampaignFactory)
+    customer = factory.LazyAttribute(lambda lead: lead.campaign.customer)
+    external_id = factory.Sequence(lambda n: f"ext-{n}")
+    lead_type = LeadType.LIVE
+    pricing_plan = PricingPlan.STARTER
+    created_at = factory.LazyFunction(timezone.now)
+    due_at = factory.LazyAttribute(lambda lead: lead.created_at)
+    status = QueueStatus.READY
+
+
+def minutes_ago(minutes: float) -> dt.datetime:
+    return timezone.now() - dt.timedelta(minutes=minutes)
