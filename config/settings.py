@@ -6,10 +6,14 @@ The README's configuration table lists each variable read here.
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from config.embedded_postgres import embedded_database_url
 from config.env import env_bool, env_int, env_list, env_str
+
+# Lets classes such as ModelAdmin[Lead] be subscripted at run time, as the type hints do.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("LEADRANK_VAR_DIR", str(BASE_DIR / "var")))

@@ -1,10 +1,18 @@
+import os
 from collections.abc import Callable
 
 import pytest
+from django.conf import settings
 from rest_framework.test import APIClient
 
 from leads.models import ApiKey, ApiScope, Customer
 from tests.factories import CampaignFactory, CustomerFactory
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """One test database per test run, so that concurrent runs on one server never collide."""
+    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = f"test_leadrank_{os.getpid()}"
 
 
 @pytest.fixture

@@ -25,8 +25,10 @@ class CampaignFactory(factory.django.DjangoModelFactory):
 class ContractorFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Contractor
+        skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"Contractor {n}")
+
 
     @factory.post_generation
     def campaigns(self, create: bool, extracted: list[Campaign] | None, **kwargs: object) -> None:

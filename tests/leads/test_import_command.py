@@ -1,0 +1,169 @@
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+
+from leads.importers import LeadMapping
+from leads.models import Lead
+from leads.services import import_leads
+from tests.factories import CampaignFactory, CustomerFactory
+
+HEADER = "external_id,customer_id,campaign_id,lead_type,city,created_at\n"
+
+
+def _csv(tmp_path: Path, body: str, header: str = HEADER, name: str = "leads.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(header + body, encoding="utf-8")
+    return path
+
+
+def _run(*args: object) -> str:
+    out = io.StringIO()
+    call_command("import_leads", *[str(a) for a in args], "--no-progress", stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_the_cli_imports_good_rows_and_reports_bad_ones_with_row_and_column(tmp_path, customer, campaign):
+    other = CampaignFactory()
+    path = _csv(
+        tmp_path,
+        f"A,{customer.pk},{campaign.pk},live,Pune,2026-11-24T08:00:00Z\n"
+        f"B,{customer.pk},{campaign.pk},warm,Pune,\n"
+        f"C,{customer.pk},{other.pk},stale,,\n"
+        f"D,{customer.pk},{campaign.pk},stale,,not-a-date\n",
+    )
+    errors = tmp_path / "errors.csv"
+    output = _run(path, "--errors", errors)
+
+    assert "1 created, 0 updated, 3 rejected" in output
+    assert list(Lead.objects.values_list("external_id", flat=True)) == ["A"]
+    rows = list(csv.reader(errors.open()))
+    assert rows[0] == ["row", "column", "reason"]
+    assert [(r[0], r[1]) for r in rows[1:]] == [("3", "lead_type"), ("4", "campaign_id"), ("5", "created_at")]
+    assert "belongs to customer" in rows[2][2]
+
+
+@pytest.mark.django_db
+def test_importing_the_same_file_twice_updates_instead_of_duplicating(tmp_path, customer, campaign):
+    path = _csv(tmp_path, f"A,{customer.pk},{campaign.pk},live,Pune,\nB,{customer.pk},{campaign.pk},stale,Goa,\n")
+    assert "2 created, 0 updated" in _run(path)
+    assert "0 created, 2 updated" in _run(path)
+    assert Lead.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_mapping_renames_columns_sets_constants_and_names_empty_values(tmp_path, customer, campaign):
+    path = _csv(
+        tmp_path,
+        "p-1,Google,Select,Email Opened\np-2,Select,Mumbai,SMS Sent\n",
+        header="Prospect ID,Lead Source,City,Last Activity\n",
+    )
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text(
+        json.dumps(
+            {
+                "columns": {"external_id": "Prospect ID", "source": "Lead Source", "city": "City", "stage": "Last Activity"},
+                "constants": {"lead_type": "stale"},
+                "empty_values": ["Select"],
+            }
+        )
+    )
+    _run(path, "--mapping", mapping, "--customer-id", customer.pk, "--campaign-id", campaign.pk)
+
+    leads = {lead.external_id: lead for lead in Lead.objects.all()}
+    assert (leads["p-1"].source, leads["p-1"].city, leads["p-1"].stage) == ("Google", "", "Email Opened")
+    assert (leads["p-2"].source, leads["p-2"].city, leads["p-2"].lead_type) == ("", "Mumbai", "stale")
+    assert leads["p-1"].last_activity is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "The file is empty"),
+        (b"external_id,customer_id,campaign_id,lead_type\n", "no data rows"),
+        (b"name,phone\nAnn,123\n", "Missing required columns"),
+        ("external_id,customer_id,campaign_id,lead_type,city\nA,1,1,live,K\xf6ln\n".encode("latin-1"), "not valid utf-8"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00binary", "not a spreadsheet"),
+    ],
+)
+def test_a_file_that_cannot_be_processed_stops_with_one_readable_line_and_writes_nothing(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(CommandError, match=message):
+        _run(path, "--customer-id", 1)
+    assert Lead.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_bad_mapping_file_is_reported(tmp_path):
+    path = _csv(tmp_path, "A,1,1,live,,\n")
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text("{not json")
+    with pytest.raises(CommandError, match="not valid JSON"):
+        _run(path, "--mapping", mapping)
+    mapping.write_text('{"columns": {"colour": "x"}}')
+    with pytest.raises(CommandError, match="unknown lead fields"):
+        _run(path, "--mapping", mapping)
+    with pytest.raises(CommandError, match="No such file"):
+        _run(tmp_path / "missing.csv")
+
+
+def test_the_command_line_exit_status_is_non_zero_without_a_traceback(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"\x00\x01\x02 binary")
+    env = {**os.environ, "DATABASE_URL": _database_url(), "SECRET_KEY": "x"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "import_leads", str(path), "--no-progress"],
+        cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "CommandError: bad.csv: The file is not a spreadsheet: expected CSV, XLSX, XLS or ODS."
+
+
+def _database_url() -> str:
+    return settings.DATABASE_URL
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_file_is_stored_in_chunks_by_the_writer_thread(tmp_path):
+    customer = CustomerFactory()
+    campaign = CampaignFactory(customer=customer)
+    body = "".join(f"L{i},{customer.pk},{campaign.pk},{'live' if i % 2 else 'stale'},City {i % 7},\n" for i in range(50))
+    body += f"bad,{customer.pk},{campaign.pk},hot,,\n"
+    path = _csv(tmp_path, body)
+    progress: list[int] = []
+
+    summary = import_leads(
+        path, mapping=LeadMapping(), chunk_rows=7, on_progress=progress.append, errors_out=io.StringIO()
+    )
+
+    assert (summary.total, summary.created, summary.updated, summary.rejected) == (51, 50, 0, 1)
+    assert sum(progress) == 51 and len(progress) == 8
+    assert Lead.objects.count() == 50
+    assert Lead.objects.filter(lead_type="stale").count() == 25
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_real_x_education_file_imports_with_the_shipped_mapping(tmp_path):
+    source = Path(settings.LEADRANK_DATA_DIR) / "x_education_leads" / "Leads.csv"
+    if not source.exists():
+        pytest.skip("the shared data set is not beside the project")
+    customer = CustomerFactory()
+    campaign = CampaignFactory(customer=customer)
+    mapping = Path(settings.BASE_DIR) / "examples" / "x_education_mapping.json"
+    output = _run(source, "--mapping", mapping, "--customer-id", customer.pk, "--campaign-id", campaign.pk,
+                  "--errors", tmp_path / "errors.csv")
+    assert "9240 rows" in output and "9240 created, 0 updated, 0 rejected" in output
+    assert Lead.objects.filter(customer=customer, campaign=campaign, lead_type="stale").count() == 9240
+    assert not Lead.objects.filter(city="Select").exists()
+    assert Lead.objects.filter(city="Mumbai", stage="Email Opened").exists()
