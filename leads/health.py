@@ -6,7 +6,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 from kombu import Connection
 
-BROKER_TIMEOUT_SECONDS = 1.0
+BROKER_TIMEOUT_SECONDS = 1
 
 
 def _database_ok() -> bool:

@@ -77,15 +77,34 @@ _TOO_LONG = f"Ensure this field has no more than {TEXT_MAX_LENGTH} characters."
 _TIMESTAMP_ERROR = "Enter an ISO 8601 timestamp, e.g. 2026-11-24T09:30:00Z."
 
 
+_SCALARS = (str, int, float, dt.date)
+
+
 def _text(value: object) -> str:
     if value is None:
         return ""
     if value.__class__ is str:
-        return value.strip()  # type: ignore[attr-defined, no-any-return]
-    if isinstance(value, float) and value.is_integer():
+        text: str = value.strip()
+    elif isinstance(value, float) and value.is_integer():
         # Spreadsheets store 660737 as 660737.0.
         return str(int(value))
-    return str(value).strip()
+    elif isinstance(value, _SCALARS) and not isinstance(value, bool):
+        text = str(value).strip()
+    else:
+        raise ValueError("Expected text, a number or a date, not a list, object or boolean.")
+    if "\x00" in text:
+        # PostgreSQL text cannot hold NUL; one such value would fail a whole batch.
+        raise ValueError("Text may not contain NUL (\\x00) characters.")
+    return text
+
+
+def _show(value: object) -> str:
+    """A value as quoted in an error message (never raises)."""
+    if isinstance(value, str):
+        return repr(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        return repr(str(int(value)))
+    return repr(str(value)) if isinstance(value, _SCALARS) else f"a {type(value).__name__}"
 
 
 def _required_text(value: object) -> str:
@@ -106,20 +125,17 @@ def _optional_text(value: object) -> str:
 
 def _positive_id(value: object) -> int:
     if value.__class__ is int:
-        number: int = value  # type: ignore[assignment]
-    elif value is None or isinstance(value, bool):
-        number = 0
+        number: int = value
+    elif value is None or (value.__class__ is str and not value.strip()):
+        raise ValueError(_REQUIRED)
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
+    elif value.__class__ is str and value.strip().isdigit():
+        number = int(value)
     else:
-        text = _text(value)
-        if not text:
-            raise ValueError(_REQUIRED)
-        number = int(text) if text.isdigit() else 0
+        number = 0
     if number <= 0:
-        if _text(value) == "":
-            raise ValueError(_REQUIRED)
-        raise ValueError(f"A positive integer id is required, got {_text(value)!r}.")
+        raise ValueError(f"A positive integer id is required, got {_show(value)}.")
     return number
 
 
@@ -138,7 +154,10 @@ def _choice(value: object, choices: tuple[str, ...], *, required: bool) -> str |
 def parse_timestamp(value: object) -> dt.datetime:
     """ISO 8601 text or a spreadsheet date/time; naive values are taken as UTC."""
     if value.__class__ is str:
-        parsed = dt.datetime.fromisoformat(value.strip())  # type: ignore[attr-defined]
+        text = value.strip()
+        if text.endswith("z"):  # RFC 3339 allows a lower-case "z"; fromisoformat does not
+            text = text[:-1] + "Z"
+        parsed = dt.datetime.fromisoformat(text)
     elif isinstance(value, dt.datetime):
         parsed = value
     elif isinstance(value, dt.date):
@@ -153,12 +172,12 @@ def parse_timestamp(value: object) -> dt.datetime:
 
 
 def _optional_timestamp(value: object) -> dt.datetime | None:
-    if value is None or (value.__class__ is str and not value.strip()):  # type: ignore[attr-defined]
+    if value is None or (value.__class__ is str and not value.strip()):
         return None
     try:
         return parse_timestamp(value)
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{_text(value)!r} is not a valid timestamp. {_TIMESTAMP_ERROR}") from None
+        raise ValueError(f"{_show(value)} is not a valid timestamp. {_TIMESTAMP_ERROR}") from None
 
 
 def _lead_type(value: object) -> str | None:
@@ -343,7 +362,7 @@ def row_to_raw(row: list[object], plan: ColumnPlan, empty_values: frozenset[str]
     width = len(row)
     for lead_field, position in plan.positions.items():
         value = row[position] if position < width else None
-        if empty_values and value.__class__ is str and value.strip().lower() in empty_values:  # type: ignore[attr-defined]
+        if empty_values and value.__class__ is str and value.strip().lower() in empty_values:
             value = None
         raw[lead_field] = value
     return raw

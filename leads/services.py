@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
@@ -103,8 +103,17 @@ class ReferenceCache:
 # is never touched. `created_at` left out of the push arrives equal to `received_at`
 # (both are the batch's `now`), which is how the UPDATE tells "not sent" from "sent".
 _STAGE_COLUMNS = (
-    "customer_id", "campaign_id", "external_id", "lead_type", "city", "source",
-    "last_activity", "stage", "pricing_plan", "rescheduled_at", "created_at",
+    "customer_id",
+    "campaign_id",
+    "external_id",
+    "lead_type",
+    "city",
+    "source",
+    "last_activity",
+    "stage",
+    "pricing_plan",
+    "rescheduled_at",
+    "created_at",
 )
 # Leads are COPYed into the UNLOGGED table leads_lead_stage (see migration 0002), tagged
 # with a batch id taken from the session setting leadrank.stage_batch (the column's
@@ -117,71 +126,76 @@ _COPY_STAGE_SQL = f"COPY leads_lead_stage ({', '.join(_STAGE_COLUMNS)}) FROM STD
 _CLEAR_BATCH_SQL = "DELETE FROM leads_lead_stage WHERE batch_id = %(batch)s"
 # Batches left behind by a process that died between COPY and upsert.
 _CLEAR_ABANDONED_SQL = "DELETE FROM leads_lead_stage WHERE staged_at < now() - interval '1 day'"
-_UPSERT_SQL = """
-WITH s AS (
-    SELECT st.customer_id, st.campaign_id, st.external_id, st.lead_type, st.city, st.source,
-           st.last_activity, st.stage, COALESCE(st.pricing_plan, c.pricing_plan) AS pricing_plan,
-           st.rescheduled_at, COALESCE(st.created_at, %(now)s) AS created_at
-    FROM leads_lead_stage st JOIN leads_customer c ON c.id = st.customer_id
-    WHERE st.batch_id = %(batch)s
-)
+# Two statements, both under READ COMMITTED: insert what is new (a concurrent insert of
+# the same key makes ON CONFLICT wait for it and skip), then update what existed. The
+# update reads the staged values themselves, so "not sent" (NULL) is told apart from any
+# value: a field sent empty keeps the stored one (a customer's nightly re-push must not
+# wipe what the Contract app set), and engine state (held, closed, attempts) is never
+# touched. Rows are taken in key order so that two batches never deadlock on each other.
+# Rows the insert just created match their staged values, so the update skips them.
+_INSERT_SQL = """
 INSERT INTO leads_lead AS l (
     customer_id, campaign_id, external_id, lead_type, city, source, last_activity, stage,
     pricing_plan, rescheduled_at, created_at, status, due_at, attempt_count, reschedule_count,
     closed_reason, received_at, updated_at
 )
-SELECT customer_id, campaign_id, external_id, lead_type, city, source, last_activity, stage,
-       pricing_plan, rescheduled_at, created_at,
-       CASE WHEN GREATEST(created_at, rescheduled_at) <= %(now)s THEN 'ready' ELSE 'waiting' END,
-       GREATEST(created_at, rescheduled_at), 0, 0, '', %(now)s, %(now)s
-FROM s
-ON CONFLICT (customer_id, external_id) DO UPDATE SET
-    campaign_id = EXCLUDED.campaign_id,
-    lead_type = EXCLUDED.lead_type,
-    city = COALESCE(NULLIF(EXCLUDED.city, ''), l.city),
-    source = COALESCE(NULLIF(EXCLUDED.source, ''), l.source),
-    stage = COALESCE(NULLIF(EXCLUDED.stage, ''), l.stage),
-    last_activity = COALESCE(EXCLUDED.last_activity, l.last_activity),
-    pricing_plan = EXCLUDED.pricing_plan,
-    rescheduled_at = COALESCE(EXCLUDED.rescheduled_at, l.rescheduled_at),
-    created_at = CASE WHEN EXCLUDED.created_at = EXCLUDED.received_at
-                      THEN l.created_at ELSE EXCLUDED.created_at END,
-    due_at = CASE WHEN l.status IN ('waiting', 'ready') THEN GREATEST(
-                      CASE WHEN EXCLUDED.created_at = EXCLUDED.received_at
-                           THEN l.created_at ELSE EXCLUDED.created_at END,
-                      COALESCE(EXCLUDED.rescheduled_at, l.rescheduled_at))
-                  ELSE l.due_at END,
+SELECT st.customer_id, st.campaign_id, st.external_id, st.lead_type, st.city, st.source,
+       st.last_activity, st.stage, COALESCE(st.pricing_plan, c.pricing_plan), st.rescheduled_at,
+       COALESCE(st.created_at, %(now)s),
+       CASE WHEN GREATEST(COALESCE(st.created_at, %(now)s), st.rescheduled_at) <= %(now)s
+            THEN 'ready' ELSE 'waiting' END,
+       GREATEST(COALESCE(st.created_at, %(now)s), st.rescheduled_at),
+       0, 0, '', %(now)s, %(now)s
+FROM leads_lead_stage st JOIN leads_customer c ON c.id = st.customer_id
+WHERE st.batch_id = %(batch)s
+ORDER BY st.customer_id, st.external_id
+ON CONFLICT (customer_id, external_id) DO NOTHING
+RETURNING l.id, l.customer_id, l.external_id
+"""
+_INSERT_COUNT_SQL = f"WITH inserted AS ({_INSERT_SQL}) SELECT count(*) FROM inserted"  # noqa: S608 (constant SQL)
+
+_UPDATE_SQL = """
+WITH s AS (
+    SELECT st.*, COALESCE(st.created_at, l.created_at) AS new_created_at,
+           COALESCE(st.rescheduled_at, l.rescheduled_at) AS new_rescheduled_at, l.id AS lead_id
+    FROM leads_lead_stage st
+    JOIN leads_lead l ON l.customer_id = st.customer_id AND l.external_id = st.external_id
+    WHERE st.batch_id = %(batch)s
+    ORDER BY l.id
+    FOR NO KEY UPDATE OF l
+)
+UPDATE leads_lead AS l SET
+    campaign_id = s.campaign_id,
+    lead_type = s.lead_type,
+    city = COALESCE(NULLIF(s.city, ''), l.city),
+    source = COALESCE(NULLIF(s.source, ''), l.source),
+    stage = COALESCE(NULLIF(s.stage, ''), l.stage),
+    last_activity = COALESCE(s.last_activity, l.last_activity),
+    pricing_plan = COALESCE(s.pricing_plan, l.pricing_plan),
+    rescheduled_at = s.new_rescheduled_at,
+    created_at = s.new_created_at,
+    due_at = CASE WHEN l.status IN ('waiting', 'ready')
+                  THEN GREATEST(s.new_created_at, s.new_rescheduled_at) ELSE l.due_at END,
     status = CASE WHEN l.status NOT IN ('waiting', 'ready') THEN l.status
-                  WHEN GREATEST(
-                      CASE WHEN EXCLUDED.created_at = EXCLUDED.received_at
-                           THEN l.created_at ELSE EXCLUDED.created_at END,
-                      COALESCE(EXCLUDED.rescheduled_at, l.rescheduled_at)) <= %(now)s
-                  THEN 'ready' ELSE 'waiting' END,
-    updated_at = EXCLUDED.updated_at
-WHERE (l.campaign_id, l.lead_type, l.city, l.source, l.stage, l.last_activity, l.pricing_plan,
+                  WHEN GREATEST(s.new_created_at, s.new_rescheduled_at) <= %(now)s THEN 'ready'
+                  ELSE 'waiting' END,
+    updated_at = %(now)s
+FROM s
+WHERE l.id = s.lead_id
+  AND (l.campaign_id, l.lead_type, l.city, l.source, l.stage, l.last_activity, l.pricing_plan,
        l.rescheduled_at, l.created_at)
-   IS DISTINCT FROM
-      (EXCLUDED.campaign_id, EXCLUDED.lead_type,
-       COALESCE(NULLIF(EXCLUDED.city, ''), l.city), COALESCE(NULLIF(EXCLUDED.source, ''), l.source),
-       COALESCE(NULLIF(EXCLUDED.stage, ''), l.stage),
-       COALESCE(EXCLUDED.last_activity, l.last_activity), EXCLUDED.pricing_plan,
-       COALESCE(EXCLUDED.rescheduled_at, l.rescheduled_at),
-       CASE WHEN EXCLUDED.created_at = EXCLUDED.received_at THEN l.created_at ELSE EXCLUDED.created_at END)
-RETURNING l.id, l.customer_id, l.external_id, (l.xmax = 0) AS created
+      IS DISTINCT FROM
+      (s.campaign_id, s.lead_type, COALESCE(NULLIF(s.city, ''), l.city),
+       COALESCE(NULLIF(s.source, ''), l.source), COALESCE(NULLIF(s.stage, ''), l.stage),
+       COALESCE(s.last_activity, l.last_activity), COALESCE(s.pricing_plan, l.pricing_plan),
+       s.new_rescheduled_at, s.new_created_at)
+RETURNING l.id
 """
 
 _EXISTING_IDS_SQL = """
 SELECT l.id, l.customer_id, l.external_id FROM leads_lead l
 JOIN leads_lead_stage s ON l.customer_id = s.customer_id AND l.external_id = s.external_id
 WHERE s.batch_id = %(batch)s
-"""
-
-
-# For imports only the counts matter: one result row instead of one per lead keeps the
-# reply tiny, which matters when another thread holds the GIL while this one reads it.
-_UPSERT_COUNT_SQL = f"""
-WITH written AS ({_UPSERT_SQL})
-SELECT count(*) FILTER (WHERE created), count(*) FROM written
 """
 
 
@@ -223,14 +237,15 @@ def upsert_leads(leads: Sequence[LeadInput], *, now: dt.datetime) -> list[Upsert
         return []
     with transaction.atomic(), connection.cursor() as cursor:
         batch, staged = _stage_leads(cursor, leads)
-        cursor.execute(_UPSERT_SQL, {"now": now, "batch": batch})
-        written = {(row[1], row[2]): (row[0], row[3]) for row in cursor.fetchall()}
+        params: dict[str, Any] = {"now": now, "batch": batch}
+        cursor.execute(_INSERT_SQL, params)
+        written = {(row[1], row[2]): (row[0], True) for row in cursor.fetchall()}
         if len(written) < staged:
-            # Leads whose data did not change are not rewritten and not returned.
-            cursor.execute(_EXISTING_IDS_SQL, {"batch": batch})
+            cursor.execute(_UPDATE_SQL, params)
+            cursor.execute(_EXISTING_IDS_SQL, params)
             for lead_id, customer_id, external_id in cursor.fetchall():
                 written.setdefault((customer_id, external_id), (lead_id, False))
-        cursor.execute(_CLEAR_BATCH_SQL, {"batch": batch})
+        cursor.execute(_CLEAR_BATCH_SQL, params)
 
     seen: set[tuple[int, str]] = set()
     results = []
@@ -261,10 +276,13 @@ def stage_lead_batch(leads: Sequence[LeadInput]) -> str:
 
 def upsert_staged_batch(batch: str, *, leads: int, now: dt.datetime) -> tuple[int, int]:
     """Upsert a staged chunk and clear it, in one transaction; returns (created, updated)."""
+    params: dict[str, Any] = {"now": now, "batch": batch}
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_UPSERT_COUNT_SQL, {"now": now, "batch": batch})
-        created, _ = cursor.fetchone()
-        cursor.execute(_CLEAR_BATCH_SQL, {"batch": batch})
+        cursor.execute(_INSERT_COUNT_SQL, params)
+        (created,) = cursor.fetchone()
+        if created < leads:
+            cursor.execute(_UPDATE_SQL, params)
+        cursor.execute(_CLEAR_BATCH_SQL, params)
     return created, leads - created
 
 
@@ -376,7 +394,7 @@ class ParsedChunk:
     rows: int
 
 
-ProgressCallback = Callable[[int], None]
+ProgressCallback = Callable[[int], object]
 
 
 def open_import(

@@ -29,7 +29,6 @@ class ContractorFactory(factory.django.DjangoModelFactory):
 
     name = factory.Sequence(lambda n: f"Contractor {n}")
 
-
     @factory.post_generation
     def campaigns(self, create: bool, extracted: list[Campaign] | None, **kwargs: object) -> None:
         if create and extracted:

@@ -53,7 +53,9 @@ def test_the_cli_imports_good_rows_and_reports_bad_ones_with_row_and_column(tmp_
 
 @pytest.mark.django_db
 def test_importing_the_same_file_twice_updates_instead_of_duplicating(tmp_path, customer, campaign):
-    path = _csv(tmp_path, f"A,{customer.pk},{campaign.pk},live,Pune,\nB,{customer.pk},{campaign.pk},stale,Goa,\n")
+    path = _csv(
+        tmp_path, f"A,{customer.pk},{campaign.pk},live,Pune,\nB,{customer.pk},{campaign.pk},stale,Goa,\n"
+    )
     assert "2 created, 0 updated" in _run(path)
     assert "0 created, 2 updated" in _run(path)
     assert Lead.objects.count() == 2
@@ -70,7 +72,12 @@ def test_a_mapping_renames_columns_sets_constants_and_names_empty_values(tmp_pat
     mapping.write_text(
         json.dumps(
             {
-                "columns": {"external_id": "Prospect ID", "source": "Lead Source", "city": "City", "stage": "Last Activity"},
+                "columns": {
+                    "external_id": "Prospect ID",
+                    "source": "Lead Source",
+                    "city": "City",
+                    "stage": "Last Activity",
+                },
                 "constants": {"lead_type": "stale"},
                 "empty_values": ["Select"],
             }
@@ -91,11 +98,16 @@ def test_a_mapping_renames_columns_sets_constants_and_names_empty_values(tmp_pat
         (b"", "The file is empty"),
         (b"external_id,customer_id,campaign_id,lead_type\n", "no data rows"),
         (b"name,phone\nAnn,123\n", "Missing required columns"),
-        ("external_id,customer_id,campaign_id,lead_type,city\nA,1,1,live,K\xf6ln\n".encode("latin-1"), "not valid utf-8"),
+        (
+            "external_id,customer_id,campaign_id,lead_type,city\nA,1,1,live,K\xf6ln\n".encode("latin-1"),
+            "not valid utf-8",
+        ),
         (b"\x89PNG\r\n\x1a\n\x00\x00binary", "not a spreadsheet"),
     ],
 )
-def test_a_file_that_cannot_be_processed_stops_with_one_readable_line_and_writes_nothing(tmp_path, content, message):
+def test_a_file_that_cannot_be_processed_stops_with_one_readable_line_and_writes_nothing(
+    tmp_path, content, message
+):
     path = tmp_path / "bad.csv"
     path.write_bytes(content)
     with pytest.raises(CommandError, match=message):
@@ -123,11 +135,19 @@ def test_the_command_line_exit_status_is_non_zero_without_a_traceback(tmp_path):
     env = {**os.environ, "DATABASE_URL": _database_url(), "SECRET_KEY": "x"}
     result = subprocess.run(
         [sys.executable, "manage.py", "import_leads", str(path), "--no-progress"],
-        cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "CommandError: bad.csv: The file is not a spreadsheet: expected CSV, XLSX, XLS or ODS."
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "CommandError: bad.csv: The file is not a spreadsheet: expected CSV, XLSX, XLS or ODS."
+    )
 
 
 def _database_url() -> str:
@@ -138,7 +158,9 @@ def _database_url() -> str:
 def test_a_large_file_is_stored_in_chunks_by_the_writer_thread(tmp_path):
     customer = CustomerFactory()
     campaign = CampaignFactory(customer=customer)
-    body = "".join(f"L{i},{customer.pk},{campaign.pk},{'live' if i % 2 else 'stale'},City {i % 7},\n" for i in range(50))
+    body = "".join(
+        f"L{i},{customer.pk},{campaign.pk},{'live' if i % 2 else 'stale'},City {i % 7},\n" for i in range(50)
+    )
     body += f"bad,{customer.pk},{campaign.pk},hot,,\n"
     path = _csv(tmp_path, body)
     progress: list[int] = []
@@ -148,7 +170,8 @@ def test_a_large_file_is_stored_in_chunks_by_the_writer_thread(tmp_path):
     )
 
     assert (summary.total, summary.created, summary.updated, summary.rejected) == (51, 50, 0, 1)
-    assert sum(progress) == 51 and len(progress) == 8
+    assert sum(progress) == 51
+    assert len(progress) == 8
     assert Lead.objects.count() == 50
     assert Lead.objects.filter(lead_type="stale").count() == 25
 
@@ -161,9 +184,19 @@ def test_the_real_x_education_file_imports_with_the_shipped_mapping(tmp_path):
     customer = CustomerFactory()
     campaign = CampaignFactory(customer=customer)
     mapping = Path(settings.BASE_DIR) / "examples" / "x_education_mapping.json"
-    output = _run(source, "--mapping", mapping, "--customer-id", customer.pk, "--campaign-id", campaign.pk,
-                  "--errors", tmp_path / "errors.csv")
-    assert "9240 rows" in output and "9240 created, 0 updated, 0 rejected" in output
+    output = _run(
+        source,
+        "--mapping",
+        mapping,
+        "--customer-id",
+        customer.pk,
+        "--campaign-id",
+        campaign.pk,
+        "--errors",
+        tmp_path / "errors.csv",
+    )
+    assert "9240 rows" in output
+    assert "9240 created, 0 updated, 0 rejected" in output
     assert Lead.objects.filter(customer=customer, campaign=campaign, lead_type="stale").count() == 9240
     assert not Lead.objects.filter(city="Select").exists()
     assert Lead.objects.filter(city="Mumbai", stage="Email Opened").exists()

@@ -27,7 +27,9 @@ def test_a_minimal_lead_parses_with_empty_optional_fields():
     assert lead is not None
     assert (lead.external_id, lead.customer_id, lead.campaign_id, lead.lead_type) == ("A-1", 3, 4, "live")
     assert (lead.city, lead.source, lead.stage) == ("", "", "")
-    assert lead.pricing_plan is None and lead.created_at is None and lead.last_activity is None
+    assert lead.pricing_plan is None
+    assert lead.created_at is None
+    assert lead.last_activity is None
 
 
 @pytest.mark.parametrize(
@@ -74,14 +76,16 @@ def test_all_errors_of_a_row_are_reported_together():
 def test_timestamps_are_stored_as_aware_utc(raw, expected):
     lead, errors = parse_lead({**VALID, "created_at": raw})
     assert errors == {}
-    assert lead is not None and lead.created_at == expected
+    assert lead is not None
+    assert lead.created_at == expected
     assert lead.created_at.utcoffset() == dt.timedelta(0)
 
 
 def test_spreadsheet_floats_become_integer_ids_and_text():
     lead, errors = parse_lead({**VALID, "external_id": 660737.0, "customer_id": 3.0})
     assert errors == {}
-    assert lead is not None and (lead.external_id, lead.customer_id) == ("660737", 3)
+    assert lead is not None
+    assert (lead.external_id, lead.customer_id) == ("660737", 3)
 
 
 def test_mapping_rejects_unknown_fields_and_keys():
@@ -100,13 +104,20 @@ def test_headers_match_ignoring_case_spacing_and_punctuation():
         [" External ID ", "CUSTOMER-ID", "campaign id", "Lead_Type", "City"], LeadMapping(), given={}
     )
     assert plan.positions == {
-        "external_id": 0, "customer_id": 1, "campaign_id": 2, "lead_type": 3, "city": 4,
+        "external_id": 0,
+        "customer_id": 1,
+        "campaign_id": 2,
+        "lead_type": 3,
+        "city": 4,
     }
 
 
 def test_an_explicitly_mapped_column_does_not_also_feed_a_field_of_its_name():
     mapping = LeadMapping.from_json(
-        {"columns": {"external_id": "Prospect ID", "stage": "Last Activity"}, "constants": {"lead_type": "stale"}}
+        {
+            "columns": {"external_id": "Prospect ID", "stage": "Last Activity"},
+            "constants": {"lead_type": "stale"},
+        }
     )
     plan = plan_columns(["Prospect ID", "Last Activity"], mapping, given={"customer_id": 1, "campaign_id": 2})
     assert plan.positions == {"external_id": 0, "stage": 1}
@@ -114,7 +125,9 @@ def test_an_explicitly_mapped_column_does_not_also_feed_a_field_of_its_name():
 
 
 def test_missing_required_columns_are_named_with_the_columns_found():
-    with pytest.raises(ImportFileError, match=r"Missing required columns: .*lead_type.*Columns found: Name, Phone"):
+    with pytest.raises(
+        ImportFileError, match=r"Missing required columns: .*lead_type.*Columns found: Name, Phone"
+    ):
         plan_columns(["Name", "Phone"], LeadMapping(), given={})
 
 
@@ -191,3 +204,28 @@ def test_xlsx_and_xls_are_detected_by_content_and_read(tmp_path):
     assert lead_cells[0] == 660737 or lead_cells[0] == 660737.0
     assert lead_cells[1] == dt.datetime(2026, 1, 2, 3, 4)
     assert list(open_table(xls).rows) == [(2, ["B-1", "Pune", 2.0])]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message_part"),
+    [
+        ("city", {"a": 1}, "not a list, object or boolean"),
+        ("external_id", ["x"], "not a list, object or boolean"),
+        ("source", True, "not a list, object or boolean"),
+        ("stage", "Email\x00Opened", "NUL"),
+        ("customer_id", {"id": 1}, "positive integer id is required, got a dict"),
+        ("created_at", ["2026-01-01"], "not a valid timestamp"),
+    ],
+)
+def test_values_that_are_not_plain_text_are_field_errors(field, value, message_part):
+    lead, errors = parse_lead({**VALID, field: value})
+    assert lead is None
+    assert list(errors) == [field]
+    assert message_part in errors[field][0]
+
+
+def test_a_lower_case_z_marks_utc_as_rfc_3339_allows():
+    lead, errors = parse_lead({**VALID, "created_at": "2026-02-20T10:00:00z"})
+    assert errors == {}
+    assert lead is not None
+    assert lead.created_at == dt.datetime(2026, 2, 20, 10, tzinfo=dt.UTC)

@@ -72,7 +72,8 @@ class Command(BaseCommand):
         if summary.rejected == 0:
             errors_path.unlink(missing_ok=True)
         self.stdout.write(
-            f"{path.name}: {summary.total} rows in {seconds:.1f} s ({summary.total / max(seconds, 1e-9):,.0f} rows/s): "
+            f"{path.name}: {summary.total} rows in {seconds:.1f} s "
+            f"({summary.total / max(seconds, 1e-9):,.0f} rows/s): "
             f"{summary.created} created, {summary.updated} updated, {summary.rejected} rejected"
         )
         if summary.rejected:

@@ -1,0 +1,75 @@
+"""Throwaway databases on the configured PostgreSQL server, for benchmarks and the simulator.
+
+They never touch the project's own data: a new database is created next to it, migrated
+by a ``manage.py migrate`` subprocess and dropped afterwards.
+"""
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+from django.conf import settings
+from django.db import connection
+from psycopg import sql
+
+
+def database_url(name: str) -> str:
+    """A DATABASE_URL for database ``name`` on the server the project uses."""
+    params = connection.get_connection_params()
+    user = quote(str(params.get("user") or "postgres"))
+    password = quote(str(params.get("password") or ""))
+    host = str(params.get("host") or "")
+    port = str(params.get("port") or "")
+    if host.startswith("/"):
+        return f"postgresql://{user}:{password}@/{name}?host={quote(host)}" + (
+            f"&port={port}" if port else ""
+        )
+    return f"postgresql://{user}:{password}@{host or 'localhost'}{':' + port if port else ''}/{name}"
+
+
+def _admin_connection() -> psycopg.Connection[tuple[object, ...]]:
+    params = {
+        k: v
+        for k, v in connection.get_connection_params().items()
+        if k in ("user", "password", "host", "port")
+    }
+    return psycopg.connect(dbname="postgres", autocommit=True, **params)
+
+
+def child_environment(url: str, **extra: str) -> dict[str, str]:
+    """The environment for a subprocess (manage.py, gunicorn) that must use ``url``."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=url,
+        SECRET_KEY=env.get("SECRET_KEY") or "throwaway-database-secret",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def throwaway_database(prefix: str, *, keep: bool = False) -> Iterator[str]:
+    """Create and migrate a fresh database; yield its URL; drop it afterwards."""
+    name = f"{prefix}_{os.getpid()}"
+    with _admin_connection() as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = database_url(name)
+    try:
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+            cwd=settings.BASE_DIR,
+            env=child_environment(url),
+            check=True,
+        )
+        yield url
+    finally:
+        if not keep:
+            with _admin_connection() as admin:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

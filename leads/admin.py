@@ -1,0 +1,528 @@
+"""Django admin of the lead data store.
+
+The lead and event lists are built for tables of millions of rows: no full COUNT (the
+paginator estimates), no facet counts, joins instead of per-row queries, sorting only by
+the primary key (the one index every filter combination can walk), and exact-match
+search that can use an index. Edits to a lead go through :func:`leads.services.update_lead`
+so that the queue state follows them, exactly as a PATCH from the Contract app.
+"""
+
+from functools import cached_property
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import Count, Q, QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, reverse
+from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey
+
+from leads.admin_import import import_urls, job_url
+from leads.models import (
+    ApiKey,
+    ApiScope,
+    Campaign,
+    Contractor,
+    Customer,
+    ImportJob,
+    ImportStatus,
+    Lead,
+    LeadEvent,
+    QueueStatus,
+)
+from leads.services import LeadConflict, update_lead
+
+# The library's own APIKey model is not what authenticates requests here (leads.ApiKey
+# is, with scope and customer); listing it would invite creating keys that never work.
+if admin.site.is_registered(APIKey):
+    admin.site.unregister(APIKey)
+
+PG_BIGINT_MAX = 2**63 - 1
+
+
+# --- Large tables ---------------------------------------------------------------------------
+
+
+class EstimatedCountPaginator(Paginator[Any]):
+    """A paginator whose ``count`` never scans a whole large table.
+
+    Unfiltered: PostgreSQL's planner estimate (``pg_class.reltuples``, kept fresh by
+    autovacuum's ANALYZE). Filtered, or when the estimate is small or unknown: an exact
+    count capped at :attr:`exact_count_limit` (``COUNT(*)`` over a ``LIMIT`` subquery), so
+    its cost is bounded whatever the filter. ``count_kind`` tells the template how to
+    phrase the figure: "exact", "estimate" ("about N") or "at_least" ("more than N").
+    """
+
+    exact_count_limit = 10_000
+
+    count_kind = "exact"
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if not isinstance(queryset, QuerySet):
+            return len(queryset)
+        if not queryset.query.where:
+            estimate = self._estimate(queryset)
+            if estimate > self.exact_count_limit:
+                self.count_kind = "estimate"
+                return estimate
+        capped = queryset.order_by()[: self.exact_count_limit + 1].count()
+        if capped > self.exact_count_limit:
+            self.count_kind = "at_least"
+            return self.exact_count_limit
+        return capped
+
+    @staticmethod
+    def _estimate(queryset: QuerySet[Any]) -> int:
+        """Rows in the table per the planner's statistics; -1 when never analyzed."""
+        with connections[queryset.db].cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                [queryset.model._meta.db_table],
+            )
+            row = cursor.fetchone()
+        return int(row[0]) if row and row[0] is not None else -1
+
+
+def _exact_search(queryset: QuerySet[Any], term: str, *, text_field: str | None) -> QuerySet[Any]:
+    """Rows whose primary key or ``text_field`` equals the term: index lookups, never the
+    ILIKE scans of the admin's default search."""
+    condition = Q(**{text_field: term}) if text_field else Q()
+    if term.isdigit() and int(term) <= PG_BIGINT_MAX:
+        condition |= Q(pk=int(term))
+    return queryset.filter(condition) if condition else queryset.none()
+
+
+# --- Customers, campaigns, contractors ---------------------------------------------------------
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin[Customer]):
+    list_display = ("name", "id", "pricing_plan", "campaign_count", "created_at")
+    list_filter = ("pricing_plan",)
+    search_fields = ("name",)
+    ordering = ("name",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Customer]:
+        return super().get_queryset(request).annotate(campaign_count=Count("campaigns"))
+
+    @admin.display(description="campaigns", ordering="campaign_count")
+    def campaign_count(self, obj: Customer) -> int:
+        return int(getattr(obj, "campaign_count", 0))
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin[Campaign]):
+    list_display = (
+        "name",
+        "id",
+        "customer",
+        "active",
+        "time_zone",
+        "calling_hours_start",
+        "calling_hours_end",
+        "calling_days",
+    )
+    list_filter = ("active", ("customer", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("customer",)
+    search_fields = ("name", "customer__name")
+    autocomplete_fields = ("customer",)
+
+
+@admin.register(Contractor)
+class ContractorAdmin(admin.ModelAdmin[Contractor]):
+    list_display = ("name", "id", "active", "qualified_campaigns", "created_at")
+    list_filter = ("active",)
+    search_fields = ("name",)
+    filter_horizontal = ("campaigns",)
+
+    # Campaigns shown per row; the rest is summarized as "and N more".
+    CAMPAIGNS_SHOWN = 5
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Contractor]:
+        # One extra query for the whole page instead of one per contractor.
+        return super().get_queryset(request).prefetch_related("campaigns")
+
+    @admin.display(description="qualified for")
+    def qualified_campaigns(self, obj: Contractor) -> str:
+        campaigns = obj.campaigns.all()  # served by the prefetch
+        names = [campaign.name for campaign in campaigns[: self.CAMPAIGNS_SHOWN]]
+        more = len(campaigns) - len(names)
+        return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
+# --- Leads and their history -----------------------------------------------------------------
+
+
+class CampaignOfCustomerFilter(admin.SimpleListFilter):
+    """Campaigns of the customer chosen in the customer filter (a list of every campaign
+    of every customer would not fit a sidebar)."""
+
+    title = "campaign"
+    parameter_name = "campaign"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        customer_id = request.GET.get("customer__id__exact", "")
+        if not customer_id.isdigit():
+            return []
+        campaigns = Campaign.objects.filter(customer_id=int(customer_id)).order_by("name")
+        return [(str(pk), name) for pk, name in campaigns.values_list("pk", "name")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value and value.isdigit():
+            return queryset.filter(campaign_id=int(value))
+        return queryset
+
+
+# Shown on a lead's page: its latest events (older ones are in the event list).
+EVENT_HISTORY_LIMIT = 50
+
+
+class RecentEventsFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
+    def get_queryset(self) -> QuerySet[LeadEvent]:
+        # Sliced once and cached: the formset asks for its queryset several times.
+        if not hasattr(self, "_recent_events"):
+            self._recent_events: QuerySet[LeadEvent] = super().get_queryset()[:EVENT_HISTORY_LIMIT]
+        return self._recent_events
+
+
+class LeadEventInline(admin.TabularInline[LeadEvent, Lead]):
+    model = LeadEvent
+    formset = RecentEventsFormSet
+    fields = ("at", "kind", "disposition", "contractor", "detail")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = f"history (latest {EVENT_HISTORY_LIMIT} events)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[LeadEvent]:
+        return super().get_queryset(request).select_related("contractor")
+
+    def has_add_permission(self, request: HttpRequest, obj: Lead | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Lead | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Lead | None = None) -> bool:
+        return False
+
+
+# Fields the customer sends that staff may correct here; everything else is either the
+# lead's identity (customer, external_id: the idempotency key) or engine state.
+LEAD_EDITABLE_FIELDS = (
+    "campaign",
+    "lead_type",
+    "city",
+    "source",
+    "stage",
+    "last_activity",
+    "pricing_plan",
+    "rescheduled_at",
+)
+LEAD_ENGINE_FIELDS = (
+    "status",
+    "due_at",
+    "holder",
+    "lease_expires_at",
+    "attempt_count",
+    "reschedule_count",
+    "first_attempt_at",
+    "last_attempt_at",
+    "closed_at",
+    "closed_reason",
+    "priority_key",
+    "sla_deadline",
+    "received_at",
+    "updated_at",
+)
+
+
+class LeadAdminForm(forms.ModelForm[Lead]):
+    class Meta:
+        model = Lead
+        fields = LEAD_EDITABLE_FIELDS
+
+    def clean_campaign(self) -> Campaign:
+        campaign: Campaign = self.cleaned_data["campaign"]
+        if campaign.customer_id != self.instance.customer_id:
+            raise forms.ValidationError(
+                f"Campaign {campaign.name!r} belongs to customer {campaign.customer_id}, "
+                f"not to this lead's customer {self.instance.customer_id}."
+            )
+        return campaign
+
+    def clean_rescheduled_at(self) -> Any:
+        value = self.cleaned_data["rescheduled_at"]
+        if (
+            "rescheduled_at" in self.changed_data
+            and value is not None
+            and self.instance.status == QueueStatus.CLOSED
+        ):
+            raise forms.ValidationError("The lead is closed; it cannot be rescheduled.")
+        return value
+
+
+@admin.register(Lead)
+class LeadAdmin(admin.ModelAdmin[Lead]):
+    form = LeadAdminForm
+    list_display = (
+        "id",
+        "external_id",
+        "customer",
+        "campaign",
+        "lead_type",
+        "status",
+        "city",
+        "source",
+        "stage",
+        "pricing_plan",
+        "created_at",
+        "due_at",
+        "attempt_count",
+        "holder",
+    )
+    list_display_links = ("id", "external_id")
+    list_select_related = ("customer", "campaign", "holder")
+    list_filter = (
+        "status",
+        "lead_type",
+        "pricing_plan",
+        "customer",
+        CampaignOfCustomerFilter,
+        "created_at",
+    )
+    search_fields = ("external_id",)
+    search_help_text = "Exact lead id or external id."
+    # Sorting by anything but the primary key would sort the whole table.
+    ordering = ("-id",)
+    sortable_by = ("id",)
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    autocomplete_fields = ("campaign",)
+    inlines = (LeadEventInline,)
+    fieldsets = (
+        ("Identity", {"fields": ("external_id", "customer", "created_at")}),
+        ("Lead data", {"fields": LEAD_EDITABLE_FIELDS}),
+        ("Engine (read-only)", {"fields": LEAD_ENGINE_FIELDS}),
+    )
+    readonly_fields = ("external_id", "customer", "created_at", *LEAD_ENGINE_FIELDS)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Lead], search_term: str
+    ) -> tuple[QuerySet[Lead], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return _exact_search(queryset, term, text_field="external_id"), False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Leads come in through the API and file imports ("Import leads"), which set the
+        # queue state; a hand-made lead would not have one.
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Lead, form: Any, change: bool) -> None:
+        changes: dict[str, object] = {}
+        for name in form.changed_data:
+            value = form.cleaned_data[name]
+            if name == "campaign":
+                changes["campaign_id"] = value.pk
+            else:
+                changes[name] = value
+        if not changes:
+            return
+        try:
+            update_lead(lead_id=obj.pk, changes=changes)
+        except LeadConflict as exc:
+            messages.error(request, str(exc))
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        import_admin = self.admin_site.get_model_admin(ImportJob)
+        can_import = import_admin.has_add_permission(request) and request.user.has_perms(
+            ("leads.add_lead", "leads.change_lead")
+        )
+        return super().changelist_view(request, {**(extra_context or {}), "can_import_leads": can_import})
+
+
+@admin.register(LeadEvent)
+class LeadEventAdmin(admin.ModelAdmin[LeadEvent]):
+    """The history is append-only: written by the engine, only read here."""
+
+    list_display = ("id", "at", "lead", "kind", "disposition", "contractor")
+    list_select_related = ("lead", "contractor")
+    list_filter = ("kind", "disposition")
+    search_fields = ("lead__id",)
+    search_help_text = "Exact lead id."
+    raw_id_fields = ("lead", "contractor")
+    # Newest first by primary key: events are written in time order, and the id index
+    # serves the page without sorting the table.
+    ordering = ("-id",)
+    sortable_by = ("id",)
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[LeadEvent], search_term: str
+    ) -> tuple[QuerySet[LeadEvent], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if not (term.isdigit() and int(term) <= PG_BIGINT_MAX):
+            return queryset.none(), False
+        return queryset.filter(lead_id=int(term)), False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: LeadEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: LeadEvent | None = None) -> bool:
+        return False
+
+
+# --- API keys ------------------------------------------------------------------------------
+
+
+class ApiKeyAdminForm(forms.ModelForm[ApiKey]):
+    class Meta:
+        model = ApiKey
+        fields = ("name", "scope", "customer", "expiry_date", "revoked")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.instance.pk:
+            return cleaned  # scope and customer are read-only once the key exists
+        scope = cleaned.get("scope")
+        customer = cleaned.get("customer")
+        if scope == ApiScope.INGEST and customer is None:
+            self.add_error("customer", "An ingest key belongs to exactly one customer: choose it.")
+        elif scope and scope != ApiScope.INGEST and customer is not None:
+            self.add_error("customer", "Only ingest keys belong to a customer; leave this empty.")
+        return cleaned
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(APIKeyModelAdmin):
+    """Create (the key is shown once, in a message) and revoke keys; keys are stored hashed."""
+
+    form = ApiKeyAdminForm
+    list_select_related = ("customer",)
+    autocomplete_fields = ("customer",)
+    actions = ("revoke_keys",)
+
+    # Methods rather than attributes: the library's base class types its tuples exactly.
+    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+        return ("prefix", "name", "scope", "customer", "created", "expiry_date", "_has_expired", "revoked")
+
+    def get_list_filter(self, request: HttpRequest) -> tuple[str, ...]:
+        return ("scope", "revoked", "created")
+
+    def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        return ("name", "prefix", "customer__name")
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        if obj is None:
+            return ("name", "scope", "customer", "expiry_date")
+        return ("prefix", "name", "scope", "customer", "created", "expiry_date", "revoked")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        fields: tuple[str, ...] = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None:
+            # A key's scope and customer are what it was handed out for: make a new key instead.
+            fields += tuple(f for f in ("scope", "customer", "created") if f not in fields)
+        return fields
+
+    @admin.action(description="Revoke selected API keys (cannot be undone)", permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = queryset.filter(revoked=False).update(revoked=True)
+        self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)
+
+
+# --- Imports -------------------------------------------------------------------------------
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin[ImportJob]):
+    """File imports. "Add" opens the upload form; a job opens its preview or progress page."""
+
+    list_display = (
+        "id",
+        "original_name",
+        "status",
+        "customer",
+        "campaign",
+        "progress",
+        "created_count",
+        "updated_count",
+        "rejected_count",
+        "created_by",
+        "created_at",
+    )
+    list_filter = ("status",)
+    list_select_related = ("customer", "campaign", "created_by")
+    search_fields = ("original_name",)
+
+    def get_urls(self) -> list[URLPattern]:
+        # Before the defaults: "<path:object_id>/" would otherwise swallow "upload/".
+        return [*import_urls(self), *super().get_urls()]
+
+    @admin.display(description="progress")
+    def progress(self, obj: ImportJob) -> str:
+        total = f"{obj.total_rows:,}" if obj.total_rows is not None else "?"
+        return f"{obj.processed_rows:,} / {total} ({obj.progress_percent}%)"
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:leads_importjob_upload"))
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        job = self.get_object(request, object_id)
+        if job is None:
+            raise Http404("No import job with this id.")
+        if not self.has_view_or_change_permission(request, job):
+            raise PermissionDenied
+        return HttpResponseRedirect(job_url(job))
+
+    def has_change_permission(self, request: HttpRequest, obj: ImportJob | None = None) -> bool:
+        return False
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ImportJob]) -> None:
+        jobs = list(queryset)
+        super().delete_queryset(request, queryset)
+        for job in jobs:
+            _delete_job_files(job)
+
+    def delete_model(self, request: HttpRequest, obj: ImportJob) -> None:
+        super().delete_model(request, obj)
+        _delete_job_files(obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ImportJob | None = None) -> bool:
+        # A running job's file is still being read (the bulk action asks this per job too).
+        if obj is not None and obj.status in (ImportStatus.QUEUED, ImportStatus.RUNNING):
+            return False
+        return super().has_delete_permission(request, obj)
+
+
+def _delete_job_files(job: ImportJob) -> None:
+    for stored in (job.file, job.error_report):
+        if stored:
+            stored.delete(save=False)

@@ -1,0 +1,155 @@
+"""Background work of the leads app: running a confirmed admin file import.
+
+The task is one more interface over :func:`leads.services.import_leads`: it takes the job's
+id, runs the service, and keeps the :class:`~leads.models.ImportJob` row up to date
+(progress while it runs, counts and the error report when it ends).
+"""
+
+import io
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from celery import shared_task
+from django.core.files import File
+from django.db.models import F
+from django.db.models.fields.files import FieldFile
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
+
+from leads.importers import ImportFileError, LeadMapping
+from leads.models import ImportJob, ImportStatus
+from leads.services import import_leads
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(acks_late=True)
+def run_import_job(job_id: int) -> dict[str, int | str]:
+    """Import a confirmed (queued) job's file and record the outcome on the job.
+
+    Only a job in ``queued`` is run: the conditional UPDATE that moves it to ``running``
+    makes a second delivery of the same message (acks_late redelivery, a double click
+    that slipped through) a no-op instead of a second import.
+    """
+    started = ImportJob.objects.filter(pk=job_id, status=ImportStatus.QUEUED).update(
+        status=ImportStatus.RUNNING, started_at=timezone.now(), processed_rows=0
+    )
+    if not started:
+        logger.info("import job %s is not queued; nothing to do", job_id)
+        return {"job_id": job_id, "status": "skipped"}
+    job = ImportJob.objects.get(pk=job_id)
+
+    def on_progress(rows_done: int) -> None:
+        # Called once per stored chunk, possibly from the import's writer thread (which
+        # has its own connection): an atomic increment, never a read-modify-write.
+        ImportJob.objects.filter(pk=job_id).update(processed_rows=F("processed_rows") + rows_done)
+
+    try:
+        mapping = LeadMapping.from_json(job.mapping)
+        # Text goes through a binary temporary file so that any storage backend can save it;
+        # utf-8-sig so that spreadsheet programs open non-ASCII reasons correctly.
+        with _local_path(job.file) as path, tempfile.TemporaryFile() as report_raw:
+            report = io.TextIOWrapper(report_raw, encoding="utf-8-sig", newline="")
+            try:
+                summary = import_leads(
+                    path,
+                    mapping=mapping,
+                    customer_id=job.customer_id,
+                    campaign_id=job.campaign_id,
+                    errors_out=report,
+                    on_progress=on_progress,
+                )
+            finally:
+                report.detach()  # flushes; the temporary file stays open for saving below
+            report_name = ""
+            if summary.rejected:
+                report_raw.seek(0)
+                report_name = job.error_report.storage.save(
+                    f"imports/errors/import-{job_id}-errors.csv", File(report_raw)
+                )
+    except ImportFileError as exc:
+        _fail(job_id, str(exc))
+        return {"job_id": job_id, "status": ImportStatus.FAILED}
+    except OSError as exc:
+        _fail(job_id, f"The uploaded file could not be read: {exc.strerror or exc}.")
+        return {"job_id": job_id, "status": ImportStatus.FAILED}
+    except Exception:
+        # Bookkeeping only, then re-raised for the worker's log: a job must never stay
+        # "running" after its task died.
+        _fail(job_id, "The import stopped on an unexpected error (details are in the worker log).")
+        raise
+
+    message = (
+        f"{summary.total:,} rows: {summary.created:,} created, {summary.updated:,} updated, "
+        f"{summary.rejected:,} rejected."
+    )
+    if summary.rejected:
+        message += " The error report lists every rejected row."
+    ImportJob.objects.filter(pk=job_id).update(
+        status=ImportStatus.DONE,
+        finished_at=timezone.now(),
+        total_rows=summary.total,
+        processed_rows=summary.total,
+        created_count=summary.created,
+        updated_count=summary.updated,
+        rejected_count=summary.rejected,
+        error_report=report_name,
+        message=message,
+    )
+    return {
+        "job_id": job_id,
+        "status": ImportStatus.DONE,
+        "total": summary.total,
+        "created": summary.created,
+        "updated": summary.updated,
+        "rejected": summary.rejected,
+    }
+
+
+def enqueue_import_job(job_id: int) -> None:
+    """Send the job to the workers; meant to run from ``transaction.on_commit``.
+
+    When the broker cannot be reached the job is marked failed with a message instead of
+    staying "queued" forever (the admin page would otherwise spin without end).
+    """
+    try:
+        run_import_job.delay(job_id)
+    except BrokerError as exc:
+        logger.exception("could not enqueue import job %s", job_id)
+        _fail(job_id, f"The background queue could not be reached ({exc}); upload the file again later.")
+
+
+def _fail(job_id: int, reason: str) -> None:
+    """Mark a job failed; says how many rows were already stored (chunks commit on their own)."""
+    processed = ImportJob.objects.filter(pk=job_id).values_list("processed_rows", flat=True).first() or 0
+    message = reason
+    if processed:
+        message += (
+            f" The valid rows among the first {processed:,} had already been stored; "
+            "importing the file again is safe (rows are matched by external id)."
+        )
+    ImportJob.objects.filter(pk=job_id).update(
+        status=ImportStatus.FAILED, finished_at=timezone.now(), message=message
+    )
+
+
+@contextmanager
+def _local_path(field_file: FieldFile) -> Iterator[Path]:
+    """A local path to a stored file: the file itself on the file system storage, a
+    temporary copy on storages without paths (object stores)."""
+    try:
+        local: Path | None = Path(field_file.path)
+    except NotImplementedError:
+        local = None
+    if local is not None:
+        yield local
+        return
+    suffix = Path(field_file.name or "").suffix
+    with field_file.open("rb") as source, tempfile.NamedTemporaryFile(suffix=suffix) as copy:
+        shutil.copyfileobj(source, copy)
+        copy.flush()
+        yield Path(copy.name)

@@ -1,0 +1,262 @@
+"""Pure scoring: lead facts + policy + ``now`` → score, band and reasons.
+
+No queries, no clock reads: everything comes in as arguments, so the same functions
+serve the claim path, rescoring, the admin preview, the simulator and the tests' oracle.
+
+The score of a lead is an estimate of "how much a call now is worth", in log space:
+
+- live lead:  log s = log base − wait / τ            (wait = now − due_at, τ = decay minutes)
+- stale lead: log s = log base − activity_age / τs   (activity_age = now − last_activity)
+
+where ``base`` multiplies the policy's weights for the lead's city, source, stage and
+pricing plan (unknown values weigh 1) and, for live leads, how fresh the lead's last
+activity was when it arrived. Because time enters only through ``− now / τ`` and τ is
+one number per policy, time never reorders the leads of one campaign: their order is
+the stored key ``log base + anchor / τ`` (anchor = due_at or last_activity, in minutes),
+and ``log s = key − now / τ`` compares the best lead of each campaign at the instant.
+
+Bands come before scores: a live lead never called whose SLA deadline falls within the
+policy's protection window is *at risk* and goes first (earliest deadline first), then
+live leads by score, then stale leads by score. A policy may reserve every n-th claim
+of a contractor for the best stale lead, so stale leads are never starved.
+"""
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+# Keys count minutes from this origin so that anchor / τ stays small and exact.
+EPOCH = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+SECONDS_PER_MINUTE = 60.0
+LIVE = "live"
+STALE = "stale"
+
+
+def minutes_since_epoch(moment: dt.datetime) -> float:
+    return (moment - EPOCH).total_seconds() / SECONDS_PER_MINUTE
+
+
+class Band(IntEnum):
+    """Higher bands are served first, whatever the scores."""
+
+    STALE = 0
+    LIVE = 1
+    AT_RISK = 2
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    """The scoring part of a priority policy version (see prioritization.models)."""
+
+    version_id: int = 0
+    sla_window_minutes: float = 30.0
+    sla_protect_minutes: float = 10.0
+    live_decay_minutes: float = 20.0
+    live_activity_decay_hours: float = 0.0  # 0 = last_activity does not count for live leads
+    stale_activity_decay_days: float = 14.0
+    city_weights: Mapping[str, float] = field(default_factory=dict)
+    source_weights: Mapping[str, float] = field(default_factory=dict)
+    stage_weights: Mapping[str, float] = field(default_factory=dict)
+    plan_weights: Mapping[str, float] = field(default_factory=dict)
+    stale_every: int = 0  # n > 0: every n-th claim of a contractor prefers the best stale lead
+
+    @property
+    def live_rate(self) -> float:
+        """How fast log score falls per minute of waiting."""
+        return 1.0 / self.live_decay_minutes
+
+    @property
+    def stale_rate(self) -> float:
+        return 1.0 / (self.stale_activity_decay_days * 24 * 60)
+
+
+@dataclass(frozen=True)
+class LeadFacts:
+    """What scoring needs to know about a lead."""
+
+    lead_type: str
+    city: str
+    source: str
+    stage: str
+    pricing_plan: str
+    created_at: dt.datetime
+    due_at: dt.datetime
+    last_activity: dt.datetime | None
+    first_attempt_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One multiplicative part of a score, with the words that explain it."""
+
+    label: str
+    multiplier: float
+
+    def describe(self) -> str:
+        return f"{self.label}: ×{self.multiplier:.2g}"
+
+
+def _weight(weights: Mapping[str, float], value: str) -> float:
+    """Unknown and empty values are neutral."""
+    return float(weights.get(value, 1.0)) if value else 1.0
+
+
+def attribute_factors(facts: LeadFacts, policy: PolicyParams) -> list[Factor]:
+    """The time-independent factors of ``base``: weights and, for live leads, freshness."""
+    factors = []
+    for label, weights, value in (
+        ("city", policy.city_weights, facts.city),
+        ("source", policy.source_weights, facts.source),
+        ("stage", policy.stage_weights, facts.stage),
+        ("plan", policy.plan_weights, facts.pricing_plan),
+    ):
+        multiplier = _weight(weights, value)
+        if multiplier != 1.0:
+            factors.append(Factor(f"{label} = {value}", multiplier))
+    if (
+        facts.lead_type == LIVE
+        and policy.live_activity_decay_hours > 0
+        and facts.last_activity is not None
+        and facts.last_activity < facts.created_at
+    ):
+        hours = (facts.created_at - facts.last_activity).total_seconds() / 3600
+        factors.append(
+            Factor(
+                f"last active {hours:.0f} h before arriving",
+                math.exp(-hours / policy.live_activity_decay_hours),
+            )
+        )
+    return factors
+
+
+def _anchor(facts: LeadFacts) -> dt.datetime:
+    """The moment time is counted from: when a live lead became due; when a stale lead
+    was last active (unknown: when we got it)."""
+    if facts.lead_type == LIVE:
+        return facts.due_at
+    return facts.last_activity or facts.created_at
+
+
+def decay_rate(lead_type: str, policy: PolicyParams) -> float:
+    return policy.live_rate if lead_type == LIVE else policy.stale_rate
+
+
+def priority_key(facts: LeadFacts, policy: PolicyParams) -> float:
+    """The stored ordering key: log base + anchor / τ (minutes). Time never changes it."""
+    log_base = sum(math.log(factor.multiplier) for factor in attribute_factors(facts, policy))
+    return log_base + minutes_since_epoch(_anchor(facts)) * decay_rate(facts.lead_type, policy)
+
+
+def sla_deadline(facts: LeadFacts, policy: PolicyParams) -> dt.datetime | None:
+    """When a live lead's first call must have started to be served in SLA."""
+    if facts.lead_type != LIVE:
+        return None
+    return facts.created_at + dt.timedelta(minutes=policy.sla_window_minutes)
+
+
+def log_score_at(key: float, lead_type: str, policy: PolicyParams, now: dt.datetime) -> float:
+    """The log score at ``now`` of a lead with stored key ``key``."""
+    return key - minutes_since_epoch(now) * decay_rate(lead_type, policy)
+
+
+def band_at(
+    *,
+    lead_type: str,
+    first_attempt_at: dt.datetime | None,
+    deadline: dt.datetime | None,
+    policy: PolicyParams,
+    now: dt.datetime,
+) -> Band:
+    if lead_type != LIVE:
+        return Band.STALE
+    if (
+        first_attempt_at is None
+        and deadline is not None
+        and now < deadline <= now + dt.timedelta(minutes=policy.sla_protect_minutes)
+    ):
+        return Band.AT_RISK
+    return Band.LIVE
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A claimable lead as the claim query or the oracle sees it."""
+
+    lead_id: int
+    lead_type: str
+    key: float
+    deadline: dt.datetime | None
+    first_attempt_at: dt.datetime | None
+    policy: PolicyParams
+
+
+@dataclass(frozen=True)
+class Ranked:
+    candidate: Candidate
+    band: Band
+    log_score: float
+
+    @property
+    def sort_key(self) -> tuple[float, ...]:
+        """Ascending sort puts the lead to serve first. Ties: lower lead id first."""
+        if self.band == Band.AT_RISK:
+            assert self.candidate.deadline is not None
+            return (-self.band, self.candidate.deadline.timestamp(), self.candidate.lead_id)
+        return (-self.band, -self.log_score, self.candidate.lead_id)
+
+
+def rank(candidate: Candidate, now: dt.datetime) -> Ranked:
+    band = band_at(
+        lead_type=candidate.lead_type,
+        first_attempt_at=candidate.first_attempt_at,
+        deadline=candidate.deadline,
+        policy=candidate.policy,
+        now=now,
+    )
+    return Ranked(candidate, band, log_score_at(candidate.key, candidate.lead_type, candidate.policy, now))
+
+
+def wants_stale(*, claims_so_far: int, stale_every: int) -> bool:
+    """Is this claim (the contractor's ``claims_so_far + 1``-th) reserved for a stale lead?"""
+    return stale_every > 0 and (claims_so_far + 1) % stale_every == 0
+
+
+def choose(
+    candidates: Sequence[Candidate], *, now: dt.datetime, claims_so_far: int, stale_every: int
+) -> Ranked | None:
+    """The lead to hand out: best band, then best score; a reserved claim takes the best
+    stale lead when there is one."""
+    if not candidates:
+        return None
+    ranked = sorted((rank(candidate, now) for candidate in candidates), key=lambda r: r.sort_key)
+    if wants_stale(claims_so_far=claims_so_far, stale_every=stale_every):
+        stale = [r for r in ranked if r.band == Band.STALE]
+        if stale:
+            return stale[0]
+    return ranked[0]
+
+
+def explain(facts: LeadFacts, policy: PolicyParams, *, now: dt.datetime, band: Band) -> list[str]:
+    """Reasons behind a score, in words a product person reads."""
+    reasons = []
+    if band == Band.AT_RISK:
+        deadline = sla_deadline(facts, policy)
+        assert deadline is not None
+        minutes = (deadline - now).total_seconds() / 60
+        reasons.append(f"SLA deadline in {minutes:.0f} min: served first")
+    reasons.extend(factor.describe() for factor in attribute_factors(facts, policy))
+    if facts.lead_type == LIVE:
+        waited = max(0.0, (now - facts.due_at).total_seconds() / 60)
+        reasons.append(Factor(f"waited {waited:.0f} min", math.exp(-waited * policy.live_rate)).describe())
+    else:
+        anchor = _anchor(facts)
+        days = max(0.0, (now - anchor).total_seconds() / 86400)
+        known = "last active" if facts.last_activity else "no activity known; received"
+        reasons.append(
+            Factor(
+                f"stale, {known} {days:.0f} days ago", math.exp(-days * 1440 * policy.stale_rate)
+            ).describe()
+        )
+    return reasons

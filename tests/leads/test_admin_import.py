@@ -1,0 +1,765 @@
+"""The admin's file import: upload → preview → confirm → background run → summary."""
+
+import csv
+import io
+import json
+import os
+import re
+import struct
+import zipfile
+from pathlib import Path
+
+import openpyxl
+import pytest
+import xlwt
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from kombu.exceptions import OperationalError as BrokerError
+
+from leads.models import ImportJob, ImportStatus, Lead, LeadType
+from leads.tasks import enqueue_import_job, run_import_job
+from tests.factories import CampaignFactory, CustomerFactory, LeadFactory
+
+UPLOAD_URL = reverse("admin:leads_importjob_upload")
+EXAMPLE_MAPPING = Path(__file__).resolve().parents[2] / "examples" / "x_education_mapping.json"
+HEADER = ["external_id", "customer_id", "campaign_id", "lead_type", "city", "created_at"]
+
+
+@pytest.fixture(autouse=True)
+def sent_to_broker(monkeypatch) -> list[int]:
+    """Job ids handed to Celery. Nothing reaches a real broker from these tests (the
+    filesystem broker of `make run` would otherwise collect their messages); the task
+    itself is run by calling it."""
+    sent: list[int] = []
+    monkeypatch.setattr(run_import_job, "delay", sent.append)
+    return sent
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path: Path) -> Path:
+    """Uploads and error reports go to a throwaway folder, not the project's var/media."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+def stored_files(media_root: Path) -> list[Path]:
+    return [p for p in media_root.rglob("*") if p.is_file()] if media_root.exists() else []
+
+
+def csv_bytes(rows: list[list[object]], header: list[str] = HEADER) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue().encode("utf-8")
+
+
+def xlsx_bytes(rows: list[list[object]], header: list[str] = HEADER) -> bytes:
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(header)
+    for row in rows:
+        sheet.append(row)
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()
+
+
+def xls_bytes(rows: list[list[object]], header: list[str] = HEADER) -> bytes:
+    workbook = xlwt.Workbook()
+    sheet = workbook.add_sheet("Leads")
+    for row_index, row in enumerate([header, *rows]):
+        for column_index, value in enumerate(row):
+            sheet.write(row_index, column_index, value)
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()
+
+
+def upload(client, name: str, content: bytes, **fields: object):
+    data = {"file": SimpleUploadedFile(name, content), **{k: v for k, v in fields.items() if v is not None}}
+    return client.post(UPLOAD_URL, data)
+
+
+def job_from(response) -> ImportJob:
+    assert response.status_code == 302, response.content.decode()[:2000]
+    job = ImportJob.objects.get()
+    assert response.url == reverse("admin:leads_importjob_preview", kwargs={"job_id": job.pk})
+    return job
+
+
+def preview_url(job: ImportJob) -> str:
+    return reverse("admin:leads_importjob_preview", kwargs={"job_id": job.pk})
+
+
+def progress_url(job: ImportJob) -> str:
+    return reverse("admin:leads_importjob_progress", kwargs={"job_id": job.pk})
+
+
+def error_report_rows(client, job: ImportJob) -> list[list[str]]:
+    response = client.get(reverse("admin:leads_importjob_error_report", kwargs={"job_id": job.pk}))
+    assert response.status_code == 200
+    assert response["Content-Disposition"].startswith("attachment")
+    text = b"".join(response.streaming_content).decode("utf-8-sig")
+    return list(csv.reader(io.StringIO(text)))
+
+
+# --- Happy paths ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_csv_import_previews_errors_then_runs_in_the_background_after_confirmation(
+    admin_client, settings, django_capture_on_commit_callbacks
+):
+    settings.LEADRANK_IMPORT_INLINE_ROWS = 0  # every file goes to Celery
+    customer = CustomerFactory(pricing_plan="pro")
+    campaign = CampaignFactory(customer=customer)
+    foreign_campaign = CampaignFactory()
+    LeadFactory(customer=customer, campaign=campaign, external_id="B", city="Old")
+    content = csv_bytes(
+        [
+            ["A", customer.pk, campaign.pk, "live", "Pune", "2026-11-24T08:00:00Z"],
+            ["B", customer.pk, campaign.pk, "stale", "Goa", ""],
+            ["C", customer.pk, campaign.pk, "warm", "Pune", ""],
+            ["D", customer.pk, foreign_campaign.pk, "live", "", ""],
+            ["E", customer.pk, campaign.pk, "live", "", "yesterday"],
+        ]
+    )
+
+    job = job_from(upload(admin_client, "leads.csv", content))
+    assert job.status == ImportStatus.PREVIEWED
+    assert Lead.objects.count() == 1  # nothing written by the upload
+
+    preview = admin_client.get(preview_url(job))
+    assert preview.status_code == 200
+    summary = preview.context["preview"]
+    assert (summary.total_rows, summary.valid_rows, summary.rejected_rows) == (5, 2, 3)
+    assert [(e.row, e.column) for e in summary.errors] == [
+        (4, "lead_type"),
+        (5, "campaign_id"),
+        (6, "created_at"),
+    ]
+    page = preview.content.decode()
+    assert "&#x27;warm&#x27; is not one of: live, stale." in page
+    assert "belongs to customer" in page
+    assert "Confirm: import 2 rows in the background" in page
+    assert [row[0] for row in preview.context["sample"]] == ["A", "B"]
+    assert Lead.objects.count() == 1  # nor by the preview
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        confirmed = admin_client.post(preview_url(job), {"confirm": "1"})
+    assert confirmed.status_code == 302
+    assert confirmed.url == progress_url(job)
+    assert len(callbacks) == 1
+    assert callbacks[0].func is enqueue_import_job
+    assert callbacks[0].args == (job.pk,)
+    job.refresh_from_db()
+    assert job.status == ImportStatus.QUEUED
+    assert job.total_rows == 5
+
+    queued_page = admin_client.get(progress_url(job))
+    assert '<meta http-equiv="refresh"' in queued_page.content.decode()
+
+    assert run_import_job(job.pk)["status"] == ImportStatus.DONE
+
+    job.refresh_from_db()
+    assert job.status == ImportStatus.DONE
+    assert (job.created_count, job.updated_count, job.rejected_count) == (1, 1, 3)
+    assert (job.total_rows, job.processed_rows, job.progress_percent) == (5, 5, 100)
+    assert (
+        job.message == "5 rows: 1 created, 1 updated, 3 rejected. The error report lists every rejected row."
+    )
+    assert job.started_at is not None
+    assert job.finished_at is not None
+    stored = {lead.external_id: lead for lead in Lead.objects.all()}
+    assert set(stored) == {"A", "B"}
+    assert (stored["A"].city, stored["A"].pricing_plan, stored["A"].lead_type) == ("Pune", "pro", "live")
+    assert (stored["B"].city, stored["B"].lead_type) == ("Goa", "stale")
+
+    done_page = admin_client.get(progress_url(job))
+    text = done_page.content.decode()
+    assert '<meta http-equiv="refresh"' not in text
+    assert 'class="created-count">1<' in text
+    assert 'class="updated-count">1<' in text
+    assert 'class="rejected-count">3<' in text
+    assert "error-report-link" in text
+    rows = error_report_rows(admin_client, job)
+    assert rows[0] == ["row", "column", "reason"]
+    assert [(r[0], r[1]) for r in rows[1:]] == [("4", "lead_type"), ("5", "campaign_id"), ("6", "created_at")]
+
+
+@pytest.mark.django_db
+def test_an_xlsx_file_with_the_customer_and_campaign_chosen_on_the_form_is_imported_in_the_request(
+    admin_client, django_capture_on_commit_callbacks
+):
+    customer = CustomerFactory(pricing_plan="enterprise")
+    campaign = CampaignFactory(customer=customer)
+    header = ["External ID", "Lead Type", "City", "Last Activity"]
+    content = xlsx_bytes(
+        [
+            ["X-1", "Live", "Pune", "2026-11-20T10:00:00Z"],
+            [660737, "stale", "Goa", ""],
+            ["X-3", "", "Delhi", ""],
+        ],
+        header=header,
+    )
+
+    job = job_from(upload(admin_client, "leads.xlsx", content, campaign=campaign.pk))
+    assert (job.customer_id, job.campaign_id) == (customer.pk, campaign.pk)  # customer follows the campaign
+
+    preview = admin_client.get(preview_url(job))
+    assert preview.context["preview"].file_format == "xlsx"
+    assert [(e.row, e.column, e.reason) for e in preview.context["preview"].errors] == [
+        (4, "Lead Type", "This field is required.")
+    ]
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        confirmed = admin_client.post(preview_url(job), {"confirm": "1"})
+    assert confirmed.url == progress_url(job)
+    assert callbacks == []  # small file: no Celery round trip
+
+    job.refresh_from_db()
+    assert job.status == ImportStatus.DONE
+    assert (job.created_count, job.updated_count, job.rejected_count) == (2, 0, 1)
+    leads = {lead.external_id: lead for lead in Lead.objects.all()}
+    assert set(leads) == {"X-1", "660737"}
+    assert leads["X-1"].campaign_id == campaign.pk
+    assert leads["X-1"].pricing_plan == "enterprise"
+    assert leads["X-1"].last_activity.isoformat() == "2026-11-20T10:00:00+00:00"
+    assert error_report_rows(admin_client, job)[1][:2] == ["4", "Lead Type"]
+
+
+@pytest.mark.django_db
+def test_an_xls_file_is_previewed_and_imported(admin_client):
+    customer = CustomerFactory()
+    campaign = CampaignFactory(customer=customer)
+    content = xls_bytes(
+        [
+            ["L-1", customer.pk, campaign.pk, "live", "Pune", ""],
+            ["L-2", customer.pk, campaign.pk, "stale", "Goa", "2026-01-01T00:00:00Z"],
+            ["L-3", customer.pk, 999_999, "stale", "", ""],
+        ]
+    )
+
+    job = job_from(upload(admin_client, "leads.xls", content))
+    preview = admin_client.get(preview_url(job)).context["preview"]
+    assert (preview.file_format, preview.total_rows, preview.valid_rows) == ("xls", 3, 2)
+    assert [(e.row, e.column, e.reason) for e in preview.errors] == [
+        (4, "campaign_id", "Unknown campaign 999999.")
+    ]
+
+    admin_client.post(preview_url(job), {"confirm": "1"})
+
+    job.refresh_from_db()
+    assert job.status == ImportStatus.DONE
+    assert (job.created_count, job.rejected_count) == (2, 1)
+    assert sorted(Lead.objects.values_list("external_id", flat=True)) == ["L-1", "L-2"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("as_file", [False, True], ids=["mapping-text", "mapping-file"])
+def test_the_x_education_mapping_applies_columns_constants_and_empty_values(admin_client, as_file):
+    customer = CustomerFactory()
+    campaign = CampaignFactory(customer=customer)
+    header = ["Prospect ID", "Lead Number", "Lead Origin", "Lead Source", "Last Activity", "City"]
+    content = csv_bytes(
+        [
+            [
+                "7927b2df-8bba-4d29-b9a2-b6e0beafe620",
+                660737,
+                "API",
+                "Olark Chat",
+                "Page Visited on Website",
+                "Select",
+            ],
+            [
+                "2a272436-5132-4136-86fa-dcc88c88f482",
+                660728,
+                "API",
+                "Organic Search",
+                "Email Opened",
+                "Mumbai",
+            ],
+            ["", 660727, "Landing Page Submission", "Direct Traffic", "Email Opened", "Mumbai"],
+        ],
+        header=header,
+    )
+    mapping = EXAMPLE_MAPPING.read_text(encoding="utf-8")
+    fields = (
+        {"mapping_file": SimpleUploadedFile("mapping.json", mapping.encode())}
+        if as_file
+        else {"mapping_text": mapping}
+    )
+
+    job = job_from(
+        upload(admin_client, "Leads.csv", content, customer=customer.pk, campaign=campaign.pk, **fields)
+    )
+    assert job.mapping["constants"] == {"lead_type": "stale"}
+
+    preview = admin_client.get(preview_url(job))
+    assert [(e.row, e.column) for e in preview.context["preview"].errors] == [(4, "Prospect ID")]
+    first = preview.context["sample"][0]
+    assert first[:4] == ["7927b2df-8bba-4d29-b9a2-b6e0beafe620", str(customer.pk), str(campaign.pk), "stale"]
+
+    admin_client.post(preview_url(job), {"confirm": "1"})
+
+    job.refresh_from_db()
+    assert (job.status, job.created_count, job.rejected_count) == (ImportStatus.DONE, 2, 1)
+    leads = {lead.external_id: lead for lead in Lead.objects.all()}
+    chat = leads["7927b2df-8bba-4d29-b9a2-b6e0beafe620"]
+    assert (chat.lead_type, chat.city, chat.source, chat.stage) == (
+        LeadType.STALE,
+        "",  # "Select" means empty
+        "Olark Chat",
+        "Page Visited on Website",
+    )
+    assert leads["2a272436-5132-4136-86fa-dcc88c88f482"].city == "Mumbai"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_file_is_stored_by_the_writer_thread_with_progress_counted(
+    admin_client, settings, sent_to_broker
+):
+    # More rows than one import chunk (20,000): chunks are stored by a writer thread on its
+    # own connection, which only sees committed data, hence transaction=True.
+    settings.LEADRANK_IMPORT_INLINE_ROWS = 0
+    customer = CustomerFactory()
+    campaign = CampaignFactory(customer=customer)
+    rows = 20_500
+    body = "".join(f"R{i},live\n" for i in range(rows))
+    content = f"external_id,lead_type\n{body}R-bad,hot\n".encode()
+
+    job = job_from(upload(admin_client, "big.csv", content, customer=customer.pk, campaign=campaign.pk))
+    assert admin_client.get(preview_url(job)).context["preview"].total_rows == rows + 1
+    admin_client.post(preview_url(job), {"confirm": "1"})  # commits, so the enqueue runs at once
+    assert sent_to_broker == [job.pk]
+
+    run_import_job(job.pk)
+
+    job.refresh_from_db()
+    assert job.status == ImportStatus.DONE, job.message
+    assert (job.created_count, job.rejected_count, job.processed_rows) == (rows, 1, rows + 1)
+    assert Lead.objects.count() == rows
+    ImportJob.objects.all().delete()
+
+
+@pytest.mark.django_db
+def test_progress_is_counted_with_an_atomic_increment(admin_client, settings):
+    settings.LEADRANK_IMPORT_INLINE_ROWS = 0
+    customer = CustomerFactory()
+    campaign = CampaignFactory(customer=customer)
+    job = job_from(
+        upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\nB,live\n", campaign=campaign.pk)
+    )
+    admin_client.get(preview_url(job))
+    admin_client.post(preview_url(job), {"confirm": "1"})
+
+    with CaptureQueriesContext(connection) as queries:
+        run_import_job(job.pk)
+
+    increments = [
+        q["sql"] for q in queries if '"processed_rows" = ("leads_importjob"."processed_rows" + 2)' in q["sql"]
+    ]
+    assert len(increments) == 1
+
+
+# --- Confirmation and cancellation ------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_confirming_twice_enqueues_once(admin_client, settings, django_capture_on_commit_callbacks, campaign):
+    settings.LEADRANK_IMPORT_INLINE_ROWS = 0
+    job = job_from(upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\n", campaign=campaign.pk))
+    admin_client.get(preview_url(job))
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        admin_client.post(preview_url(job), {"confirm": "1"})
+        again = admin_client.post(preview_url(job), {"confirm": "1"}, follow=True)
+
+    assert len(callbacks) == 1
+    assert "already confirmed or cancelled" in again.content.decode()
+    assert run_import_job(job.pk)["status"] == ImportStatus.DONE
+    assert run_import_job(job.pk)["status"] == "skipped"  # a redelivered message does nothing
+    assert Lead.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_cancelling_after_the_preview_writes_nothing_and_drops_the_file(admin_client, campaign, media_root):
+    job = job_from(upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\n", campaign=campaign.pk))
+    assert len(stored_files(media_root)) == 1
+
+    response = admin_client.post(preview_url(job), {"cancel": "1"}, follow=True)
+
+    assert "was cancelled; nothing was written" in response.content.decode()
+    job.refresh_from_db()
+    assert job.status == ImportStatus.CANCELLED
+    assert stored_files(media_root) == []
+    assert Lead.objects.count() == 0
+    assert admin_client.post(preview_url(job), {"confirm": "1"}).status_code == 302
+    assert Lead.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_file_with_no_valid_row_offers_no_confirmation(admin_client, campaign):
+    job = job_from(upload(admin_client, "l.csv", b"external_id,lead_type\nA,hot\n", campaign=campaign.pk))
+    page = admin_client.get(preview_url(job)).content.decode()
+    assert "No row of this file is valid." in page
+    assert 'name="confirm"' not in page
+
+
+# --- Broken files: a message, no 500, nothing written ---------------------------------------------
+
+
+def _png() -> bytes:
+    return (
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    )
+
+
+def _truncated_xlsx() -> bytes:
+    data = xlsx_bytes([["A", 1, 1, "live", "", ""]])
+    return data[: len(data) // 2]
+
+
+def _zip_that_is_not_a_workbook() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    return out.getvalue()
+
+
+BROKEN_FILES = [
+    pytest.param("leads.csv", b"name,phone\nAnn,123\n", "Missing required columns", id="wrong-columns"),
+    pytest.param(
+        "leads.csv",
+        "external_id,customer_id,campaign_id,lead_type,city\nA,1,1,live,S\xe3o Paulo\n".encode("cp1252"),
+        "not valid utf-8 text (line 2",
+        id="wrong-encoding",
+    ),
+    pytest.param("leads.csv", _png(), "not a spreadsheet", id="png-renamed-csv"),
+    pytest.param("leads.csv", os.urandom(4096) + b"\x00", "not a spreadsheet", id="random-binary"),
+    pytest.param("leads.xlsx", _truncated_xlsx(), "not a readable XLSX workbook", id="truncated-xlsx"),
+    pytest.param(
+        "leads.xlsx", _zip_that_is_not_a_workbook(), "not a readable XLSX workbook", id="zip-not-xlsx"
+    ),
+    pytest.param(
+        "leads.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x01" * 600, "not a readable XLS", id="bad-xls"
+    ),
+    pytest.param("leads.csv", b"", "The file is empty.", id="empty"),
+    pytest.param("leads.csv", ",".join(HEADER).encode() + b"\n", "header but no data rows", id="header-only"),
+    pytest.param(
+        "leads.csv", ",".join(HEADER).encode() + b"\n,,,\n\n", "header but no data rows", id="blank-rows"
+    ),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "content", "message"), BROKEN_FILES)
+def test_a_bad_file_gets_a_clear_message_on_the_form_and_nothing_is_kept(
+    admin_client, name, content, message, media_root
+):
+    response = upload(admin_client, name, content)
+
+    assert response.status_code == 200
+    errors = response.context["form"].errors["file"]
+    assert any(message in error for error in errors), errors
+    assert message.replace("'", "&#x27;") in response.content.decode()
+    assert ImportJob.objects.count() == 0
+    assert stored_files(media_root) == []
+    assert Lead.objects.count() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ('{"columns": {"external_id": "Prospect ID"', "The mapping is not valid JSON"),
+        ('["external_id"]', "The mapping must be a JSON object."),
+        ('{"columns": {"phone": "Phone"}}', "names unknown lead fields: phone"),
+        ('{"encoding": "klingon-8"}', "Unknown encoding"),
+    ],
+    ids=["syntax-error", "not-an-object", "unknown-field", "unknown-encoding"],
+)
+def test_a_malformed_mapping_gets_a_clear_message(admin_client, campaign, mapping, message):
+    content = b"Prospect ID,lead_type\nA,live\n"
+    response = upload(admin_client, "l.csv", content, campaign=campaign.pk, mapping_text=mapping)
+
+    assert response.status_code == 200
+    assert any(message in error for error in response.context["form"].errors["mapping_text"])
+    assert ImportJob.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_cp1252_file_imports_once_the_mapping_names_its_encoding(admin_client, campaign):
+    content = "external_id,lead_type,city\nA,live,S\xe3o Paulo\n".encode("cp1252")
+
+    refused = upload(admin_client, "l.csv", content, campaign=campaign.pk)
+    job = job_from(
+        upload(admin_client, "l.csv", content, campaign=campaign.pk, mapping_text='{"encoding": "cp1252"}')
+    )
+    admin_client.get(preview_url(job))
+    admin_client.post(preview_url(job), {"confirm": "1"})
+
+    assert 'set "encoding" in the mapping' in refused.context["form"].errors["file"][0]
+    assert Lead.objects.get().city == "S\xe3o Paulo"
+
+
+@pytest.mark.django_db
+def test_a_mapping_naming_a_missing_column_is_reported_with_the_columns_found(admin_client, campaign):
+    response = upload(
+        admin_client,
+        "l.csv",
+        b"ID,lead_type\nA,live\n",
+        campaign=campaign.pk,
+        mapping_text='{"columns": {"external_id": "Prospect ID"}}',
+    )
+
+    assert response.status_code == 200
+    [error] = response.context["form"].errors["file"]
+    assert "'Prospect ID' (for external_id)" in error
+    assert "Columns found: ID, lead_type" in error
+
+
+@pytest.mark.django_db
+def test_a_campaign_of_another_customer_is_refused_on_the_form(admin_client, campaign):
+    other_customer = CustomerFactory()
+    response = upload(
+        admin_client,
+        "l.csv",
+        b"external_id,lead_type\nA,live\n",
+        customer=other_customer.pk,
+        campaign=campaign.pk,
+    )
+
+    assert response.status_code == 200
+    assert "belongs to another customer" in response.context["form"].errors["campaign"][0]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "size",
+    [2_000, 1_200_000],
+    ids=["stopped-while-streaming", "refused-by-declared-length"],
+)
+def test_an_oversized_file_is_refused_before_it_is_stored(admin_client, settings, media_root, size):
+    settings.LEADRANK_IMPORT_MAX_BYTES = 1_000
+    content = csv_bytes([["A", 1, 1, "live", "x" * 50, ""]] * (size // 60))
+    assert len(content) > settings.LEADRANK_IMPORT_MAX_BYTES
+
+    response = upload(admin_client, "big.csv", content)
+
+    assert response.status_code == 200
+    [error] = response.context["form"].errors["file"]
+    assert "larger than the admin import limit of 1000" in error
+    assert "manage.py import_leads" in error
+    assert "file" not in response.wsgi_request.FILES  # cut off while streaming, never kept
+    assert ImportJob.objects.count() == 0
+    assert stored_files(media_root) == []
+
+
+@pytest.mark.django_db
+def test_a_file_that_breaks_after_its_first_rows_fails_at_the_preview_with_a_message(
+    admin_client, campaign, media_root
+):
+    # Readable header and first row (the upload's quick check passes), then a CSV cell
+    # longer than the csv module accepts: found when the preview reads the whole file.
+    content = b"external_id,lead_type,city\nA,live,Pune\nB,live," + b"x" * 140_000 + b"\n"
+    job = job_from(upload(admin_client, "l.csv", content, campaign=campaign.pk))
+
+    response = admin_client.get(preview_url(job), follow=True)
+
+    assert response.status_code == 200
+    assert response.redirect_chain[-1][0] == UPLOAD_URL
+    assert "CSV error on line 3" in response.content.decode()
+    job.refresh_from_db()
+    assert job.status == ImportStatus.FAILED
+    assert "field larger than field limit" in job.message
+    assert stored_files(media_root) == []
+    assert Lead.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_job_whose_file_cannot_be_read_at_run_time_fails_with_a_message(admin_client, campaign, settings):
+    settings.LEADRANK_IMPORT_INLINE_ROWS = 0
+    job = job_from(upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\n", campaign=campaign.pk))
+    admin_client.get(preview_url(job))
+    admin_client.post(preview_url(job), {"confirm": "1"})
+    Path(job.file.path).write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")  # replaced behind our back
+
+    assert run_import_job(job.pk)["status"] == ImportStatus.FAILED
+
+    job.refresh_from_db()
+    assert job.status == ImportStatus.FAILED
+    assert "not a spreadsheet" in job.message
+    page = admin_client.get(progress_url(job)).content.decode()
+    assert "not a spreadsheet" in page
+    assert "error-report-link" not in page
+    Path(job.file.path).unlink()
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.QUEUED)
+    assert run_import_job(job.pk)["status"] == ImportStatus.FAILED
+    job.refresh_from_db()
+    assert job.message.startswith("The uploaded file could not be read")
+    assert Lead.objects.count() == 0
+
+
+# --- Navigation and permissions -----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_import_is_reachable_from_the_lead_and_import_job_lists(admin_client):
+    for changelist in ("admin:leads_lead_changelist", "admin:leads_importjob_changelist"):
+        page = admin_client.get(reverse(changelist)).content.decode()
+        assert f'href="{UPLOAD_URL}"' in page
+        assert "Import leads" in page
+    assert admin_client.get(reverse("admin:leads_importjob_add")).url == UPLOAD_URL
+    form_page = admin_client.get(UPLOAD_URL)
+    assert form_page.status_code == 200
+    assert 'enctype="multipart/form-data"' in form_page.content.decode()
+
+
+@pytest.mark.django_db
+def test_an_import_job_opens_its_preview_then_its_progress_page(admin_client, campaign):
+    job = job_from(upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\n", campaign=campaign.pk))
+    change_url = reverse("admin:leads_importjob_change", args=[job.pk])
+    assert admin_client.get(change_url).url == preview_url(job)
+    assert admin_client.get(progress_url(job)).url == preview_url(job)
+
+    admin_client.get(preview_url(job))
+    admin_client.post(preview_url(job), {"confirm": "1"})
+
+    assert admin_client.get(change_url).url == progress_url(job)
+    assert admin_client.get(preview_url(job)).url == progress_url(job)
+    listing = admin_client.get(reverse("admin:leads_importjob_changelist"))
+    assert listing.status_code == 200
+    assert "l.csv" in listing.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_error_report_needs_permission_and_exists_only_when_rows_were_rejected(
+    admin_client, client, django_user_model, campaign
+):
+    job = job_from(
+        upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\nB,hot\n", campaign=campaign.pk)
+    )
+    admin_client.get(preview_url(job))
+    admin_client.post(preview_url(job), {"confirm": "1"})
+    report_url = reverse("admin:leads_importjob_error_report", kwargs={"job_id": job.pk})
+    assert error_report_rows(admin_client, job)[1] == ["3", "lead_type", "'hot' is not one of: live, stale."]
+
+    staff = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    client.force_login(staff)
+    assert client.get(report_url).status_code == 403
+    assert client.get(UPLOAD_URL).status_code == 403
+    assert client.get(progress_url(job)).status_code == 403
+
+    clean = job_from_second_upload(admin_client, campaign)
+    no_report = reverse("admin:leads_importjob_error_report", kwargs={"job_id": clean.pk})
+    assert admin_client.get(no_report).status_code == 404
+
+
+def job_from_second_upload(client, campaign) -> ImportJob:
+    response = upload(client, "clean.csv", b"external_id,lead_type\nC,live\n", campaign=campaign.pk)
+    job = ImportJob.objects.get(pk=int(response.url.rstrip("/").split("/")[-2]))
+    client.get(preview_url(job))
+    client.post(preview_url(job), {"confirm": "1"})
+    job.refresh_from_db()
+    assert job.status == ImportStatus.DONE
+    return job
+
+
+@pytest.mark.django_db
+def test_a_broker_that_cannot_be_reached_fails_the_job_with_a_message(monkeypatch, campaign, admin_client):
+    def unreachable(job_id: int) -> None:
+        raise BrokerError("Error 111 connecting to localhost:6379. Connection refused.")
+
+    monkeypatch.setattr(run_import_job, "delay", unreachable)
+    job = job_from(upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\n", campaign=campaign.pk))
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.QUEUED)
+
+    enqueue_import_job(job.pk)
+
+    job.refresh_from_db()
+    assert job.status == ImportStatus.FAILED
+    assert "background queue could not be reached" in job.message
+
+
+def test_every_import_url_is_wired_under_the_import_job_admin():
+    assert UPLOAD_URL == "/admin/leads/importjob/upload/"
+    assert (
+        reverse("admin:leads_importjob_preview", kwargs={"job_id": 7}) == "/admin/leads/importjob/7/preview/"
+    )
+    assert (
+        reverse("admin:leads_importjob_progress", kwargs={"job_id": 7})
+        == "/admin/leads/importjob/7/progress/"
+    )
+    assert (
+        reverse("admin:leads_importjob_error_report", kwargs={"job_id": 7})
+        == "/admin/leads/importjob/7/error-report/"
+    )
+    assert json.loads(EXAMPLE_MAPPING.read_text())["constants"] == {"lead_type": "stale"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_file_that_breaks_after_stored_chunks_fails_saying_what_was_kept(admin_client, campaign):
+    # The preview would refuse this file; a job already queued meets the same error at run time.
+    # Two chunks of 20,000 rows parse fine and are handed to the writer; the third breaks.
+    rows = 40_500
+    body = "".join(f"R{i},live,\n" for i in range(rows))
+    content = f"external_id,lead_type,city\n{body}bad,live,{'x' * 140_000}\n".encode()
+    job = job_from(upload(admin_client, "big.csv", content, campaign=campaign.pk))
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.QUEUED)
+
+    assert run_import_job(job.pk)["status"] == ImportStatus.FAILED
+
+    job.refresh_from_db()
+    assert job.status == ImportStatus.FAILED
+    assert "field larger than field limit" in job.message
+    assert "The valid rows among the first 40,000 had already been stored" in job.message
+    assert Lead.objects.count() == 40_000  # committed chunks are kept, not lost
+    ImportJob.objects.all().delete()
+
+
+@pytest.mark.django_db
+def test_deleting_an_import_job_removes_its_files_but_a_running_job_cannot_be_deleted(
+    admin_client, campaign, media_root
+):
+    done = job_from_second_upload(admin_client, campaign)
+    running = ImportJob.objects.create(
+        file="imports/r.csv", original_name="r.csv", status=ImportStatus.RUNNING
+    )
+    changelist = reverse("admin:leads_importjob_changelist")
+    assert stored_files(media_root)
+
+    refused = admin_client.post(
+        changelist, {"action": "delete_selected", "_selected_action": [done.pk, running.pk], "post": "yes"}
+    )
+    assert refused.status_code == 403
+    assert ImportJob.objects.count() == 2
+
+    admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [done.pk], "post": "yes"})
+
+    assert list(ImportJob.objects.values_list("pk", flat=True)) == [running.pk]
+    assert stored_files(media_root) == []
+
+
+@pytest.mark.django_db
+def test_the_upload_still_checks_the_csrf_token(admin_user, campaign):
+    # The upload view installs its size limit before the body is parsed, which means it
+    # does its CSRF check itself rather than through the middleware.
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    form_page = client.get(UPLOAD_URL)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form_page.content.decode()).group(1)
+    body = {"file": SimpleUploadedFile("l.csv", b"external_id,lead_type\nA,live\n"), "campaign": campaign.pk}
+
+    without = client.post(UPLOAD_URL, body)
+    body["file"].seek(0)
+    with_token = client.post(UPLOAD_URL, {**body, "csrfmiddlewaretoken": token})
+
+    assert without.status_code == 403
+    assert with_token.status_code == 302
+    assert ImportJob.objects.count() == 1

@@ -1,0 +1,126 @@
+"""GET /healthz without a key; the OpenAPI schema and docs with any valid key."""
+
+import pytest
+from django.core.management import call_command
+from django.db import OperationalError, connection
+from rest_framework.test import APIClient
+
+from leads import health
+from leads.models import ApiScope
+
+# --- /healthz --------------------------------------------------------------------------------
+
+
+def test_healthz_answers_200_with_database_and_broker_status_without_a_key(db):
+    response = APIClient().get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+def test_healthz_answers_503_when_the_database_is_unreachable(db, monkeypatch):
+    def unreachable():
+        raise OperationalError("connection refused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(connection, "cursor", unreachable)
+        response = APIClient().get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+    assert response.json()["database"] == "unreachable"
+
+
+def test_healthz_reports_a_broker_outage_without_failing(db, monkeypatch):
+    monkeypatch.setattr(health, "_broker_ok", lambda: False)
+
+    response = APIClient().get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "unreachable"}
+
+
+def test_healthz_reports_an_unreachable_broker_url_within_its_timeout(db, settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:9/0"
+
+    response = APIClient().get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json()["broker"] == "unreachable"
+
+
+def test_healthz_refuses_writes(db):
+    assert APIClient().post("/healthz").status_code == 405
+
+
+# --- OpenAPI ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope", [ApiScope.ADMIN, ApiScope.CONTRACT_APP, ApiScope.INGEST])
+def test_the_openapi_schema_is_readable_with_a_key_of_any_scope(make_client, customer, scope):
+    response = make_client(scope, customer).get("/api/schema/?format=json")
+
+    assert response.status_code == 200
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    for path in (
+        "/api/v1/leads/",
+        "/api/v1/leads/{lead_id}/",
+        "/api/v1/customers/",
+        "/api/v1/campaigns/",
+        "/api/v1/contractors/",
+        "/api/v1/contractors/{contractor_id}/",
+    ):
+        assert path in schema["paths"]
+    assert set(schema["paths"]["/api/v1/leads/{lead_id}/"]) >= {"get", "patch"}
+    assert "ApiKey" in schema["components"]["securitySchemes"]
+
+
+def test_the_openapi_schema_documents_the_lead_object(admin_api):
+    schema = admin_api.get("/api/schema/?format=json").json()
+
+    lead_fields = set(schema["components"]["schemas"]["LeadInput"]["properties"])
+    assert lead_fields == {
+        "external_id",
+        "customer_id",
+        "campaign_id",
+        "lead_type",
+        "city",
+        "source",
+        "last_activity",
+        "stage",
+        "pricing_plan",
+        "rescheduled_at",
+        "created_at",
+    }
+
+
+@pytest.mark.parametrize("scope", [ApiScope.ADMIN, ApiScope.CONTRACT_APP, ApiScope.INGEST])
+def test_the_interactive_docs_are_readable_with_a_key_of_any_scope(make_client, customer, scope):
+    response = make_client(scope, customer).get("/api/docs/")
+
+    assert response.status_code == 200
+    assert b"swagger" in response.content.lower()
+
+
+@pytest.mark.parametrize("url", ["/api/schema/?format=json", "/api/schema/", "/api/docs/"])
+def test_the_schema_and_docs_answer_401_without_a_key(db, url):
+    response = APIClient().get(url)
+
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("url", ["/api/schema/?format=json", "/api/docs/"])
+def test_the_schema_and_docs_answer_401_with_a_wrong_key(db, url):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Api-Key abcdefgh.wrong")
+
+    assert client.get(url).status_code == 401
+
+
+def test_the_openapi_schema_generates_without_warnings(db, tmp_path):
+    # --fail-on-warn raises when drf-spectacular could not describe a view, a serializer or
+    # the key authentication, i.e. when the published docs would be incomplete.
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+
+    assert "/api/v1/leads/" in (tmp_path / "schema.yaml").read_text()
