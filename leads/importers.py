@@ -376,7 +376,7 @@ _SNIFF_BYTES = 64 * 1024
 _DELIMITERS = (",", ";", "\t", "|")
 
 
-def detect_format(path: Path) -> FileFormat:
+def detect_format(path: Path, encoding: str = "utf-8") -> FileFormat:
     """Tell the format from the content, not the file name."""
     with path.open("rb") as handle:
         head = handle.read(_SNIFF_BYTES)
@@ -386,7 +386,8 @@ def detect_format(path: Path) -> FileFormat:
         return "ods" if b"application/vnd.oasis.opendocument" in head[:200] else "xlsx"
     if head.startswith(_OLE_MAGIC):
         return "xls"
-    if b"\x00" in head:
+    wide_text = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    if b"\x00" in head and not wide_text:
         raise ImportFileError("The file is not a spreadsheet: expected CSV, XLSX, XLS or ODS.")
     return "csv"
 
@@ -483,7 +484,7 @@ def _sheet_table(path: Path, file_format: FileFormat) -> Table:
 
 def open_table(path: Path, *, encoding: str = "utf-8") -> Table:
     """Open a CSV (comma, semicolon, tab or pipe separated), XLSX, XLS or ODS file."""
-    file_format = detect_format(path)
+    file_format = detect_format(path, encoding)
     if file_format == "csv":
         return _csv_table(path, encoding)
     return _sheet_table(path, file_format)

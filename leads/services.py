@@ -473,8 +473,10 @@ def import_leads(
     while this thread parses chunk N + 1. Each chunk commits on its own, so a failure
     keeps every chunk already stored; re-running the file is harmless (upsert).
 
-    Raises :class:`ImportFileError` when the file cannot be processed at all; nothing
-    has been written then, because every whole-file check runs before the first row.
+    Raises :class:`ImportFileError` when the file cannot be processed at all. The checks
+    of the whole file (format, encoding, header) run before the first write, so such a
+    file writes nothing; a CSV syntax error met further on stops the import after the
+    chunks already committed (re-running the fixed file upserts them again, harmlessly).
     """
     table, plan = open_import(path, mapping=mapping, customer_id=customer_id, campaign_id=campaign_id)
     report = ErrorReport(errors_out)

@@ -229,3 +229,12 @@ def test_a_lower_case_z_marks_utc_as_rfc_3339_allows():
     assert errors == {}
     assert lead is not None
     assert lead.created_at == dt.datetime(2026, 2, 20, 10, tzinfo=dt.UTC)
+
+
+def test_a_utf_16_csv_is_read_when_the_mapping_names_its_encoding(tmp_path):
+    path = _write(tmp_path, "unicode.csv", "external_id\tcity\nA\tKöln\n".encode("utf-16"))
+    with pytest.raises(ImportFileError):
+        open_table(path)
+    table = open_table(path, encoding="utf-16")
+    assert table.header == ["external_id", "city"]
+    assert list(table.rows) == [(2, ["A", "Köln"])]
