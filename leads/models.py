@@ -122,6 +122,8 @@ class Contractor(models.Model):
     active = models.BooleanField(default=True)
     campaigns = models.ManyToManyField(Campaign, related_name="contractors", blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Claims so far; a policy may reserve every n-th claim for a stale lead.
+    claims_made = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["name"]
@@ -160,6 +162,7 @@ class Lead(models.Model):
         related_name="held_leads",
     )
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
     attempt_count = models.PositiveIntegerField(default=0)
     reschedule_count = models.PositiveIntegerField(default=0)
     first_attempt_at = models.DateTimeField(null=True, blank=True)
@@ -169,6 +172,9 @@ class Lead(models.Model):
     # Time-invariant ordering key within a campaign; see prioritization.scoring.
     priority_key = models.FloatField(null=True, blank=True)
     sla_deadline = models.DateTimeField(null=True, blank=True)
+    # Id of the prioritization.PolicyVersion the key was computed with. A plain number,
+    # not a foreign key: versions are never deleted, and imports skip one FK check per row.
+    scored_version = models.PositiveIntegerField(null=True, blank=True)
 
     received_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -202,11 +208,11 @@ class Lead(models.Model):
         indexes = [
             # Claim path, "best live/stale lead of campaign C now":
             #   WHERE campaign_id = C AND status = 'ready' AND lead_type = T
-            #   ORDER BY priority_key DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED
+            #   ORDER BY priority_key DESC NULLS LAST, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
             models.Index(
                 "campaign",
                 "lead_type",
-                models.F("priority_key").desc(),
+                models.F("priority_key").desc(nulls_last=True),
                 "id",
                 name="lead_claim_ready",
                 condition=Q(status=QueueStatus.READY),

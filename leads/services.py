@@ -36,6 +36,13 @@ from leads.importers import (
     row_to_raw,
 )
 from leads.models import Campaign, Customer, EventKind, Lead, LeadEvent, QueueStatus
+from prioritization.services import (
+    ArrivalScorer,
+    current_versions,
+    params_for_version,
+    rescore_lead_ids,
+    score_lead,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +121,11 @@ _STAGE_COLUMNS = (
     "pricing_plan",
     "rescheduled_at",
     "created_at",
+    # Computed on arrival by prioritization.services.ArrivalScorer:
+    "due_at",
+    "priority_key",
+    "sla_deadline",
+    "scored_version",
 )
 # Leads are COPYed into the UNLOGGED table leads_lead_stage (see migration 0002), tagged
 # with a batch id taken from the session setting leadrank.stage_batch (the column's
@@ -137,15 +149,13 @@ _INSERT_SQL = """
 INSERT INTO leads_lead AS l (
     customer_id, campaign_id, external_id, lead_type, city, source, last_activity, stage,
     pricing_plan, rescheduled_at, created_at, status, due_at, attempt_count, reschedule_count,
-    closed_reason, received_at, updated_at
+    closed_reason, received_at, updated_at, priority_key, sla_deadline, scored_version
 )
 SELECT st.customer_id, st.campaign_id, st.external_id, st.lead_type, st.city, st.source,
        st.last_activity, st.stage, COALESCE(st.pricing_plan, c.pricing_plan), st.rescheduled_at,
        COALESCE(st.created_at, %(now)s),
-       CASE WHEN GREATEST(COALESCE(st.created_at, %(now)s), st.rescheduled_at) <= %(now)s
-            THEN 'ready' ELSE 'waiting' END,
-       GREATEST(COALESCE(st.created_at, %(now)s), st.rescheduled_at),
-       0, 0, '', %(now)s, %(now)s
+       CASE WHEN st.due_at <= %(now)s THEN 'ready' ELSE 'waiting' END,
+       st.due_at, 0, 0, '', %(now)s, %(now)s, st.priority_key, st.sla_deadline, st.scored_version
 FROM leads_lead_stage st JOIN leads_customer c ON c.id = st.customer_id
 WHERE st.batch_id = %(batch)s
 ORDER BY st.customer_id, st.external_id
@@ -205,8 +215,11 @@ class UpsertResult:
     status: UpsertStatus
 
 
-def _stage_leads(cursor: CursorWrapper, leads: Sequence[LeadInput]) -> tuple[str, int]:
-    """COPY the leads into the staging table under a new batch id; returns (batch, count).
+def _stage_leads(
+    cursor: CursorWrapper, leads: Sequence[LeadInput], *, scorer: ArrivalScorer, now: dt.datetime
+) -> tuple[str, int]:
+    """COPY the leads, with their arrival scores, into the staging table under a new batch
+    id; returns (batch, count).
 
     When one external id appears twice, only its last occurrence is staged: PostgreSQL's
     ON CONFLICT cannot touch one row twice in a statement, and the last version wins.
@@ -214,19 +227,20 @@ def _stage_leads(cursor: CursorWrapper, leads: Sequence[LeadInput]) -> tuple[str
     last_index: dict[tuple[int, str], int] = {}
     for index, lead in enumerate(leads):
         last_index[(lead.customer_id, lead.external_id)] = index
+    scorer.prepare({lead.customer_id for lead in leads})
     batch = str(uuid.uuid4())
     cursor.execute(_SET_BATCH_SQL, [batch])
+    score = scorer.score
     with cursor.cursor.copy(_COPY_STAGE_SQL) as copy:
-        if len(last_index) == len(leads):
-            for lead in leads:
-                copy.write_row(lead)  # LeadInput is a tuple in _STAGE_COLUMNS order
-        else:
-            for index in sorted(last_index.values()):
-                copy.write_row(leads[index])
+        staged = leads if len(last_index) == len(leads) else [leads[i] for i in sorted(last_index.values())]
+        for lead in staged:
+            copy.write_row(lead + score(lead, now))  # LeadInput is a tuple in _STAGE_COLUMNS order
     return batch, len(last_index)
 
 
-def upsert_leads(leads: Sequence[LeadInput], *, now: dt.datetime) -> list[UpsertResult]:
+def upsert_leads(
+    leads: Sequence[LeadInput], *, customer_plans: dict[int, str], now: dt.datetime
+) -> list[UpsertResult]:
     """Create or update leads by (customer_id, external_id); results in input order.
 
     ``leads`` must already have passed :meth:`ReferenceCache.check`. An external id that
@@ -236,12 +250,13 @@ def upsert_leads(leads: Sequence[LeadInput], *, now: dt.datetime) -> list[Upsert
     if not leads:
         return []
     with transaction.atomic(), connection.cursor() as cursor:
-        batch, staged = _stage_leads(cursor, leads)
+        batch, staged = _stage_leads(cursor, leads, scorer=ArrivalScorer(customer_plans), now=now)
         params: dict[str, Any] = {"now": now, "batch": batch}
         cursor.execute(_INSERT_SQL, params)
         written = {(row[1], row[2]): (row[0], True) for row in cursor.fetchall()}
         if len(written) < staged:
             cursor.execute(_UPDATE_SQL, params)
+            rescore_lead_ids([row[0] for row in cursor.fetchall()])
             cursor.execute(_EXISTING_IDS_SQL, params)
             for lead_id, customer_id, external_id in cursor.fetchall():
                 written.setdefault((customer_id, external_id), (lead_id, False))
@@ -265,25 +280,32 @@ class StagedBatch:
     batch: str
     rows: int
     leads: int
+    now: dt.datetime  # the moment its leads arrived (defaults and scores were computed at it)
 
 
-def stage_lead_batch(leads: Sequence[LeadInput]) -> str:
-    """COPY a chunk of an import into the staging table (autocommit); returns its batch id."""
+def stage_lead_batch(leads: Sequence[LeadInput], *, rows: int, scorer: ArrivalScorer) -> StagedBatch:
+    """COPY a chunk of an import into the staging table (autocommit)."""
+    now = timezone.now()
+    if not leads:
+        return StagedBatch(batch="", rows=rows, leads=0, now=now)
     with connection.cursor() as cursor:
-        batch, _ = _stage_leads(cursor, leads)
-    return batch
+        batch, _ = _stage_leads(cursor, leads, scorer=scorer, now=now)
+    return StagedBatch(batch=batch, rows=rows, leads=len(leads), now=now)
 
 
-def upsert_staged_batch(batch: str, *, leads: int, now: dt.datetime) -> tuple[int, int]:
+def upsert_staged_batch(staged: StagedBatch) -> tuple[int, int]:
     """Upsert a staged chunk and clear it, in one transaction; returns (created, updated)."""
-    params: dict[str, Any] = {"now": now, "batch": batch}
+    if not staged.leads:
+        return 0, 0
+    params: dict[str, Any] = {"now": staged.now, "batch": staged.batch}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_INSERT_COUNT_SQL, params)
         (created,) = cursor.fetchone()
-        if created < leads:
+        if created < staged.leads:
             cursor.execute(_UPDATE_SQL, params)
+            rescore_lead_ids([row[0] for row in cursor.fetchall()])
         cursor.execute(_CLEAR_BATCH_SQL, params)
-    return created, leads - created
+    return created, staged.leads - created
 
 
 # --- Batches from the API -------------------------------------------------------------
@@ -341,7 +363,7 @@ def ingest_lead_batch(
         else:
             valid.append((index, lead))
 
-    stored = upsert_leads([lead for _, lead in valid], now=now)
+    stored = upsert_leads([lead for _, lead in valid], customer_plans=references.customer_plans, now=now)
     for (index, lead), outcome in zip(valid, stored, strict=True):
         results[index] = BatchItemResult(index, lead.external_id, outcome.status, lead_id=outcome.lead_id)
     return [results[i] for i in range(len(items))]
@@ -492,15 +514,15 @@ def import_leads(
         chunk_rows=chunk_rows,
     )
 
+    scorer = ArrivalScorer(references.customer_plans)
+
     def stage(chunk: ParsedChunk) -> StagedBatch:
-        batch = stage_lead_batch(chunk.leads) if chunk.leads else ""
-        return StagedBatch(batch=batch, rows=chunk.rows, leads=len(chunk.leads))
+        return stage_lead_batch(chunk.leads, rows=chunk.rows, scorer=scorer)
 
     def upsert(staged: StagedBatch) -> None:
-        if staged.leads:
-            created, updated = upsert_staged_batch(staged.batch, leads=staged.leads, now=timezone.now())
-            summary.created += created
-            summary.updated += updated
+        created, updated = upsert_staged_batch(staged)
+        summary.created += created
+        summary.updated += updated
         summary.total += staged.rows
         if on_progress is not None:
             on_progress(staged.rows)
@@ -653,6 +675,9 @@ def update_lead(*, lead_id: int, changes: dict[str, object], now: dt.datetime | 
             lead.due_at = lead.created_at
             lead.status = QueueStatus.READY if lead.due_at <= now else QueueStatus.WAITING
         if changed:
+            if lead.status != QueueStatus.CLOSED:
+                version = current_versions([lead.customer_id])[lead.customer_id]
+                score_lead(lead, params_for_version(version.pk))
             lead.updated_at = now
             lead.save()
             LeadEvent.objects.create(

@@ -1,1 +1,250 @@
-"""Priority policies and next-lead decisions (built by the engine issue)."""
+"""Priority policies (versioned, edited in the admin) and the log of next-lead decisions."""
+
+import datetime as dt
+import math
+from typing import Any
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from leads.models import Contractor, Customer, Lead
+from prioritization.scoring import PolicyParams
+
+# Weights multiply a lead's score; outside this range a weight is a typo, not a policy.
+MIN_WEIGHT = 0.01
+MAX_WEIGHT = 100.0
+PLANS = ("starter", "pro", "enterprise")
+
+
+class PriorityPolicy(models.Model):
+    """The default policy (``customer`` empty) or one customer's; points at its current version."""
+
+    customer = models.OneToOneField(
+        Customer,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="priority_policy",
+        help_text="Empty for the default policy, which applies to customers without their own.",
+    )
+    name = models.CharField(max_length=200)
+    current_version = models.ForeignKey(
+        "PolicyVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        verbose_name_plural = "priority policies"
+        constraints = [
+            # At most one default policy.
+            models.UniqueConstraint(
+                fields=["name"], condition=Q(customer__isnull=True), name="priority_policy_one_default"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_default(self) -> bool:
+        return self.customer_id is None
+
+
+class PolicyVersion(models.Model):
+    """One immutable version of a policy: every change in the admin adds a version."""
+
+    policy = models.ForeignKey(PriorityPolicy, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    note = models.CharField(max_length=500, blank=True, default="")
+
+    sla_window_minutes = models.FloatField(
+        default=30.0,
+        help_text="A live lead is served in SLA when its first call starts within this many minutes of created_at.",
+    )
+    sla_target = models.FloatField(default=0.9, help_text="Share of live leads to serve in SLA, in (0, 1].")
+    sla_protect_minutes = models.FloatField(
+        default=10.0,
+        help_text="A never-called live lead this close to its SLA deadline goes first (earliest deadline first).",
+    )
+    live_decay_minutes = models.FloatField(
+        default=20.0, help_text="Conversion of a live lead falls as exp(−wait / this)."
+    )
+    live_activity_decay_hours = models.FloatField(
+        default=0.0,
+        help_text="For live leads: factor exp(−hours between last_activity and arrival / this); 0 turns it off.",
+    )
+    stale_activity_decay_days = models.FloatField(
+        default=14.0, help_text="Stale leads score exp(−days since last_activity / this)."
+    )
+    city_weights = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Multipliers per city, e.g. {"Mumbai": 1.4}. Unknown cities weigh 1.',
+    )
+    source_weights = models.JSONField(default=dict, blank=True, help_text="Multipliers per source.")
+    stage_weights = models.JSONField(default=dict, blank=True, help_text="Multipliers per stage.")
+    plan_weights = models.JSONField(
+        default=dict, blank=True, help_text='Multipliers per pricing plan, e.g. {"enterprise": 1.5}.'
+    )
+    stale_every = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="0: live leads always first. n: every n-th claim of a contractor takes the best stale lead, so stale leads are never starved.",
+    )
+    reschedule_min_hours = models.FloatField(default=22.0)
+    reschedule_max_hours = models.FloatField(default=24.0)
+    reschedule_limit = models.PositiveSmallIntegerField(
+        default=3, help_text="A live lead is rescheduled at most this many times, then becomes stale."
+    )
+    lease_seconds = models.PositiveIntegerField(
+        default=600, help_text="How long a contractor holds a lead before it returns to the queue."
+    )
+    claims_per_hour_cap = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Per contractor; empty = no cap."
+    )
+    claims_per_day_cap = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Per contractor; empty = no cap."
+    )
+
+    class Meta:
+        ordering = ["policy_id", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "number"], name="policy_version_number_unique"),
+            models.CheckConstraint(condition=Q(sla_window_minutes__gt=0), name="policy_sla_window_positive"),
+            models.CheckConstraint(
+                condition=Q(sla_target__gt=0, sla_target__lte=1), name="policy_sla_target_in_0_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(sla_protect_minutes__gte=0), name="policy_protect_not_negative"
+            ),
+            models.CheckConstraint(condition=Q(live_decay_minutes__gt=0), name="policy_live_decay_positive"),
+            models.CheckConstraint(
+                condition=Q(live_activity_decay_hours__gte=0), name="policy_activity_decay_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(stale_activity_decay_days__gt=0), name="policy_stale_decay_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(reschedule_min_hours__gt=0, reschedule_max_hours__gte=F("reschedule_min_hours")),
+                name="policy_reschedule_window_valid",
+            ),
+            models.CheckConstraint(condition=Q(lease_seconds__gt=0), name="policy_lease_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy} v{self.number}"
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        for name in ("city_weights", "source_weights", "stage_weights", "plan_weights"):
+            value = getattr(self, name)
+            if not isinstance(value, dict):
+                errors[name] = 'Enter a JSON object of value → multiplier, e.g. {"Mumbai": 1.4}.'
+                continue
+            for key, weight in value.items():
+                if (
+                    not isinstance(weight, int | float)
+                    or isinstance(weight, bool)
+                    or not math.isfinite(weight)
+                ):
+                    errors[name] = f"The weight of {key!r} must be a number."
+                elif not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+                    errors[name] = f"The weight of {key!r} must be between {MIN_WEIGHT} and {MAX_WEIGHT}."
+        if isinstance(self.plan_weights, dict) and set(self.plan_weights) - set(PLANS):
+            errors["plan_weights"] = f"Pricing plans are {', '.join(PLANS)}."
+        positive = {
+            "sla_window_minutes": self.sla_window_minutes,
+            "live_decay_minutes": self.live_decay_minutes,
+            "stale_activity_decay_days": self.stale_activity_decay_days,
+            "reschedule_min_hours": self.reschedule_min_hours,
+        }
+        for name, value in positive.items():
+            if value is not None and value <= 0:
+                errors[name] = "Must be greater than 0."
+        for name in ("sla_protect_minutes", "live_activity_decay_hours"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                errors[name] = "Must not be negative."
+        if self.sla_target is not None and not 0 < self.sla_target <= 1:
+            errors["sla_target"] = "The SLA target is a share in (0, 1], e.g. 0.9."
+        if (
+            self.reschedule_min_hours is not None
+            and self.reschedule_max_hours is not None
+            and self.reschedule_max_hours < self.reschedule_min_hours
+        ):
+            errors["reschedule_max_hours"] = "The reschedule window must end after it starts."
+        if self.lease_seconds is not None and self.lease_seconds <= 0:
+            errors["lease_seconds"] = "Must be greater than 0."
+        if errors:
+            raise ValidationError(errors)
+
+    def params(self) -> PolicyParams:
+        return PolicyParams(
+            version_id=self.pk,
+            sla_window_minutes=self.sla_window_minutes,
+            sla_protect_minutes=self.sla_protect_minutes,
+            live_decay_minutes=self.live_decay_minutes,
+            live_activity_decay_hours=self.live_activity_decay_hours,
+            stale_activity_decay_days=self.stale_activity_decay_days,
+            city_weights=dict(self.city_weights),
+            source_weights=dict(self.source_weights),
+            stage_weights=dict(self.stage_weights),
+            plan_weights=dict(self.plan_weights),
+            stale_every=self.stale_every,
+        )
+
+    @property
+    def reschedule_window(self) -> tuple[dt.timedelta, dt.timedelta]:
+        return dt.timedelta(hours=self.reschedule_min_hours), dt.timedelta(hours=self.reschedule_max_hours)
+
+
+_AUDIT_FIELDS = ("id", "policy", "number", "created_at", "created_by", "note")
+
+
+def version_field_names() -> list[str]:
+    """The fields of a version that a policy edit may change (all but identity and audit)."""
+    return [f.name for f in PolicyVersion._meta.local_concrete_fields if f.name not in _AUDIT_FIELDS]
+
+
+def version_values(version: PolicyVersion) -> dict[str, Any]:
+    return {name: getattr(version, name) for name in version_field_names()}
+
+
+class Decision(models.Model):
+    """One next-lead answer: who got which lead, for which tuple, why, under which policy."""
+
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="decisions", db_index=False)
+    contractor = models.ForeignKey(
+        Contractor, on_delete=models.PROTECT, related_name="decisions", db_index=False
+    )
+    campaign_ids = ArrayField(models.BigIntegerField())
+    decided_at = models.DateTimeField()
+    policy_version = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="+")
+    band = models.CharField(max_length=10)
+    score = models.FloatField(help_text="Score at the moment of the decision (relative worth of a call now).")
+    log_score = models.FloatField()
+    priority_key = models.FloatField()
+    reasons = models.JSONField(default=list)
+    lease_expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-decided_at", "-id"]
+        indexes = [
+            # "Decisions of lead L" (admin inline, outcome idempotency).
+            models.Index("lead", models.F("decided_at").desc(), name="decision_lead"),
+            # Caps: "claims of contractor C since T"; admin filter by contractor.
+            models.Index("contractor", models.F("decided_at").desc(), name="decision_contractor"),
+            # Admin list, newest first.
+            models.Index(models.F("decided_at").desc(), name="decision_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"Lead {self.lead_id} to contractor {self.contractor_id} at {self.decided_at:%Y-%m-%d %H:%M:%S}"
+        )

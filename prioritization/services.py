@@ -1,0 +1,833 @@
+"""The next-lead engine: policies in force, scores, claims, outcomes, leases, rescoring.
+
+Locking rules (every function here follows them):
+
+- A claim locks the contractor's row first (``FOR NO KEY UPDATE``): one contractor's
+  concurrent requests queue up behind each other, so a retried request finds the lead
+  the first one took instead of taking a second.
+- Lead rows are taken with ``SKIP LOCKED`` on the claim path: a lead another claim (or
+  a rescoring batch) holds is skipped, never waited for, so no two contractors get one
+  lead and no claim waits on another.
+- Outcomes, releases and extensions lock the one lead row they change (``select_for_update``)
+  and check that the caller holds it.
+- Rescoring works in batches of ``RESCORE_BATCH`` rows, one short transaction each, and
+  only one rescoring runs at a time (an advisory lock; a second run returns at once).
+"""
+
+import datetime as dt
+import json
+import logging
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection, models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from leads.importers import LeadInput
+from leads.models import (
+    Campaign,
+    CloseReason,
+    Disposition,
+    EventKind,
+    Lead,
+    LeadEvent,
+    LeadType,
+    QueueStatus,
+)
+from prioritization.calling_hours import CallingHours, next_opening
+from prioritization.models import Decision, PolicyVersion, PriorityPolicy
+from prioritization.scoring import (
+    Candidate,
+    LeadFacts,
+    PolicyParams,
+    Ranked,
+    choose,
+    explain,
+    priority_key,
+    rank,
+    sla_deadline,
+)
+
+logger = logging.getLogger(__name__)
+
+# Rows per rescoring transaction: keeps each batch's row locks well under 250 ms.
+RESCORE_BATCH = 5_000
+# pg_advisory_lock key of the rescoring pass ("LRRS").
+RESCORE_LOCK_KEY = 0x4C525253
+MAX_TUPLE_CAMPAIGNS = 50
+
+
+# --- Policies in force ------------------------------------------------------------------
+
+_params_by_version: dict[int, PolicyParams] = {}
+
+
+def params_for_version(version_id: int) -> PolicyParams:
+    """PolicyParams of a version; versions never change, so they are cached for good."""
+    params = _params_by_version.get(version_id)
+    if params is None:
+        params = PolicyVersion.objects.get(pk=version_id).params()
+        _params_by_version[version_id] = params
+    return params
+
+
+def current_versions(customer_ids: Iterable[int]) -> dict[int, PolicyVersion]:
+    """The policy version in force for each customer: its own policy's, else the default's."""
+    ids = set(customer_ids)
+    policies = PriorityPolicy.objects.filter(
+        Q(customer_id__in=ids) | Q(customer__isnull=True)
+    ).select_related("current_version")
+    default: PolicyVersion | None = None
+    own: dict[int, PolicyVersion] = {}
+    for policy in policies:
+        if policy.current_version is None:
+            continue
+        if policy.customer_id is None:
+            default = policy.current_version
+        else:
+            own[policy.customer_id] = policy.current_version
+    if default is None:
+        default = ensure_default_policy()
+    for version in [default, *own.values()]:
+        _params_by_version.setdefault(version.pk, version.params())
+    return {customer_id: own.get(customer_id, default) for customer_id in ids}
+
+
+DEFAULT_POLICY_NAME = "Default policy"
+
+
+def ensure_default_policy() -> PolicyVersion:
+    """The default policy's current version, created with the built-in defaults if missing
+    (a fresh database gets it from a migration; this covers a database emptied since)."""
+    with transaction.atomic():
+        policy, _ = PriorityPolicy.objects.select_for_update().get_or_create(
+            customer=None, defaults={"name": DEFAULT_POLICY_NAME}
+        )
+        if policy.current_version is None:
+            number = (policy.versions.aggregate(models.Max("number"))["number__max"] or 0) + 1
+            policy.current_version = PolicyVersion.objects.create(
+                policy=policy, number=number, note="Defaults"
+            )
+            policy.save(update_fields=["current_version"])
+    return policy.current_version
+
+
+def facts_of(lead: Lead) -> LeadFacts:
+    return LeadFacts(
+        lead_type=lead.lead_type,
+        city=lead.city,
+        source=lead.source,
+        stage=lead.stage,
+        pricing_plan=lead.pricing_plan,
+        created_at=lead.created_at,
+        due_at=lead.due_at,
+        last_activity=lead.last_activity,
+        first_attempt_at=lead.first_attempt_at,
+    )
+
+
+def score_lead(lead: Lead, params: PolicyParams) -> None:
+    """Set the lead's stored key, SLA deadline and scoring version (not saved)."""
+    facts = facts_of(lead)
+    lead.priority_key = priority_key(facts, params)
+    lead.sla_deadline = sla_deadline(facts, params)
+    lead.scored_version = params.version_id
+
+
+def calling_hours_of(campaign: Campaign) -> CallingHours:
+    return CallingHours(
+        time_zone=campaign.time_zone,
+        start=campaign.calling_hours_start,
+        end=campaign.calling_hours_end,
+        days=frozenset(campaign.calling_days),
+    )
+
+
+# --- Claims -----------------------------------------------------------------------------
+
+
+class ClaimRefused(Exception):
+    """The contractor may not claim now; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, *, status: int, retry_after: dt.datetime | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Claim:
+    lead: Lead
+    decision: Decision
+    repeated: bool  # the contractor already held this lead (a retried request)
+
+
+_CONTRACTOR_SQL = """
+SELECT c.active, c.claims_made,
+       ARRAY(SELECT q.campaign_id FROM leads_contractor_campaigns q
+             WHERE q.contractor_id = c.id AND q.campaign_id = ANY(%(campaigns)s)),
+       (SELECT l.id FROM leads_lead l
+        WHERE l.holder_id = c.id AND l.status = 'held' AND l.lease_expires_at > %(now)s
+        ORDER BY l.claimed_at DESC LIMIT 1)
+FROM leads_contractor c WHERE c.id = %(contractor)s
+FOR NO KEY UPDATE OF c
+"""
+
+# Leads that became due (reschedules, callbacks) and leads whose lease ran out return
+# to the claim index now, for the campaigns asked about: nothing waits for a beat task.
+_WAKE_SQL = """
+WITH due AS (
+    SELECT id FROM leads_lead
+    WHERE campaign_id = ANY(%(campaigns)s) AND status = 'waiting' AND due_at <= %(now)s
+    FOR NO KEY UPDATE SKIP LOCKED
+), expired AS (
+    SELECT id, holder_id FROM leads_lead
+    WHERE campaign_id = ANY(%(campaigns)s) AND status = 'held' AND lease_expires_at <= %(now)s
+    FOR NO KEY UPDATE SKIP LOCKED
+), woken AS (
+    UPDATE leads_lead l
+    SET status = 'ready', holder_id = NULL, lease_expires_at = NULL, claimed_at = NULL
+    WHERE l.id IN (SELECT id FROM due UNION ALL SELECT id FROM expired)
+    RETURNING l.id
+), logged AS (
+    INSERT INTO leads_leadevent (lead_id, kind, at, contractor_id, disposition, idempotency_key, detail)
+    SELECT id, 'lease_expired', %(now)s, holder_id, '', '', '{}' FROM expired
+)
+SELECT count(*) FROM woken
+"""
+
+# Per campaign of the tuple, three index lookups (each one row, locked, skipping rows
+# other claims hold): the best live lead, the best stale lead (both on lead_claim_ready,
+# by stored key) and the never-called live lead with the nearest SLA deadline still ahead
+# (lead_claim_sla). Python then compares these few candidates at the instant.
+_CANDIDATES_SQL = """
+SELECT x.id, x.lead_type, x.priority_key, x.sla_deadline, x.first_attempt_at, x.scored_version
+FROM unnest(%(campaigns)s::bigint[]) AS c(campaign_id)
+CROSS JOIN LATERAL (
+    SELECT * FROM (
+        SELECT id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version
+        FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
+        ORDER BY priority_key DESC NULLS LAST, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
+    ) live
+    UNION ALL
+    SELECT * FROM (
+        SELECT id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version
+        FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'stale'
+        ORDER BY priority_key DESC NULLS LAST, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
+    ) stale
+    UNION ALL
+    SELECT * FROM (
+        SELECT id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version
+        FROM leads_lead
+        WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
+          AND first_attempt_at IS NULL AND sla_deadline > %(now)s
+        ORDER BY sla_deadline, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
+    ) at_risk
+) x
+"""
+
+_TAKE_SQL = """
+WITH taken AS (
+    UPDATE leads_lead
+    SET status = 'held', holder_id = %(contractor)s, lease_expires_at = %(lease)s,
+        claimed_at = %(now)s, updated_at = %(now)s
+    WHERE id = %(lead)s AND status = 'ready'
+    RETURNING id
+), logged AS (
+    INSERT INTO leads_leadevent (lead_id, kind, at, contractor_id, disposition, idempotency_key, detail)
+    SELECT id, 'claimed', %(now)s, %(contractor)s, '', '', '{}' FROM taken
+), counted AS (
+    UPDATE leads_contractor SET claims_made = claims_made + 1
+    WHERE id = %(contractor)s AND EXISTS (SELECT 1 FROM taken)
+)
+INSERT INTO prioritization_decision (
+    lead_id, contractor_id, campaign_ids, decided_at, policy_version_id, band, score, log_score,
+    priority_key, reasons, lease_expires_at
+)
+SELECT id, %(contractor)s, %(campaigns)s, %(now)s, %(version)s, %(band)s, %(score)s, %(log_score)s,
+       %(key)s, %(reasons)s, %(lease)s
+FROM taken
+RETURNING id
+"""
+
+_CLAIMS_SINCE_SQL = """
+SELECT count(*) FILTER (WHERE decided_at > %(hour)s), count(*)
+FROM prioritization_decision WHERE contractor_id = %(contractor)s AND decided_at > %(day)s
+"""
+
+
+def _no_nan(value: float) -> float:
+    return value if math.isfinite(value) else -1e300
+
+
+def claim_next_lead(
+    *, contractor_id: int, campaign_ids: Sequence[int], now: dt.datetime | None = None
+) -> Claim | None:
+    """Hand the best lead of the campaigns to the contractor; ``None`` when none is eligible.
+
+    One short transaction: lock the contractor, return the lead it already holds if any,
+    wake due and expired leads of these campaigns, read the few candidates (locked, SKIP
+    LOCKED), choose at ``now`` with :func:`prioritization.scoring.choose`, and take the
+    chosen one with a conditional UPDATE that also logs the decision.
+
+    Raises :class:`ClaimRefused` for an unknown, inactive, unqualified or capped contractor.
+    """
+    now = now or timezone.now()
+    campaigns = sorted(set(campaign_ids))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_CONTRACTOR_SQL, {"contractor": contractor_id, "campaigns": campaigns, "now": now})
+        row = cursor.fetchone()
+        if row is None:
+            raise ClaimRefused(f"Unknown contractor {contractor_id}.", status=404)
+        active, claims_made, qualified, held_id = row
+        if not active:
+            raise ClaimRefused(f"Contractor {contractor_id} is inactive.", status=403)
+        missing = sorted(set(campaigns) - set(qualified))
+        if missing:
+            raise ClaimRefused(
+                f"Contractor {contractor_id} is not qualified for campaign(s) {', '.join(map(str, missing))}.",
+                status=403,
+            )
+        if held_id is not None:
+            decision = Decision.objects.filter(lead_id=held_id, contractor_id=contractor_id).first()
+            lead = Lead.objects.get(pk=held_id)
+            if decision is not None:
+                return Claim(lead=lead, decision=decision, repeated=True)
+
+        versions = _versions_of_campaigns(campaigns)
+        _check_caps(cursor, contractor_id=contractor_id, versions=versions.values(), now=now)
+
+        cursor.execute(_WAKE_SQL, {"campaigns": campaigns, "now": now})
+        cursor.execute(_CANDIDATES_SQL, {"campaigns": campaigns, "now": now})
+        candidates = [
+            Candidate(
+                lead_id=lead_id,
+                lead_type=lead_type,
+                key=_no_nan(key) if key is not None else -1e300,
+                deadline=deadline,
+                first_attempt_at=first_attempt_at,
+                policy=params_for_version(version) if version else _fallback_params(versions),
+            )
+            for lead_id, lead_type, key, deadline, first_attempt_at, version in cursor.fetchall()
+        ]
+        stale_every = max((v.stale_every for v in versions.values()), default=0)
+        chosen = choose(candidates, now=now, claims_so_far=claims_made, stale_every=stale_every)
+        if chosen is None:
+            return None
+        return _take(
+            cursor, chosen, contractor_id=contractor_id, campaigns=campaigns, versions=versions, now=now
+        )
+
+
+def _fallback_params(versions: dict[int, PolicyVersion]) -> PolicyParams:
+    """Params for a lead never scored yet (rescoring will give it its own)."""
+    return next(iter(versions.values())).params()
+
+
+def _versions_of_campaigns(campaigns: Sequence[int]) -> dict[int, PolicyVersion]:
+    owners = dict(Campaign.objects.filter(pk__in=campaigns).values_list("pk", "customer_id"))
+    by_customer = current_versions(owners.values())
+    return {campaign: by_customer[customer] for campaign, customer in owners.items()}
+
+
+def _check_caps(
+    cursor: Any, *, contractor_id: int, versions: Iterable[PolicyVersion], now: dt.datetime
+) -> None:
+    hourly = [v.claims_per_hour_cap for v in versions if v.claims_per_hour_cap is not None]
+    daily = [v.claims_per_day_cap for v in versions if v.claims_per_day_cap is not None]
+    if not hourly and not daily:
+        return
+    hour, day = now - dt.timedelta(hours=1), now - dt.timedelta(days=1)
+    cursor.execute(_CLAIMS_SINCE_SQL, {"contractor": contractor_id, "hour": hour, "day": day})
+    last_hour, last_day = cursor.fetchone()
+    for cap, used, window in (
+        (min(hourly, default=None), last_hour, hour),
+        (min(daily, default=None), last_day, day),
+    ):
+        if cap is not None and used >= cap:
+            cursor.execute(
+                "SELECT decided_at FROM prioritization_decision WHERE contractor_id = %s AND decided_at > %s "
+                "ORDER BY decided_at DESC OFFSET %s LIMIT 1",
+                [contractor_id, window, cap - 1],
+            )
+            oldest_counted = cursor.fetchone()
+            retry = (oldest_counted[0] if oldest_counted else now) + (now - window)
+            raise ClaimRefused(
+                f"Contractor {contractor_id} reached the cap of {cap} claims per "
+                f"{'hour' if window == hour else 'day'}.",
+                status=429,
+                retry_after=retry,
+            )
+
+
+def _take(
+    cursor: Any,
+    chosen: Ranked,
+    *,
+    contractor_id: int,
+    campaigns: list[int],
+    versions: dict[int, PolicyVersion],
+    now: dt.datetime,
+) -> Claim | None:
+    lead = Lead.objects.select_related("campaign").get(pk=chosen.candidate.lead_id)
+    version = versions.get(lead.campaign_id) or next(iter(versions.values()))
+    params = chosen.candidate.policy
+    reasons = explain(facts_of(lead), params, now=now, band=chosen.band)
+    lease = now + dt.timedelta(seconds=version.lease_seconds)
+    cursor.execute(
+        _TAKE_SQL,
+        {
+            "contractor": contractor_id,
+            "lease": lease,
+            "now": now,
+            "lead": lead.pk,
+            "campaigns": campaigns,
+            "version": params.version_id or version.pk,
+            "band": chosen.band.name.lower(),
+            "score": math.exp(max(chosen.log_score, -700.0)),
+            "log_score": _no_nan(chosen.log_score),
+            "key": chosen.candidate.key,
+            "reasons": json.dumps(reasons),
+        },
+    )
+    row = cursor.fetchone()
+    if row is None:  # cannot happen while the row lock from _CANDIDATES_SQL is held
+        return None
+    lead.refresh_from_db()
+    return Claim(lead=lead, decision=Decision.objects.get(pk=row[0]), repeated=False)
+
+
+# --- Holding, releasing, withdrawing ------------------------------------------------------
+
+
+class LeadStateConflict(Exception):
+    """The lead is not in a state that allows this (answered with 409)."""
+
+
+def _locked_lead(lead_id: int) -> Lead:
+    return (
+        Lead.objects.select_for_update(of=("self",), no_key=True).select_related("campaign").get(pk=lead_id)
+    )
+
+
+def _require_holder(lead: Lead, contractor_id: int) -> None:
+    if lead.status == QueueStatus.CLOSED:
+        raise LeadStateConflict(f"Lead {lead.pk} is closed ({lead.closed_reason}).")
+    if lead.status != QueueStatus.HELD or lead.holder_id != contractor_id:
+        raise LeadStateConflict(f"Contractor {contractor_id} does not hold lead {lead.pk}.")
+
+
+def release_lead(*, lead_id: int, contractor_id: int, now: dt.datetime | None = None) -> Lead:
+    """Give a held lead back without an outcome: it is claimable again at once."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        lead = _locked_lead(lead_id)
+        _require_holder(lead, contractor_id)
+        _requeue(lead, now)
+        lead.save()
+        LeadEvent.objects.create(lead=lead, kind=EventKind.RELEASED, at=now, contractor_id=contractor_id)
+    return lead
+
+
+def extend_lease(*, lead_id: int, contractor_id: int, now: dt.datetime | None = None) -> Lead:
+    """Give the holder a fresh lease (the policy's lease length from now)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        lead = _locked_lead(lead_id)
+        _require_holder(lead, contractor_id)
+        version = current_versions([lead.customer_id])[lead.customer_id]
+        lead.lease_expires_at = now + dt.timedelta(seconds=version.lease_seconds)
+        lead.updated_at = now
+        lead.save(update_fields=["lease_expires_at", "updated_at"])
+        LeadEvent.objects.create(
+            lead=lead,
+            kind=EventKind.LEASE_EXTENDED,
+            at=now,
+            contractor_id=contractor_id,
+            detail={"lease_expires_at": lead.lease_expires_at.isoformat()},
+        )
+    return lead
+
+
+def withdraw_lead(*, lead_id: int, now: dt.datetime | None = None) -> Lead:
+    """The customer takes the lead back: closed, never handed out again (idempotent)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        lead = _locked_lead(lead_id)
+        if lead.status == QueueStatus.CLOSED:
+            return lead
+        _close(lead, CloseReason.WITHDRAWN, now)
+        lead.save()
+        LeadEvent.objects.create(lead=lead, kind=EventKind.WITHDRAWN, at=now)
+    return lead
+
+
+def _requeue(lead: Lead, now: dt.datetime) -> None:
+    lead.holder = None
+    lead.lease_expires_at = None
+    lead.claimed_at = None
+    lead.status = QueueStatus.READY if lead.due_at <= now else QueueStatus.WAITING
+    lead.updated_at = now
+
+
+def _close(lead: Lead, reason: str, now: dt.datetime) -> None:
+    lead.holder = None
+    lead.lease_expires_at = None
+    lead.claimed_at = None
+    lead.status = QueueStatus.CLOSED
+    lead.closed_reason = reason
+    lead.closed_at = now
+    lead.updated_at = now
+
+
+# --- Outcomes -----------------------------------------------------------------------------
+
+_CLOSING = {
+    Disposition.CONVERTED: CloseReason.CONVERTED,
+    Disposition.NOT_INTERESTED: CloseReason.NOT_INTERESTED,
+    Disposition.WRONG_NUMBER: CloseReason.WRONG_NUMBER,
+    Disposition.DO_NOT_CALL: CloseReason.DO_NOT_CALL,
+}
+_NO_CONTACT = {Disposition.NO_ANSWER, Disposition.BUSY}
+
+
+@dataclass(frozen=True)
+class OutcomeResult:
+    lead: Lead
+    repeated: bool  # the same outcome had already been recorded: nothing changed
+
+
+def record_outcome(
+    *,
+    lead_id: int,
+    contractor_id: int,
+    disposition: str,
+    callback_at: dt.datetime | None = None,
+    idempotency_key: str = "",
+    now: dt.datetime | None = None,
+    rng: random.Random | None = None,
+) -> OutcomeResult:
+    """Record a call attempt by the contractor holding the lead and move the lead on.
+
+    - no answer / busy: a live lead is rescheduled a random moment inside the policy's
+      window (22–24 h) later, moved to the campaign's next calling hours, at most
+      ``reschedule_limit`` times; the next no-answer makes it stale (ready at once). A
+      stale lead is rescheduled the same way, without a limit.
+    - callback: due again at ``callback_at`` (moved into calling hours).
+    - converted, not interested, wrong number, do not call: closed.
+
+    The same outcome reported again (same idempotency key, or without a key the same
+    disposition by the same contractor right after) changes nothing. An outcome from a
+    contractor who does not hold the lead, or for a closed lead, is a conflict.
+    """
+    now = now or timezone.now()
+    rng = rng or random.Random()
+    with transaction.atomic():
+        lead = _locked_lead(lead_id)
+        repeat = _repeated_outcome(
+            lead, contractor_id=contractor_id, disposition=disposition, idempotency_key=idempotency_key
+        )
+        if repeat:
+            return OutcomeResult(lead=lead, repeated=True)
+        _require_holder(lead, contractor_id)
+        if disposition == Disposition.CALLBACK and callback_at is None:
+            raise ValueError("callback_at is required for a callback.")
+
+        called_at = lead.claimed_at or now
+        lead.attempt_count += 1
+        lead.last_attempt_at = called_at
+        if lead.first_attempt_at is None:
+            lead.first_attempt_at = called_at
+        version = current_versions([lead.customer_id])[lead.customer_id]
+        hours = calling_hours_of(lead.campaign)
+        detail: dict[str, Any] = {"called_at": called_at.isoformat()}
+
+        if disposition in _CLOSING:
+            _close(lead, _CLOSING[Disposition(disposition)], now)
+        elif disposition == Disposition.CALLBACK:
+            assert callback_at is not None
+            _reschedule(lead, next_opening(max(callback_at, now), hours), now)
+            detail["callback_at"] = lead.due_at.isoformat()
+        elif disposition in _NO_CONTACT:
+            if lead.lead_type == LeadType.LIVE and lead.reschedule_count >= version.reschedule_limit:
+                lead.lead_type = LeadType.STALE
+                _requeue(lead, now)
+                detail["became_stale"] = True
+            else:
+                low, high = version.reschedule_window
+                delay = low + (high - low) * rng.random()
+                _reschedule(lead, next_opening(now + delay, hours), now)
+                lead.reschedule_count += 1
+                detail["rescheduled_at"] = lead.due_at.isoformat()
+        else:
+            raise ValueError(f"Unknown disposition {disposition!r}.")
+
+        if lead.status != QueueStatus.CLOSED:
+            score_lead(lead, version.params())
+        lead.save()
+        events = [
+            LeadEvent(
+                lead=lead,
+                kind=EventKind.ATTEMPT,
+                at=now,
+                contractor_id=contractor_id,
+                disposition=disposition,
+                idempotency_key=idempotency_key,
+                detail=detail,
+            )
+        ]
+        if detail.get("became_stale"):
+            events.append(LeadEvent(lead=lead, kind=EventKind.BECAME_STALE, at=now))
+        elif "rescheduled_at" in detail or "callback_at" in detail:
+            events.append(LeadEvent(lead=lead, kind=EventKind.RESCHEDULED, at=now, detail=detail))
+        elif lead.status == QueueStatus.CLOSED:
+            events.append(
+                LeadEvent(lead=lead, kind=EventKind.CLOSED, at=now, detail={"reason": lead.closed_reason})
+            )
+        LeadEvent.objects.bulk_create(events)
+    return OutcomeResult(lead=lead, repeated=False)
+
+
+def _reschedule(lead: Lead, when: dt.datetime, now: dt.datetime) -> None:
+    lead.rescheduled_at = when
+    lead.due_at = when
+    lead.holder = None
+    lead.lease_expires_at = None
+    lead.claimed_at = None
+    lead.status = QueueStatus.READY if when <= now else QueueStatus.WAITING
+    lead.updated_at = now
+
+
+def _repeated_outcome(lead: Lead, *, contractor_id: int, disposition: str, idempotency_key: str) -> bool:
+    """Was this outcome already recorded for the lead's latest claim by this contractor?"""
+    if idempotency_key:
+        return LeadEvent.objects.filter(lead=lead, idempotency_key=idempotency_key).exists()
+    if lead.status == QueueStatus.HELD and lead.holder_id == contractor_id:
+        return False
+    last = LeadEvent.objects.filter(lead=lead, kind__in=[EventKind.ATTEMPT, EventKind.CLAIMED]).first()
+    return (
+        last is not None
+        and last.kind == EventKind.ATTEMPT
+        and last.contractor_id == contractor_id
+        and last.disposition == disposition
+    )
+
+
+# --- Periodic work ------------------------------------------------------------------------
+
+
+def wake_due_leads(*, now: dt.datetime | None = None, limit: int = 10_000) -> int:
+    """Beat task: move due waiting leads and expired leases back to the queue, everywhere.
+
+    Claims already do this for the campaigns they ask about; this keeps queue figures
+    honest for campaigns nobody asks about.
+    """
+    now = now or timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT array_agg(id) FROM leads_campaign")
+        (campaigns,) = cursor.fetchone()
+        if not campaigns:
+            return 0
+        cursor.execute(_WAKE_SQL, {"campaigns": campaigns, "now": now})
+        (woken,) = cursor.fetchone()
+    return int(woken)
+
+
+@dataclass
+class RescoreSummary:
+    scanned: int = 0
+    rewritten: int = 0
+    batches: int = 0
+    skipped: bool = False  # another rescoring was running
+
+
+_RESCORE_READ_SQL = """
+SELECT id, customer_id, lead_type, city, source, stage, pricing_plan, created_at, due_at,
+       last_activity, first_attempt_at, priority_key, sla_deadline, scored_version
+FROM leads_lead
+WHERE id > %(after)s AND status <> 'closed'
+ORDER BY id LIMIT %(limit)s
+"""
+_RESCORE_WRITE_SQL = """
+UPDATE leads_lead l
+SET priority_key = v.priority_key, sla_deadline = v.sla_deadline, scored_version = v.scored_version
+FROM unnest(%(ids)s::bigint[], %(keys)s::float8[], %(deadlines)s::timestamptz[], %(versions)s::int[])
+     AS v(id, priority_key, sla_deadline, scored_version)
+WHERE l.id = v.id AND l.status <> 'closed'
+  AND (l.priority_key, l.sla_deadline, l.scored_version)
+      IS DISTINCT FROM (v.priority_key, v.sla_deadline, v.scored_version)
+"""
+
+
+def rescore_leads(
+    *, batch_size: int = RESCORE_BATCH, lead_ids: Sequence[int] | None = None
+) -> RescoreSummary:
+    """Recompute stored keys with the policy versions in force; rewrite only what changed.
+
+    Scores come from :func:`prioritization.scoring.priority_key` (the one definition);
+    each batch is one short transaction. ``lead_ids`` limits the pass to those leads.
+    """
+    summary = RescoreSummary()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [RESCORE_LOCK_KEY])
+        if not cursor.fetchone()[0]:
+            summary.skipped = True
+            return summary
+        try:
+            if lead_ids is not None:
+                _rescore_ids(cursor, sorted(lead_ids), batch_size, summary)
+            else:
+                _rescore_all(cursor, batch_size, summary)
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [RESCORE_LOCK_KEY])
+    return summary
+
+
+def _rescore_all(cursor: Any, batch_size: int, summary: RescoreSummary) -> None:
+    after = 0
+    versions: dict[int, PolicyVersion] = {}
+    while True:
+        cursor.execute(_RESCORE_READ_SQL, {"after": after, "limit": batch_size})
+        rows = cursor.fetchall()
+        if not rows:
+            return
+        after = rows[-1][0]
+        _rescore_rows(cursor, rows, versions, summary)
+
+
+def _rescore_ids(cursor: Any, ids: list[int], batch_size: int, summary: RescoreSummary) -> None:
+    versions: dict[int, PolicyVersion] = {}
+    for start in range(0, len(ids), batch_size):
+        cursor.execute(
+            _RESCORE_READ_SQL.replace("id > %(after)s", "id = ANY(%(ids)s)"),
+            {"ids": ids[start : start + batch_size], "limit": batch_size},
+        )
+        _rescore_rows(cursor, cursor.fetchall(), versions, summary)
+
+
+def _rescore_rows(
+    cursor: Any, rows: list[tuple[Any, ...]], versions: dict[int, PolicyVersion], summary: RescoreSummary
+) -> None:
+    missing = {row[1] for row in rows} - versions.keys()
+    if missing:
+        versions.update(current_versions(missing))
+    ids: list[int] = []
+    keys: list[float] = []
+    deadlines: list[dt.datetime | None] = []
+    version_ids: list[int] = []
+    for (
+        lead_id,
+        customer_id,
+        lead_type,
+        city,
+        source,
+        stage,
+        plan,
+        created_at,
+        due_at,
+        last_activity,
+        first_attempt_at,
+        old_key,
+        old_deadline,
+        old_version,
+    ) in rows:
+        params = params_for_version(versions[customer_id].pk)
+        facts = LeadFacts(
+            lead_type, city, source, stage, plan, created_at, due_at, last_activity, first_attempt_at
+        )
+        key = priority_key(facts, params)
+        deadline = sla_deadline(facts, params)
+        if (key, deadline, params.version_id) != (old_key, old_deadline, old_version):
+            ids.append(lead_id)
+            keys.append(key)
+            deadlines.append(deadline)
+            version_ids.append(params.version_id)
+    summary.scanned += len(rows)
+    summary.batches += 1
+    if ids:
+        with transaction.atomic():
+            cursor.execute(
+                _RESCORE_WRITE_SQL,
+                {"ids": ids, "keys": keys, "deadlines": deadlines, "versions": version_ids},
+            )
+            summary.rewritten += cursor.rowcount
+
+
+def ranked_leads_at(
+    *, campaign_ids: Sequence[int], now: dt.datetime, limit: int | None = None
+) -> list[Ranked]:
+    """Every eligible lead of the campaigns ranked at ``now`` by brute force (admin preview,
+    simulator checks, tests' oracle). A scan: not for the claim path."""
+    leads = Lead.objects.filter(campaign_id__in=campaign_ids).filter(
+        Q(status=QueueStatus.READY)
+        | Q(status=QueueStatus.WAITING, due_at__lte=now)
+        | Q(status=QueueStatus.HELD, lease_expires_at__lte=now)
+    )
+    candidates = [
+        Candidate(
+            lead_id=lead.pk,
+            lead_type=lead.lead_type,
+            key=lead.priority_key if lead.priority_key is not None else -1e300,
+            deadline=lead.sla_deadline,
+            first_attempt_at=lead.first_attempt_at,
+            policy=params_for_version(lead.scored_version) if lead.scored_version else PolicyParams(),
+        )
+        for lead in leads
+    ]
+    ranked = sorted((rank(c, now) for c in candidates), key=lambda r: r.sort_key)
+    return ranked[:limit] if limit is not None else ranked
+
+
+class ArrivalScorer:
+    """Scores leads as they arrive, with the keys rescoring would give them.
+
+    Used by every ingest path for new leads; ``customer_plans`` resolves the pricing
+    plan of leads sent without one.
+    """
+
+    def __init__(self, customer_plans: dict[int, str]) -> None:
+        self._plans = customer_plans
+        self._params: dict[int, PolicyParams] = {}
+
+    def prepare(self, customer_ids: Iterable[int]) -> None:
+        """Load the policies of these customers; call it before :meth:`score`, which must
+        not query (it runs while the connection is busy with a COPY)."""
+        missing = set(customer_ids) - self._params.keys()
+        if missing:
+            for customer_id, version in current_versions(missing).items():
+                self._params[customer_id] = params_for_version(version.pk)
+
+    def score(self, lead: LeadInput, now: dt.datetime) -> tuple[dt.datetime, float, dt.datetime | None, int]:
+        """(due_at, priority_key, sla_deadline, scored_version) of a new lead."""
+        params = self._params[lead.customer_id]
+        created = lead.created_at or now
+        due = max(created, lead.rescheduled_at) if lead.rescheduled_at is not None else created
+        facts = LeadFacts(
+            lead.lead_type,
+            lead.city,
+            lead.source,
+            lead.stage,
+            lead.pricing_plan or self._plans[lead.customer_id],
+            created,
+            due,
+            lead.last_activity,
+        )
+        return due, priority_key(facts, params), sla_deadline(facts, params), params.version_id
+
+
+def rescore_lead_ids(lead_ids: Sequence[int]) -> int:
+    """Rescore these leads now (after their data changed); returns how many were rewritten.
+
+    Runs inside the caller's transaction and without the rescoring lock: it touches only
+    rows the caller has just written.
+    """
+    if not lead_ids:
+        return 0
+    summary = RescoreSummary()
+    with connection.cursor() as cursor:
+        _rescore_ids(cursor, sorted(lead_ids), RESCORE_BATCH, summary)
+    return summary.rewritten
