@@ -121,7 +121,7 @@ class LeadPagination(CursorPagination):
     page_size_query_param = "limit"
 
 
-def _leads_visible_to(request: Request) -> QuerySet[Lead]:
+def leads_visible_to(request: Request) -> QuerySet[Lead]:
     queryset = Lead.objects.all()
     customer_id = request_customer_id(request)
     if customer_id is not None:
@@ -206,7 +206,7 @@ class LeadCollectionView(APIView):
         responses=LeadOutputSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
-        queryset = _leads_visible_to(request)
+        queryset = leads_visible_to(request)
         filters = _LeadFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         for name, value in filters.validated_data.items():
@@ -253,12 +253,12 @@ class LeadDetailView(APIView):
 
     @extend_schema(responses=LeadOutputSerializer)
     def get(self, request: Request, lead_id: int) -> Response:
-        lead = get_object_or_404(_leads_visible_to(request), pk=lead_id)
+        lead = get_object_or_404(leads_visible_to(request), pk=lead_id)
         return Response(LeadOutputSerializer(lead).data)
 
     @extend_schema(request=LeadPatchSerializer, responses=LeadOutputSerializer)
     def patch(self, request: Request, lead_id: int) -> Response:
-        get_object_or_404(_leads_visible_to(request), pk=lead_id)
+        get_object_or_404(leads_visible_to(request), pk=lead_id)
         changes = LeadPatchSerializer(data=request.data)
         changes.is_valid(raise_exception=True)
         lead = services.update_lead(lead_id=lead_id, changes=changes.validated_data)

@@ -10,14 +10,15 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
 from leads.services import LeadConflict
+from prioritization.services import LeadStateConflict
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, LeadConflict | DataError | IntegrityError):
+    if isinstance(exc, LeadConflict | LeadStateConflict | DataError | IntegrityError):
         # As DRF does for the errors it handles: nothing of a refused request is committed
         # when requests run in a transaction.
         set_rollback()
-    if isinstance(exc, LeadConflict):
+    if isinstance(exc, LeadConflict | LeadStateConflict):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}

@@ -1,0 +1,29 @@
+"""The periodic tasks, declared in code; `manage.py setup_periodic_tasks` upserts them."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    task: str
+    every_seconds: int
+    description: str
+
+
+SCHEDULES = (
+    Schedule(
+        name="leadrank: rescore leads",
+        task="prioritization.tasks.rescore_leads",
+        # A policy change takes effect for queued leads within this period (new leads: at once).
+        every_seconds=60,
+        description="Recompute stored priority keys with the policy versions in force.",
+    ),
+    Schedule(
+        name="leadrank: wake due leads",
+        task="prioritization.tasks.wake_due_leads",
+        # Claims wake their own campaigns' leads at once; this keeps queue figures current.
+        every_seconds=60,
+        description="Return due reschedules and callbacks, and expired leases, to the queue.",
+    ),
+)
