@@ -3,6 +3,7 @@
 from typing import Any
 
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -64,7 +65,7 @@ class NextLeadView(APIView):
             headers = {}
             if refused.retry_after is not None:
                 payload["retry_after"] = refused.retry_after.isoformat()
-                seconds = max(1, int((refused.retry_after - services.timezone.now()).total_seconds()) + 1)
+                seconds = max(1, int((refused.retry_after - timezone.now()).total_seconds()) + 1)
                 headers["Retry-After"] = str(seconds)
             return Response(payload, status=refused.status, headers=headers)
         if claim is None:

@@ -66,19 +66,22 @@ class PolicyVersion(models.Model):
 
     sla_window_minutes = models.FloatField(
         default=30.0,
-        help_text="A live lead is served in SLA when its first call starts within this many minutes of created_at.",
+        help_text="A live lead is served in SLA when its first call starts within this many minutes "
+        "of created_at.",
     )
     sla_target = models.FloatField(default=0.9, help_text="Share of live leads to serve in SLA, in (0, 1].")
     sla_protect_minutes = models.FloatField(
         default=10.0,
-        help_text="A never-called live lead this close to its SLA deadline goes first (earliest deadline first).",
+        help_text="A never-called live lead this close to its SLA deadline goes first "
+        "(earliest deadline first).",
     )
     live_decay_minutes = models.FloatField(
         default=20.0, help_text="Conversion of a live lead falls as exp(−wait / this)."
     )
     live_activity_decay_hours = models.FloatField(
         default=0.0,
-        help_text="For live leads: factor exp(−hours between last_activity and arrival / this); 0 turns it off.",
+        help_text="For live leads: factor exp(−hours between last_activity and arrival / this); "
+        "0 turns it off.",
     )
     stale_activity_decay_days = models.FloatField(
         default=14.0, help_text="Stale leads score exp(−days since last_activity / this)."
@@ -95,7 +98,8 @@ class PolicyVersion(models.Model):
     )
     stale_every = models.PositiveSmallIntegerField(
         default=0,
-        help_text="0: live leads always first. n: every n-th claim of a contractor takes the best stale lead, so stale leads are never starved.",
+        help_text="0: live leads always first. n: every n-th claim of a contractor takes the best "
+        "stale lead, so stale leads are never starved.",
     )
     reschedule_min_hours = models.FloatField(default=22.0)
     reschedule_max_hours = models.FloatField(default=24.0)

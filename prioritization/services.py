@@ -289,7 +289,8 @@ def claim_next_lead(
         missing = sorted(set(campaigns) - set(qualified))
         if missing:
             raise ClaimRefused(
-                f"Contractor {contractor_id} is not qualified for campaign(s) {', '.join(map(str, missing))}.",
+                f"Contractor {contractor_id} is not qualified for campaign(s) "
+                f"{', '.join(map(str, missing))}.",
                 status=403,
             )
         if held_id is not None:
@@ -514,7 +515,7 @@ def record_outcome(
     """Record a call attempt by the contractor holding the lead and move the lead on.
 
     - no answer / busy: a live lead is rescheduled a random moment inside the policy's
-      window (22–24 h) later, moved to the campaign's next calling hours, at most
+      window (22 to 24 h) later, moved to the campaign's next calling hours, at most
       ``reschedule_limit`` times; the next no-answer makes it stale (ready at once). A
       stale lead is rescheduled the same way, without a limit.
     - callback: due again at ``callback_at`` (moved into calling hours).

@@ -1,0 +1,72 @@
+"""Shared helpers of the engine tests: policies as versions, leads through the real ingest path."""
+
+import datetime as dt
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from leads.models import ALL_WEEKDAYS, Campaign, Contractor, Customer, Lead
+from leads.services import ingest_lead_batch
+from prioritization.models import PolicyVersion, PriorityPolicy
+from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
+
+# A fixed instant (a Tuesday) the tests travel to; 10:00 UTC is inside default calling hours.
+T0 = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC)
+
+_external_ids = itertools.count(1)
+
+
+def set_policy(customer: Customer | None, **fields: Any) -> PolicyVersion:
+    """Add a version to the customer's policy (the default policy for ``None``) and make it current."""
+    policy, _ = PriorityPolicy.objects.get_or_create(
+        customer=customer, defaults={"name": f"Policy of {customer}" if customer else "Default policy"}
+    )
+    number = (policy.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+    version = PolicyVersion.objects.create(policy=policy, number=number, **fields)
+    policy.current_version = version
+    policy.save(update_fields=["current_version"])
+    return version
+
+
+def add_leads(campaign: Campaign, *items: dict[str, Any], now: dt.datetime | None = None) -> list[Lead]:
+    """Ingest leads of the campaign (scored on arrival, as in production); returns them in order."""
+    payload = [
+        {
+            "customer_id": campaign.customer_id,
+            "campaign_id": campaign.pk,
+            "external_id": f"t-{next(_external_ids)}",
+            "lead_type": "live",
+            **item,
+        }
+        for item in items
+    ]
+    results = ingest_lead_batch(payload, allowed_customer_id=None, now=now)
+    assert all(r.status == "created" for r in results), [r.errors for r in results]
+    ids = [r.lead_id for r in results]
+    by_id = Lead.objects.in_bulk(ids)
+    return [by_id[i] for i in ids]
+
+
+def add_lead(campaign: Campaign, now: dt.datetime | None = None, **fields: Any) -> Lead:
+    return add_leads(campaign, fields, now=now)[0]
+
+
+@pytest.fixture
+def all_day_campaign(db: None) -> Campaign:
+    """Calling hours around the clock, every day: reschedules are never moved."""
+    return CampaignFactory(
+        customer=CustomerFactory(),
+        calling_hours_start=dt.time(0, 0),
+        calling_hours_end=dt.time(23, 59, 59, 999999),
+        calling_days=ALL_WEEKDAYS,
+    )
+
+
+@pytest.fixture
+def make_contractor(db: None) -> Callable[..., Contractor]:
+    def make(*campaigns: Campaign, **fields: Any) -> Contractor:
+        return ContractorFactory(campaigns=list(campaigns), **fields)
+
+    return make
