@@ -79,6 +79,9 @@ COPY_COLUMNS = (
     "closed_reason",
     "received_at",
     "updated_at",
+    "priority_key",
+    "sla_deadline",
+    "scored_version",
 )
 
 
@@ -148,11 +151,15 @@ def _count(url: str) -> int:
 
 
 def _copy_payload(leads: list[SyntheticLead], now: dt.datetime) -> bytes:
-    """The rows in COPY text format, exactly as the table stores them."""
+    """The rows in COPY text format, exactly as the table stores them (scores included,
+    so the baseline writes what an import writes)."""
     stamp = now.isoformat()
     lines = []
-    for lead in leads:
+    for index, lead in enumerate(leads):
         created = lead.created_at.isoformat()
+        deadline = (
+            (lead.created_at + dt.timedelta(minutes=30)).isoformat() if lead.lead_type == "live" else r"\N"
+        )
         lines.append(
             "\t".join(
                 (
@@ -174,6 +181,9 @@ def _copy_payload(leads: list[SyntheticLead], now: dt.datetime) -> bytes:
                     "",
                     stamp,
                     stamp,
+                    str(index * 1e-3),
+                    deadline,
+                    "1",
                 )
             )
         )
