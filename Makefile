@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PORT ?= 8000
 export PORT
 
-.PHONY: install run test lint format bench bench-ingest clean-db
+.PHONY: install run test lint format bench bench-ingest bench-claim clean-db
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "leadrank needs Python 3.11 or newer")'
@@ -34,7 +34,11 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: bench-ingest
+bench: bench-ingest bench-claim
 
 bench-ingest: install
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py bench ingest $(BENCH_ARGS)
+
+# Needs wrk (`apt-get install -y wrk`) and pgbench/psql (postgresql-client) on the PATH.
+bench-claim: install
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py bench claim $(BENCH_ARGS)

@@ -33,16 +33,14 @@ class PriorityPolicy(models.Model):
     )
     name = models.CharField(max_length=200)
     current_version = models.ForeignKey(
-        "PolicyVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        "PolicyVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
 
     class Meta:
         verbose_name_plural = "priority policies"
         constraints = [
-            # At most one default policy.
-            models.UniqueConstraint(
-                fields=["name"], condition=Q(customer__isnull=True), name="priority_policy_one_default"
-            ),
+            # One policy per customer and one default (NULL customer): NULLs not distinct.
+            models.UniqueConstraint(fields=["customer"], nulls_distinct=False, name="priority_policy_one_per_customer"),
         ]
 
     def __str__(self) -> str:

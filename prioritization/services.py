@@ -166,6 +166,13 @@ class Claim:
     repeated: bool  # the contractor already held this lead (a retried request)
 
 
+# The contractor's row is locked by a statement of its own, and read by the next one: in
+# READ COMMITTED a statement that waited for a row lock still reads the other tables with
+# the snapshot it took before waiting, so a retried request queued behind the first one
+# would not see the lead that request has just taken (and would take a second one). The
+# statement after the lock has a fresh snapshot that does.
+_LOCK_CONTRACTOR_SQL = "SELECT id FROM leads_contractor WHERE id = %(contractor)s FOR NO KEY UPDATE"
+
 _CONTRACTOR_SQL = """
 SELECT c.active, c.claims_made,
        ARRAY(SELECT q.campaign_id FROM leads_contractor_campaigns q
@@ -174,7 +181,6 @@ SELECT c.active, c.claims_made,
         WHERE l.holder_id = c.id AND l.status = 'held' AND l.lease_expires_at > %(now)s
         ORDER BY l.claimed_at DESC LIMIT 1)
 FROM leads_contractor c WHERE c.id = %(contractor)s
-FOR NO KEY UPDATE OF c
 """
 
 # Leads that became due (reschedules, callbacks) and leads whose lease ran out return
@@ -279,10 +285,11 @@ def claim_next_lead(
     now = now or timezone.now()
     campaigns = sorted(set(campaign_ids))
     with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_LOCK_CONTRACTOR_SQL, {"contractor": contractor_id})
+        if cursor.fetchone() is None:
+            raise ClaimRefused(f"Unknown contractor {contractor_id}.", status=404)
         cursor.execute(_CONTRACTOR_SQL, {"contractor": contractor_id, "campaigns": campaigns, "now": now})
         row = cursor.fetchone()
-        if row is None:
-            raise ClaimRefused(f"Unknown contractor {contractor_id}.", status=404)
         active, claims_made, qualified, held_id = row
         if not active:
             raise ClaimRefused(f"Contractor {contractor_id} is inactive.", status=403)

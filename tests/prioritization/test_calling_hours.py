@@ -48,7 +48,7 @@ def local(zone: str, *args: int) -> dt.datetime:
         (KOLKATA, utc(2026, 11, 23, 20, 0), utc(2026, 11, 24, 3, 30)),
         # Friday 20:00 UTC is Saturday 01:30 local: Monday's opening.
         (KOLKATA, utc(2026, 11, 27, 20, 0), utc(2026, 11, 30, 3, 30)),
-        # São Paulo is UTC−3 (no DST since 2019), calls Monday to Saturday 08–20.
+        # São Paulo is UTC−3 (no DST since 2019), calls Monday to Saturday 08-20.
         (SAO_PAULO, utc(2026, 11, 24, 12, 0), utc(2026, 11, 24, 12, 0)),
         (SAO_PAULO, utc(2026, 11, 24, 10, 0), utc(2026, 11, 24, 11, 0)),
         # 00:30 UTC Tuesday is 21:30 Monday local: after closing → Tuesday 08:00 local = 11:00 UTC.
@@ -65,7 +65,8 @@ def local(zone: str, *args: int) -> dt.datetime:
 def test_next_opening(hours: CallingHours, moment: dt.datetime, expected: dt.datetime) -> None:
     opening = next_opening(moment, hours)
     assert opening == expected
-    assert opening.tzinfo is not None and opening.utcoffset() == dt.timedelta(0)
+    assert opening.tzinfo is not None
+    assert opening.utcoffset() == dt.timedelta(0)
     assert hours.is_open(opening)
 
 

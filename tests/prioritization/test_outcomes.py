@@ -45,9 +45,14 @@ def test_no_answer_or_busy_reschedules_a_live_lead_22_to_24_hours_later(
         delay = lead.rescheduled_at - start
         assert 22 * HOUR <= delay <= 24 * HOUR
         assert lead.due_at == lead.rescheduled_at
-        assert lead.status == QueueStatus.WAITING and lead.holder_id is None and lead.lease_expires_at is None
-        assert lead.reschedule_count == 1 and lead.attempt_count == 1 and lead.lead_type == "live"
-        assert result.lead.status == QueueStatus.WAITING and not result.repeated
+        assert lead.status == QueueStatus.WAITING
+        assert lead.holder_id is None
+        assert lead.lease_expires_at is None
+        assert lead.reschedule_count == 1
+        assert lead.attempt_count == 1
+        assert lead.lead_type == "live"
+        assert result.lead.status == QueueStatus.WAITING
+        assert not result.repeated
         assert LeadEvent.objects.filter(lead=lead, kind=EventKind.RESCHEDULED).count() == 1
         seen.append(delay)
     # Spread at random in the window, not always one moment.
@@ -73,7 +78,7 @@ def test_a_reschedule_that_would_land_outside_calling_hours_moves_to_the_next_op
             lead_id=lead.pk, contractor_id=contractor.pk, disposition="no_answer", rng=random.Random(1)
         )
     lead.refresh_from_db()
-    # Saturday 08:00–10:00 is outside hours: Monday's opening.
+    # Saturday 08:00-10:00 is outside hours: Monday's opening.
     assert lead.rescheduled_at == dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
     assert lead.status == QueueStatus.WAITING
 
@@ -104,7 +109,8 @@ def test_a_live_lead_is_rescheduled_three_times_then_the_next_no_answer_makes_it
             assert claim(contractor, all_day_campaign).pk == lead.pk
             record_outcome(lead_id=lead.pk, contractor_id=contractor.pk, disposition="no_answer")
         lead.refresh_from_db()
-        assert lead.reschedule_count == expected_count and lead.lead_type == "live"
+        assert lead.reschedule_count == expected_count
+        assert lead.lead_type == "live"
         assert lead.status == QueueStatus.WAITING
         with time_machine.travel(lead.due_at - dt.timedelta(seconds=1), tick=False):
             assert claim_next_lead(contractor_id=contractor.pk, campaign_ids=[all_day_campaign.pk]) is None
@@ -113,12 +119,16 @@ def test_a_live_lead_is_rescheduled_three_times_then_the_next_no_answer_makes_it
         assert claim(contractor, all_day_campaign).pk == lead.pk
         record_outcome(lead_id=lead.pk, contractor_id=contractor.pk, disposition="no_answer")
         lead.refresh_from_db()
-        assert lead.lead_type == "stale" and lead.status == QueueStatus.READY
-        assert lead.reschedule_count == 3 and lead.attempt_count == 4
+        assert lead.lead_type == "stale"
+        assert lead.status == QueueStatus.READY
+        assert lead.reschedule_count == 3
+        assert lead.attempt_count == 4
         assert LeadEvent.objects.filter(lead=lead, kind=EventKind.BECAME_STALE).count() == 1
         # Ready at once, as a stale lead.
         again = claim_next_lead(contractor_id=contractor.pk, campaign_ids=[all_day_campaign.pk])
-        assert again is not None and again.lead.pk == lead.pk and again.decision.band == "stale"
+        assert again is not None
+        assert again.lead.pk == lead.pk
+        assert again.decision.band == "stale"
 
 
 def test_the_reschedule_limit_comes_from_the_customers_policy(
@@ -136,7 +146,8 @@ def test_the_reschedule_limit_comes_from_the_customers_policy(
         claim(contractor, all_day_campaign)
         record_outcome(lead_id=lead.pk, contractor_id=contractor.pk, disposition="busy")
     lead.refresh_from_db()
-    assert lead.lead_type == "stale" and lead.status == QueueStatus.READY
+    assert lead.lead_type == "stale"
+    assert lead.status == QueueStatus.READY
 
 
 def test_a_callback_makes_the_lead_due_at_the_requested_time(
@@ -151,7 +162,8 @@ def test_a_callback_makes_the_lead_due_at_the_requested_time(
             lead_id=lead.pk, contractor_id=contractor.pk, disposition="callback", callback_at=callback_at
         )
     lead.refresh_from_db()
-    assert lead.status == QueueStatus.WAITING and lead.due_at == callback_at == lead.rescheduled_at
+    assert lead.status == QueueStatus.WAITING
+    assert lead.due_at == callback_at == lead.rescheduled_at
     assert lead.reschedule_count == 0
     with time_machine.travel(callback_at - dt.timedelta(seconds=1), tick=False):
         assert claim_next_lead(contractor_id=contractor.pk, campaign_ids=[all_day_campaign.pk]) is None
@@ -185,7 +197,8 @@ def test_a_callback_without_a_time_is_refused(all_day_campaign: Campaign, make_c
         with pytest.raises(ValueError, match="callback_at"):
             record_outcome(lead_id=lead.pk, contractor_id=contractor.pk, disposition="callback")
     lead.refresh_from_db()
-    assert lead.status == QueueStatus.HELD and lead.attempt_count == 0
+    assert lead.status == QueueStatus.HELD
+    assert lead.attempt_count == 0
 
 
 @pytest.mark.parametrize(
@@ -207,9 +220,11 @@ def test_final_dispositions_close_the_lead_with_their_reason(
     with time_machine.travel(T0 + dt.timedelta(minutes=3), tick=False):
         record_outcome(lead_id=lead.pk, contractor_id=contractor.pk, disposition=disposition)
         lead.refresh_from_db()
-        assert lead.status == QueueStatus.CLOSED and lead.closed_reason == reason
+        assert lead.status == QueueStatus.CLOSED
+        assert lead.closed_reason == reason
         assert lead.closed_at == T0 + dt.timedelta(minutes=3)
-        assert lead.holder_id is None and lead.attempt_count == 1
+        assert lead.holder_id is None
+        assert lead.attempt_count == 1
         assert LeadEvent.objects.filter(lead=lead, kind=EventKind.CLOSED).count() == 1
         assert claim_next_lead(contractor_id=contractor.pk, campaign_ids=[all_day_campaign.pk]) is None
         with pytest.raises(LeadStateConflict, match="closed"):
@@ -263,7 +278,8 @@ def test_the_same_outcome_reported_twice_has_no_extra_effect(
             idempotency_key=idempotency_key,
         )
     lead.refresh_from_db()
-    assert not first.repeated and second.repeated
+    assert not first.repeated
+    assert second.repeated
     assert {f.name: getattr(lead, f.name) for f in Lead._meta.concrete_fields} == before
     assert LeadEvent.objects.filter(lead=lead).count() == events
     assert second.lead.status == before["status"]
@@ -283,7 +299,9 @@ def test_an_outcome_from_a_contractor_who_does_not_hold_the_lead_is_a_conflict(
         with pytest.raises(LeadStateConflict, match=f"Contractor {other.pk} does not hold lead {lead.pk}"):
             record_outcome(lead_id=lead.pk, contractor_id=other.pk, disposition="converted")
     lead.refresh_from_db()
-    assert lead.status == QueueStatus.HELD and lead.holder_id == holder.pk and lead.attempt_count == 0
+    assert lead.status == QueueStatus.HELD
+    assert lead.holder_id == holder.pk
+    assert lead.attempt_count == 0
 
 
 def test_a_different_outcome_after_the_first_is_a_conflict_not_a_silent_repeat(
@@ -297,7 +315,8 @@ def test_a_different_outcome_after_the_first_is_a_conflict_not_a_silent_repeat(
         with pytest.raises(LeadStateConflict):
             record_outcome(lead_id=lead.pk, contractor_id=contractor.pk, disposition="converted")
     lead.refresh_from_db()
-    assert lead.status == QueueStatus.WAITING and lead.attempt_count == 1
+    assert lead.status == QueueStatus.WAITING
+    assert lead.attempt_count == 1
 
 
 def test_release_puts_the_lead_back_in_the_queue_at_once(all_day_campaign: Campaign, make_contractor) -> None:
@@ -309,7 +328,8 @@ def test_release_puts_the_lead_back_in_the_queue_at_once(all_day_campaign: Campa
         with pytest.raises(LeadStateConflict):
             release_lead(lead_id=lead.pk, contractor_id=second.pk)
         released = release_lead(lead_id=lead.pk, contractor_id=first.pk)
-        assert released.status == QueueStatus.READY and released.holder_id is None
+        assert released.status == QueueStatus.READY
+        assert released.holder_id is None
         assert claim(second, all_day_campaign).pk == lead.pk
     assert LeadEvent.objects.filter(lead=lead, kind=EventKind.RELEASED, contractor=first).count() == 1
 
@@ -347,7 +367,8 @@ def test_a_withdrawn_lead_is_closed_and_never_handed_out_again(
         ready = add_lead(all_day_campaign)
         for lead in (waiting, held, ready):
             withdrawn = withdraw_lead(lead_id=lead.pk)
-            assert withdrawn.status == QueueStatus.CLOSED and withdrawn.closed_reason == CloseReason.WITHDRAWN
+            assert withdrawn.status == QueueStatus.CLOSED
+            assert withdrawn.closed_reason == CloseReason.WITHDRAWN
         assert withdraw_lead(lead_id=ready.pk).status == QueueStatus.CLOSED  # idempotent
         with pytest.raises(LeadStateConflict, match="closed"):
             record_outcome(lead_id=held.pk, contractor_id=contractor.pk, disposition="converted")

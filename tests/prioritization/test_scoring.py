@@ -258,7 +258,9 @@ def test_an_at_risk_lead_beats_any_live_score_and_any_stale_lead() -> None:
     best_stale = candidate(2, stale(last_activity=NOW, created_at=NOW), weights)
     assert rank(best_live, NOW).log_score > rank(at_risk, NOW).log_score
     chosen = choose([best_live, best_stale, at_risk], now=NOW, claims_so_far=0, stale_every=0)
-    assert chosen is not None and chosen.candidate.lead_id == 9 and chosen.band == Band.AT_RISK
+    assert chosen is not None
+    assert chosen.candidate.lead_id == 9
+    assert chosen.band == Band.AT_RISK
 
 
 def test_inside_the_at_risk_band_the_earliest_deadline_goes_first_whatever_the_weights() -> None:
@@ -269,13 +271,15 @@ def test_inside_the_at_risk_band_the_earliest_deadline_goes_first_whatever_the_w
         PolicyParams(version_id=6, sla_protect_minutes=10.0, city_weights={"Mumbai": 50.0}),
     )
     chosen = choose([later_but_heavier, sooner], now=NOW, claims_so_far=0, stale_every=0)
-    assert chosen is not None and chosen.candidate.lead_id == 5
+    assert chosen is not None
+    assert chosen.candidate.lead_id == 5
 
 
 def test_ties_go_to_the_lower_lead_id_in_every_band() -> None:
     for facts in (live(waited=25), live(waited=2), stale(last_activity=ago(100), created_at=ago(100))):
         chosen = choose([candidate(8, facts), candidate(4, facts)], now=NOW, claims_so_far=0, stale_every=0)
-        assert chosen is not None and chosen.candidate.lead_id == 4
+        assert chosen is not None
+        assert chosen.candidate.lead_id == 4
 
 
 def test_live_leads_come_before_stale_leads_however_low_their_score() -> None:
@@ -283,7 +287,8 @@ def test_live_leads_come_before_stale_leads_however_low_their_score() -> None:
     fresh_stale = candidate(2, stale(last_activity=NOW, created_at=NOW))
     assert rank(fresh_stale, NOW).log_score > rank(old_live, NOW).log_score
     chosen = choose([fresh_stale, old_live], now=NOW, claims_so_far=0, stale_every=0)
-    assert chosen is not None and chosen.candidate.lead_id == 1
+    assert chosen is not None
+    assert chosen.candidate.lead_id == 1
 
 
 @pytest.mark.parametrize(
@@ -318,7 +323,8 @@ def test_a_reserved_claim_takes_the_best_stale_lead_even_over_an_at_risk_one_and
     picks = [choose(leads, now=NOW, claims_so_far=n, stale_every=3) for n in range(6)]
     assert [p.candidate.lead_id for p in picks if p] == [1, 1, 4, 1, 1, 4]
     without_stale = choose([good_live], now=NOW, claims_so_far=2, stale_every=3)
-    assert without_stale is not None and without_stale.candidate.lead_id == 2
+    assert without_stale is not None
+    assert without_stale.candidate.lead_id == 2
 
 
 def test_nothing_to_choose_from_is_none() -> None:

@@ -1,0 +1,457 @@
+"""Django admin of the engine: priority policies (versioned), their versions, the decision log.
+
+A policy's page edits its *settings*, but a save never changes a version in place: when
+any setting changed it adds a :class:`~prioritization.models.PolicyVersion` (who, when,
+why), points the policy at it and enqueues a rescoring once the transaction commits.
+Versions and decisions are read-only records.
+
+URLs: ``/admin/prioritization/prioritypolicy/`` (list, add, ``<id>/change/``,
+``<id>/preview/``, ``preview/`` for a policy being created),
+``/admin/prioritization/policyversion/`` and ``/admin/prioritization/decision/``.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.models import AnonymousUser, User
+from django.db import models, transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.loader import render_to_string
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from kombu.exceptions import KombuError
+
+from leads.admin import PG_BIGINT_MAX, EstimatedCountPaginator
+from prioritization import tasks
+from prioritization.admin_preview import (
+    clean_settings,
+    default_settings,
+    preview_view,
+    settings_form_fields,
+)
+from prioritization.models import (
+    Decision,
+    PolicyVersion,
+    PriorityPolicy,
+    version_field_names,
+    version_values,
+)
+from prioritization.scoring import Band
+
+logger = logging.getLogger(__name__)
+
+
+# --- Saving a policy -------------------------------------------------------------------------
+
+
+def enqueue_rescoring() -> None:
+    """Ask a worker to rescore every lead with the new versions.
+
+    A broker that is down must not undo a saved policy: the beat task rescores within a
+    minute anyway, so the failure is logged, not raised.
+    """
+    try:
+        tasks.rescore_leads.delay()
+    except (KombuError, OSError):
+        logger.exception("Could not enqueue a rescoring after a policy change; beat will rescore.")
+
+
+def save_policy_settings(
+    *,
+    policy: PriorityPolicy,
+    values: dict[str, Any],
+    note: str,
+    user: User | AnonymousUser | None,
+) -> PolicyVersion | None:
+    """Make ``values`` the policy's settings: a new version when any differs from the
+    current one, else nothing. Returns the new version, or ``None`` when nothing changed.
+
+    The policy row is locked (``FOR UPDATE``) while the next number is taken, so two
+    concurrent saves get versions n+1 and n+2 instead of a duplicate-number error. The
+    rescoring is enqueued on commit: a worker must see the new version.
+    """
+    with transaction.atomic():
+        locked = (
+            PriorityPolicy.objects.select_for_update(of=("self",))
+            .select_related("current_version")
+            .get(pk=policy.pk)
+        )
+        current = locked.current_version
+        if current is not None and version_values(current) == values:
+            return None
+        number = (locked.versions.aggregate(models.Max("number"))["number__max"] or 0) + 1
+        version = PolicyVersion.objects.create(
+            policy=locked,
+            number=number,
+            created_at=timezone.now(),
+            created_by=user if user is not None and user.is_authenticated else None,
+            note=note,
+            **values,
+        )
+        PriorityPolicy.objects.filter(pk=policy.pk).update(current_version=version)
+        policy.current_version = version
+        transaction.on_commit(enqueue_rescoring)
+    return version
+
+
+# --- Version history -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    version: PolicyVersion
+    changes: list[tuple[str, Any, Any]]  # (field, before, after) against the previous version
+    current: bool
+
+
+def version_history(policy: PriorityPolicy) -> list[HistoryRow]:
+    """Every version of the policy, newest first, with what each one changed."""
+    versions = list(policy.versions.select_related("created_by").order_by("number"))
+    rows = []
+    previous: dict[str, Any] | None = None
+    for version in versions:
+        values = version_values(version)
+        changes = (
+            [(name, previous[name], value) for name, value in values.items() if previous[name] != value]
+            if previous is not None
+            else []
+        )
+        rows.append(HistoryRow(version, changes, version.pk == policy.current_version_id))
+        previous = values
+    return rows[::-1]
+
+
+# --- Priority policies ---------------------------------------------------------------------
+
+
+class _PolicyFormBase(forms.ModelForm[PriorityPolicy]):
+    note = forms.CharField(
+        max_length=500,
+        required=False,
+        widget=forms.TextInput(attrs={"size": 80}),
+        help_text="Why this change (kept with the new version).",
+    )
+    base_version = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
+    class Meta:
+        model = PriorityPolicy
+        fields = ("name", "customer")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        current = self.instance.current_version if self.instance.pk else None
+        # A new customer policy starts from the default policy's current values.
+        settings = version_values(current) if current is not None else default_settings()
+        for name, value in settings.items():
+            self.initial.setdefault(name, value)
+        self.initial.setdefault("base_version", current.number if current is not None else None)
+        if "customer" in self.fields:
+            # Only the add form has it: there is one default policy, made by a migration.
+            self.fields["customer"].required = True
+            self.fields["customer"].help_text = "The customer this policy is for."
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        current = self.instance.current_version if self.instance.pk else None
+        base = cleaned.get("base_version")
+        if current is not None and base is not None and base != current.number:
+            who = current.created_by or "someone"
+            self.add_error(
+                None,
+                f"This policy changed while you edited it: version {current.number} was saved by "
+                f"{who} at {current.created_at:%Y-%m-%d %H:%M} UTC. Reload the page and apply your "
+                "changes again.",
+            )
+        self.settings_values = clean_settings(self, cleaned)
+        return cleaned
+
+
+PriorityPolicyForm = cast(
+    type[_PolicyFormBase],
+    type("PriorityPolicyForm", (_PolicyFormBase,), {"__module__": __name__, **settings_form_fields()}),
+)
+
+SETTINGS_FIELDSETS: tuple[tuple[str, list[str]], ...] = (
+    ("SLA", ["sla_window_minutes", "sla_target", "sla_protect_minutes"]),
+    (
+        "Scoring",
+        [
+            "live_decay_minutes",
+            "live_activity_decay_hours",
+            "stale_activity_decay_days",
+            "city_weights",
+            "source_weights",
+            "stage_weights",
+            "plan_weights",
+            "stale_every",
+        ],
+    ),
+    (
+        "Reschedules, leases and caps",
+        [
+            "reschedule_min_hours",
+            "reschedule_max_hours",
+            "reschedule_limit",
+            "lease_seconds",
+            "claims_per_hour_cap",
+            "claims_per_day_cap",
+        ],
+    ),
+)
+
+
+def _settings_fieldsets() -> list[tuple[str, dict[str, Any]]]:
+    """The settings grouped for the form; a version field not listed lands in "Other"."""
+    listed = {name for _, names in SETTINGS_FIELDSETS for name in names}
+    fieldsets = [(title, {"fields": names}) for title, names in SETTINGS_FIELDSETS]
+    others = [name for name in version_field_names() if name not in listed]
+    if others:
+        fieldsets.append(("Other", {"fields": others}))
+    return [(title, opts) for title, opts in fieldsets if opts["fields"]]
+
+
+@admin.register(PriorityPolicy)
+class PriorityPolicyAdmin(admin.ModelAdmin[PriorityPolicy]):
+    form = PriorityPolicyForm
+    list_display = ("name", "customer_or_default", "version_number", "updated_at", "updated_by")
+    list_select_related = ("customer", "current_version", "current_version__created_by")
+    search_fields = ("customer__name", "name")
+    search_help_text = "Customer or policy name."
+    ordering = ("customer__name",)
+    autocomplete_fields = ("customer",)
+    change_form_template = "admin/prioritization/prioritypolicy/change_form.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PriorityPolicy]:
+        return super().get_queryset(request).select_related("customer", "current_version__created_by")
+
+    @admin.display(description="customer", ordering="customer__name")
+    def customer_or_default(self, obj: PriorityPolicy) -> str:
+        return str(obj.customer) if obj.customer is not None else "default"
+
+    @admin.display(description="version", ordering="current_version__number")
+    def version_number(self, obj: PriorityPolicy) -> int | None:
+        return obj.current_version.number if obj.current_version is not None else None
+
+    @admin.display(description="updated at", ordering="current_version__created_at")
+    def updated_at(self, obj: PriorityPolicy) -> Any:
+        return obj.current_version.created_at if obj.current_version is not None else None
+
+    @admin.display(description="by")
+    def updated_by(self, obj: PriorityPolicy) -> str:
+        version = obj.current_version
+        if version is None or version.created_by is None:
+            return "-"
+        return str(version.created_by)
+
+    @admin.display(description="versions")
+    def history(self, obj: PriorityPolicy) -> SafeString:
+        if obj.pk is None:
+            return SafeString("")
+        return SafeString(
+            render_to_string("admin/prioritization/version_history.html", {"rows": version_history(obj)})
+        )
+
+    def get_fieldsets(self, request: HttpRequest, obj: PriorityPolicy | None = None) -> Any:
+        identity = ["name", "customer"] if obj is None else ["name", "customer_or_default"]
+        fieldsets: list[tuple[str | None, dict[str, Any]]] = [(None, {"fields": identity})]
+        fieldsets += _settings_fieldsets()
+        fieldsets.append(("This change", {"fields": ["note", "base_version"]}))
+        if obj is not None:
+            fieldsets.append(("Version history", {"fields": ["history"]}))
+        return fieldsets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: PriorityPolicy | None = None) -> Any:
+        return ("customer_or_default", "history") if obj is not None else ()
+
+    def has_delete_permission(self, request: HttpRequest, obj: PriorityPolicy | None = None) -> bool:
+        if obj is not None and obj.is_default:
+            return False  # every customer without a policy of its own follows it
+        return super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(
+        self, objs: Sequence[PriorityPolicy] | QuerySet[PriorityPolicy], request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # Versions are read-only records of their policy, deleted with it, never on their own.
+        perms_needed.discard(str(PolicyVersion._meta.verbose_name))
+        policies = [policy.pk for policy in objs]
+        if protected and not Decision.objects.filter(policy_version__policy__in=policies).exists():
+            # What protects the versions is the policy's own pointer at its current one
+            # (cleared before deleting). Versions named by the decision log stay protected.
+            protected = []
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request: HttpRequest, obj: PriorityPolicy) -> None:
+        with transaction.atomic():
+            PriorityPolicy.objects.filter(pk=obj.pk).update(current_version=None)
+            obj.current_version = None
+            obj.delete()
+            # The customer's leads fall back to the default policy.
+            transaction.on_commit(enqueue_rescoring)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[PriorityPolicy]) -> None:
+        if queryset.filter(customer__isnull=True).exists():
+            self.message_user(request, "The default policy cannot be deleted; it was kept.", messages.WARNING)
+        for policy in queryset.filter(customer__isnull=False):
+            self.delete_model(request, policy)
+
+    def save_model(self, request: HttpRequest, obj: PriorityPolicy, form: Any, change: bool) -> None:
+        obj.save()
+        values = form.settings_values
+        assert values is not None  # the form is valid
+        version = save_policy_settings(
+            policy=obj,
+            values=values,
+            note=form.cleaned_data.get("note", ""),
+            user=request.user,
+        )
+        if version is None:
+            number = obj.current_version.number if obj.current_version else "?"
+            self.message_user(request, f"No setting changed: the policy stays at version {number}.")
+        else:
+            self.message_user(
+                request,
+                f"Saved as version {version.number}. New leads use it at once; queued leads are "
+                "rescored within a minute.",
+                messages.SUCCESS,
+            )
+
+    def get_urls(self) -> list[URLPattern]:
+        app_label, model_name = self.opts.app_label, self.opts.model_name
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "preview/",
+                view(lambda request: preview_view(self, request)),
+                name=f"{app_label}_{model_name}_preview_new",
+            ),
+            path(
+                "<path:object_id>/preview/",
+                view(lambda request, object_id: preview_view(self, request, object_id)),
+                name=f"{app_label}_{model_name}_preview",
+            ),
+            *super().get_urls(),
+        ]
+
+
+# --- Versions ----------------------------------------------------------------------------------
+
+
+M = TypeVar("M", bound=models.Model)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin[M]):
+    """Records the engine writes: listed and shown, never added, changed or deleted here."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
+        return False
+
+
+@admin.register(PolicyVersion)
+class PolicyVersionAdmin(ReadOnlyAdmin[PolicyVersion]):
+    list_display = ("policy", "number", "created_at", "created_by", "note")
+    list_filter = ("policy",)
+    list_select_related = ("policy", "created_by")
+    ordering = ("policy__name", "-number")
+
+
+# --- Decisions -----------------------------------------------------------------------------
+
+
+class BandFilter(admin.SimpleListFilter):
+    """The bands the engine writes (a distinct-values filter would scan the log)."""
+
+    title = "band"
+    parameter_name = "band"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(band.name.lower(), band.name.lower().replace("_", " ")) for band in reversed(Band)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(band=value) if value else queryset
+
+
+@admin.register(Decision)
+class DecisionAdmin(ReadOnlyAdmin[Decision]):
+    """The log of next-lead answers: who got which lead, for which tuple, and why."""
+
+    list_display = (
+        "decided_at",
+        "lead_link",
+        "contractor",
+        "campaigns",
+        "band",
+        "score",
+        "policy_version",
+    )
+    list_select_related = ("contractor", "policy_version__policy")
+    list_filter = (BandFilter, "decided_at")
+    search_fields = ("lead__id",)  # shows the box; the search itself is get_search_results
+    search_help_text = "Exact lead id or contractor id."
+    ordering = ("-decided_at", "-id")
+    sortable_by = ("decided_at",)
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    fields = (
+        "decided_at",
+        "lead_link",
+        "contractor",
+        "campaigns",
+        "band",
+        "score",
+        "log_score",
+        "priority_key",
+        "policy_version",
+        "lease_expires_at",
+        "reasons_list",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="lead", ordering="lead_id")
+    def lead_link(self, obj: Decision) -> SafeString:
+        return format_html(
+            '<a href="{}">Lead {}</a>', reverse("admin:leads_lead_change", args=[obj.lead_id]), obj.lead_id
+        )
+
+    @admin.display(description="campaigns")
+    def campaigns(self, obj: Decision) -> str:
+        return ", ".join(str(campaign_id) for campaign_id in obj.campaign_ids)
+
+    @admin.display(description="reasons")
+    def reasons_list(self, obj: Decision) -> SafeString:
+        reasons = obj.reasons if isinstance(obj.reasons, list) else [obj.reasons]
+        if not reasons:
+            return SafeString("-")
+        items = format_html_join("", "<li>{}</li>", ((str(reason),) for reason in reasons))
+        return format_html('<ul class="decision-reasons">{}</ul>', items)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Decision]:
+        # The detail page shows the contractor and version too: one query, not three.
+        return super().get_queryset(request).select_related("contractor", "policy_version__policy")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Decision], search_term: str
+    ) -> tuple[QuerySet[Decision], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if not (term.isdigit() and int(term) <= PG_BIGINT_MAX):
+            return queryset.none(), False
+        # Both use an index: decision_lead and decision_contractor.
+        number = int(term)
+        return queryset.filter(models.Q(lead_id=number) | models.Q(contractor_id=number)), False

@@ -1,0 +1,709 @@
+"""`manage.py bench claim`: the next-lead engine under load, as a ratio of the reference.
+
+Everything runs in throwaway databases on the project's PostgreSQL, in one session:
+
+1. N leads over 200 campaigns (live leads of the last hours, stale leads, ~20% rescheduled
+   into the future) loaded with one INSERT … SELECT generate_series, then scored by
+   ``rescore_leads()`` (the full rescoring pass), compared with one raw UPDATE writing the
+   same columns of the same rows;
+2. ``claim_limit.sh``, the reference claim on the same server (pgbench, no Django);
+3. gunicorn (4 sync workers) driven by wrk (``prioritization/bench_claim.lua``): a second
+   rescoring pass under a new policy version while contractors claim; the matrix of 1, 8
+   and 32 clients × tuples of 1, 5 and 20 campaigns, each client running claim cycles
+   (next lead, then its outcome); claims alone; a long run checking that throughput does
+   not decay;
+4. the same cycle scenario over 10k leads, for the p99 ratio of a full queue to a small one;
+5. double claims counted in the database from the leads' event history.
+
+The last line printed is one JSON object with every figure and ratio.
+"""
+
+import json
+import math
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from django.conf import settings
+
+from config.throwaway_database import child_environment, throwaway_database
+
+CUSTOMERS = 20
+CAMPAIGNS = 200
+# Contractors 1…CYCLE_CONTRACTORS are qualified for every campaign (the cycle runs).
+CYCLE_CONTRACTORS = 64
+# Claims-alone runs take each lead as a fresh contractor (one who holds a lead gets that
+# lead again), qualified for one 5-campaign tuple derived from its number.
+CLAIMS_BASE = 100_000
+CLAIMS_TUPLE = 5
+CLAIMS_POOL_PER_RUN = 40_000  # a multiple of 40 keeps (j * 5) % 200 aligned across runs
+CLAIMS_RUNS = 2
+LUA_SCRIPT = Path(__file__).resolve().parent / "bench_claim.lua"
+# Latency histogram of the Lua script: bucket b covers [e^(b/50), e^((b+1)/50)) µs.
+BUCKETS_PER_E = 50
+CITIES = [f"City {i}" for i in range(60)]
+SOURCES = ["Google", "Direct Traffic", "Olark Chat", "Organic Search", "Reference", "Referral Sites"]
+STAGES = ["Email Opened", "SMS Sent", "Page Visited on Website", "Converted to Lead"]
+
+# One row per lead; `r` picks the kind: 15% live of the last 6 hours, 10% live already
+# called and due again now, 20% rescheduled into the next 1 h to 7 days (waiting), the rest
+# stale leads of the last 90 days. The literals 20 and 200 are CUSTOMERS and CAMPAIGNS.
+_LOAD_SQL = """
+INSERT INTO leads_lead (
+    customer_id, campaign_id, external_id, lead_type, city, source, last_activity, stage,
+    pricing_plan, rescheduled_at, created_at, status, due_at, attempt_count, reschedule_count,
+    first_attempt_at, last_attempt_at, closed_reason, received_at, updated_at)
+SELECT 1 + (campaign - 1) %% 20, campaign, 'bench-' || g,
+       CASE WHEN r < 0.25 OR (r < 0.45 AND u < 0.5) THEN 'live' ELSE 'stale' END,
+       (%(cities)s::text[])[1 + floor(u * array_length(%(cities)s::text[], 1))::int],
+       (%(sources)s::text[])[1 + floor(v * array_length(%(sources)s::text[], 1))::int],
+       created - v * interval '30 days',
+       (%(stages)s::text[])[1 + floor(w * array_length(%(stages)s::text[], 1))::int],
+       (ARRAY['starter', 'pro', 'enterprise'])[1 + (campaign %% 3)],
+       CASE WHEN r >= 0.15 AND r < 0.45 THEN due END,
+       created,
+       CASE WHEN r >= 0.25 AND r < 0.45 THEN 'waiting' ELSE 'ready' END,
+       due,
+       CASE WHEN r >= 0.15 AND r < 0.45 THEN 1 + floor(w * 2)::int ELSE 0 END,
+       CASE WHEN r >= 0.15 AND r < 0.45 THEN 1 + floor(w * 2)::int ELSE 0 END,
+       CASE WHEN r >= 0.15 AND r < 0.45 THEN created + interval '5 minutes' END,
+       CASE WHEN r >= 0.15 AND r < 0.45 THEN created + interval '5 minutes' END,
+       '', now(), now()
+FROM (
+    SELECT g, r, u, v, w, campaign, created,
+           CASE WHEN r < 0.15 THEN created
+                WHEN r < 0.25 THEN now() - u * interval '3 hours'
+                WHEN r < 0.45 THEN now() + interval '1 hour' + u * interval '7 days'
+                ELSE created END AS due
+    FROM (
+        SELECT g, r, u, v, w, 1 + g %% 200 AS campaign,
+               CASE WHEN r < 0.15 THEN now() - u * interval '6 hours'
+                    WHEN r < 0.45 THEN now() - interval '1 day' - u * interval '3 days'
+                    ELSE now() - interval '1 day' - u * interval '90 days' END AS created
+        FROM (SELECT g, random() AS r, random() AS u, random() AS v, random() AS w
+              FROM generate_series(1, %(leads)s) g) raw
+    ) timed
+) s
+"""
+
+# The physical cost of writing what rescoring writes (key and deadline, changed values,
+# so no HOT shortcut) to the same rows, same table, same indexes.
+_RAW_UPDATE_SQL = """
+UPDATE leads_lead
+SET priority_key = priority_key + 1e-6, sla_deadline = sla_deadline + interval '1 millisecond',
+    scored_version = scored_version
+WHERE status <> 'closed'
+"""
+
+# A lead handed out twice: a 'claimed' event whose previous claim-or-return event of the
+# same lead is also 'claimed' (no outcome, release or expiry in between). Ordered by id:
+# a claim's event is written after the row it takes became claimable again.
+_DOUBLE_CLAIMS_SQL = """
+SELECT count(*) FROM (
+    SELECT kind, lag(kind) OVER (PARTITION BY lead_id ORDER BY id) AS previous
+    FROM leads_leadevent WHERE kind IN ('claimed', 'attempt', 'released', 'lease_expired')
+) e
+WHERE kind = 'claimed' AND previous = 'claimed'
+"""
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    clients: int
+    campaigns: int
+    seconds: float
+    units: int
+    claims: int
+    empty: int
+    errors: int
+    next_p50_ms: float | None
+    next_p99_ms: float | None
+    all_p50_ms: float
+    all_p99_ms: float
+    first10_s: float
+    last10_s: float
+    finished_threads: int
+
+    @property
+    def units_s(self) -> float:
+        return self.units / self.seconds if self.seconds else 0.0
+
+
+# --- Data ---------------------------------------------------------------------------------
+
+
+def _create_owners(url: str) -> None:
+    """Customers, campaigns calling every day around the clock, and contractors."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO leads_customer (id, name, pricing_plan, created_at) "
+            "SELECT g, 'Bench customer ' || g, 'pro', now() FROM generate_series(1, %s) g",
+            [CUSTOMERS],
+        )
+        conn.execute(
+            "INSERT INTO leads_campaign (id, customer_id, name, active, time_zone, calling_hours_start, "
+            "calling_hours_end, calling_days, created_at) "
+            "SELECT g, 1 + (g - 1) %% %s, 'Bench campaign ' || g, true, 'UTC', '00:00', '23:59', "
+            "'{0,1,2,3,4,5,6}', now() FROM generate_series(1, %s) g",
+            [CUSTOMERS, CAMPAIGNS],
+        )
+        conn.execute(
+            "INSERT INTO leads_contractor (id, name, active, created_at, claims_made) "
+            "SELECT g, 'Bench contractor ' || g, true, now(), 0 FROM generate_series(1, %s) g",
+            [CYCLE_CONTRACTORS],
+        )
+        conn.execute(
+            "INSERT INTO leads_contractor_campaigns (contractor_id, campaign_id) "
+            "SELECT c, g FROM generate_series(1, %s) c, generate_series(1, %s) g",
+            [CYCLE_CONTRACTORS, CAMPAIGNS],
+        )
+        pool = CLAIMS_POOL_PER_RUN * CLAIMS_RUNS
+        conn.execute(
+            "INSERT INTO leads_contractor (id, name, active, created_at, claims_made) "
+            "SELECT %s + j, 'Bench claimer ' || j, true, now(), 0 FROM generate_series(0, %s - 1) j",
+            [CLAIMS_BASE, pool],
+        )
+        conn.execute(
+            "INSERT INTO leads_contractor_campaigns (contractor_id, campaign_id) "
+            "SELECT %s + j, (j * %s + i) %% %s + 1 FROM generate_series(0, %s - 1) j, "
+            "generate_series(0, %s - 1) i",
+            [CLAIMS_BASE, CLAIMS_TUPLE, CAMPAIGNS, pool, CLAIMS_TUPLE],
+        )
+        conn.execute(
+            "SELECT setval(pg_get_serial_sequence('leads_contractor', 'id'), %s)", [CLAIMS_BASE + pool]
+        )
+
+
+def _load_leads(url: str, leads: int) -> float:
+    with psycopg.connect(url, autocommit=True) as conn:
+        started = time.perf_counter()
+        conn.execute("SELECT setseed(0.42)")
+        conn.execute(_LOAD_SQL, {"leads": leads, "cities": CITIES, "sources": SOURCES, "stages": STAGES})
+        seconds = time.perf_counter() - started
+        conn.execute("VACUUM ANALYZE leads_lead")
+    return seconds
+
+
+def _queue_figures(url: str) -> dict[str, int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT status, count(*) FROM leads_lead GROUP BY status").fetchall()
+    return {str(status): int(count) for status, count in rows}
+
+
+def _vacuum(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE leads_lead")
+
+
+def _raw_update(url: str) -> tuple[float, int]:
+    with psycopg.connect(url) as conn:
+        started = time.perf_counter()
+        cursor = conn.execute(_RAW_UPDATE_SQL)
+        conn.commit()
+        return time.perf_counter() - started, cursor.rowcount
+
+
+def _double_claims(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(_DOUBLE_CLAIMS_SQL).fetchone()
+    return int(row[0]) if row else 0
+
+
+# --- Rescoring (in a child process on the throwaway database) -------------------------------
+
+
+def rescore_child(*, new_version: bool) -> None:
+    """Run in ``manage.py shell``: optionally switch the default policy to a new version with
+    another decay (so every key changes), run ``rescore_leads()`` timing each batch
+    transaction from its UPDATE to its COMMIT, print one JSON line."""
+    from django.db import connection, transaction
+
+    from prioritization import services
+    from prioritization.models import PolicyVersion, PriorityPolicy, version_values
+
+    if new_version:
+        with transaction.atomic():
+            policy = PriorityPolicy.objects.select_for_update().get(customer__isnull=True)
+            current = policy.current_version or services.ensure_default_policy()
+            values = version_values(current)
+            values["live_decay_minutes"] = current.live_decay_minutes * 1.25
+            values["stale_activity_decay_days"] = current.stale_activity_decay_days * 1.25
+            number = (
+                PolicyVersion.objects.filter(policy=policy).order_by("-number").first() or current
+            ).number
+            policy.current_version = PolicyVersion.objects.create(
+                policy=policy, number=number + 1, note="claim benchmark", **values
+            )
+            policy.save(update_fields=["current_version"])
+
+    batch_ms: list[float] = []
+    write_started: list[float] = []
+
+    def timed(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.lstrip().startswith("UPDATE leads_lead l") and "priority_key = v.priority_key" in sql:
+            write_started.append(time.perf_counter())
+        return execute(sql, params, many, context)
+
+    # Django commits an atomic block through the private _commit(); wrapping it on this
+    # connection ends each batch's clock when its row locks are released.
+    original_commit = getattr(connection, "_commit")  # noqa: B009
+
+    def commit() -> None:
+        original_commit()
+        if write_started:
+            batch_ms.append((time.perf_counter() - write_started.pop()) * 1000)
+
+    setattr(connection, "_commit", commit)  # noqa: B010
+    started = time.perf_counter()
+    with connection.execute_wrapper(timed):
+        summary = services.rescore_leads()
+    seconds = time.perf_counter() - started
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "scanned": summary.scanned,
+                "rewritten": summary.rewritten,
+                "batches": summary.batches,
+                "skipped": summary.skipped,
+                "max_batch_ms": max(batch_ms, default=0.0),
+                "timed_batches": len(batch_ms),
+            }
+        )
+    )
+
+
+def _start_rescore(url: str, *, new_version: bool) -> subprocess.Popen[str]:
+    code = f"from prioritization.claim_bench import rescore_child; rescore_child(new_version={new_version!r})"
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=settings.BASE_DIR,
+        env=child_environment(url),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish_rescore(process: subprocess.Popen[str]) -> dict[str, Any]:
+    out, _ = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"rescoring failed (exit {process.returncode})")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+# --- Reference ------------------------------------------------------------------------------
+
+
+def _run_reference(url: str, *, leads: int, seconds: int) -> dict[str, Any]:
+    script = settings.BASE_DIR.parent / "shared" / "bench-reference" / "claim_limit.sh"
+    if not script.exists():
+        raise RuntimeError(f"The reference script {script} is missing.")
+    result = subprocess.run(
+        ["bash", str(script), "--leads", str(leads), "--seconds", str(seconds)],  # noqa: S607
+        env=child_environment(url),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"claim_limit.sh failed: {result.stderr.strip()[-500:]}")
+    reference: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return reference
+
+
+# --- Server and load ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _create_key(url: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "create_api_key", "claim-bench", "--scope", "contract-app"],
+        cwd=settings.BASE_DIR,
+        env=child_environment(url),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def _wait_for_health(port: int, timeout_seconds: float = 60) -> None:
+    import http.client
+
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("gunicorn did not become healthy")
+
+
+@contextmanager
+def _gunicorn(url: str, *, workers: int) -> Iterator[int]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "--workers",
+            str(workers),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--timeout",
+            "120",
+            # wrk may leave idle connections open at the end of a run; do not wait 30 s.
+            "--graceful-timeout",
+            "3",
+            "--log-level",
+            "warning",
+        ],
+        cwd=settings.BASE_DIR,
+        env=child_environment(url, DJANGO_DEBUG="false", DATABASE_CONN_MAX_AGE="600"),
+    )
+    try:
+        _wait_for_health(port)
+        yield port
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _percentile_ms(histogram: dict[str, int], fraction: float) -> float | None:
+    total = sum(histogram.values())
+    if not total:
+        return None
+    rank = fraction * total
+    seen = 0
+    for bucket in sorted(histogram, key=int):
+        seen += histogram[bucket]
+        if seen >= rank:
+            # The middle of the bucket, in ms (buckets are 2% wide).
+            return round(math.exp((int(bucket) + 0.5) / BUCKETS_PER_E) / 1000, 2)
+    return None
+
+
+def _wrk(
+    port: int,
+    key: str,
+    *,
+    mode: str,
+    clients: int,
+    campaigns: int,
+    seconds: float,
+    contractor_base: int = 1,
+    target_per_thread: int = 0,
+    until: Callable[[], bool] | None = None,
+) -> WrkResult:
+    """One wrk run with one connection per thread, so that each connection is one contractor."""
+    with tempfile.TemporaryDirectory() as scratch:
+        done_file = Path(scratch) / "done"
+        command = [
+            "wrk",
+            "-t",
+            str(clients),
+            "-c",
+            str(clients),
+            "-d",
+            f"{max(1, math.ceil(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA_SCRIPT),
+            f"http://127.0.0.1:{port}",
+            "--",
+            mode,
+            key,
+            str(contractor_base),
+            str(campaigns),
+            str(clients),
+            str(target_per_thread),
+            str(done_file),
+        ]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            if target_per_thread or until is not None:
+                # Threads stop themselves after their target; SIGINT ends wrk's wait early.
+                begun = time.monotonic()
+                while process.poll() is None:
+                    # wrk installs its SIGINT handler at start: give it a second first.
+                    if time.monotonic() - begun < 1.0:
+                        time.sleep(0.1)
+                        continue
+                    if (until is not None and until()) or (
+                        target_per_thread
+                        and done_file.exists()
+                        and len(done_file.read_text().split()) >= clients
+                    ):
+                        process.send_signal(signal.SIGINT)
+                        break
+                    time.sleep(0.1)
+            out, err = process.communicate()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    line = next((line for line in out.splitlines() if line.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result: {err.strip()[-500:]} {out.strip()[-500:]}")
+    data = json.loads(line[len("BENCH ") :])
+    histogram: dict[str, int] = data["histogram"]
+    return WrkResult(
+        clients=clients,
+        campaigns=campaigns,
+        seconds=data["duration_us"] / 1e6,
+        units=data["units"],
+        claims=data["claims"],
+        empty=data["empty"],
+        errors=data["errors"] + data["http_errors"] + data["timeouts"],
+        next_p50_ms=_percentile_ms(histogram, 0.50),
+        next_p99_ms=_percentile_ms(histogram, 0.99),
+        all_p50_ms=round(data["all_p50_us"] / 1000, 2),
+        all_p99_ms=round(data["all_p99_us"] / 1000, 2),
+        first10_s=data["first10_us"] / 1e6,
+        last10_s=data["last10_us"] / 1e6,
+        finished_threads=data["finished_threads"],
+    )
+
+
+def _rescore_under_load(url: str, port: int, key: str) -> tuple[dict[str, Any], WrkResult]:
+    """A second full pass (a new policy version changes every key) while 8 clients run
+    claim cycles, from the start of the pass to its end."""
+    process = _start_rescore(url, new_version=True)
+    box: dict[str, WrkResult] = {}
+
+    def load() -> None:
+        box["wrk"] = _wrk(
+            port,
+            key,
+            mode="cycle",
+            clients=8,
+            campaigns=5,
+            seconds=3600,
+            until=lambda: process.poll() is not None,
+        )
+
+    driver = threading.Thread(target=load)
+    driver.start()
+    try:
+        rescore = _finish_rescore(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        driver.join()
+    return rescore, box["wrk"]
+
+
+# --- The benchmark --------------------------------------------------------------------------
+
+
+def _prepare(url: str, leads: int, write: Callable[[str], None]) -> dict[str, Any]:
+    _create_owners(url)
+    load_seconds = _load_leads(url, leads)
+    queue = _queue_figures(url)
+    write(
+        f"loaded {leads:,} leads in {load_seconds:.1f} s "
+        f"({', '.join(f'{k} {v:,}' for k, v in sorted(queue.items()))})"
+    )
+    rescore = _finish_rescore(_start_rescore(url, new_version=False))
+    _vacuum(url)
+    return {"load_seconds": load_seconds, "queue": queue, "rescore": rescore}
+
+
+def _row(label: str, result: WrkResult, unit: str) -> str:
+    return (
+        f"{label:<26}{result.clients:>4} cl {result.campaigns:>3} camp  {result.units_s:>8,.0f} {unit}/s  "
+        f"next-lead p50 {result.next_p50_ms or 0:>6.1f} p99 {result.next_p99_ms or 0:>6.1f} ms  "
+        f"all p99 {result.all_p99_ms:>6.1f} ms  empty {result.empty}  errors {result.errors}"
+    )
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def run_claim_benchmark(
+    *, leads: int, seconds: int, decay_claims: int, small_leads: int, write: Callable[[str], None]
+) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise RuntimeError(
+            "wrk is not installed: the claim benchmark drives the API with it. "
+            "Install it with `apt-get install -y wrk` (Debian/Ubuntu) and run again."
+        )
+    result: dict[str, Any] = {"leads": leads, "seconds": seconds, "web_workers": 4}
+    matrix: list[WrkResult] = []
+    with throwaway_database("leadrank_bench_claim") as url:
+        prepared = _prepare(url, leads, write)
+        rescore1 = prepared["rescore"]
+        raw_seconds, raw_rows = _raw_update(url)
+        _vacuum(url)
+        write(
+            f"full rescoring pass  {rescore1['seconds']:.1f} s for {rescore1['rewritten']:,} rows; "
+            f"raw UPDATE of the same rows {raw_seconds:.1f} s ({raw_rows:,}); "
+            f"ratio {rescore1['seconds'] / raw_seconds:.2f}× (goal ≤ 2)"
+        )
+        write(f"reference claim_limit.sh ({leads:,} leads, {seconds} s)…")
+        reference = _run_reference(url, leads=leads, seconds=seconds)
+        write(
+            f"reference            {reference['claims_s']:>8,.0f} claims/s  p50 {reference['p50_ms']} ms  "
+            f"p99 {reference['p99_ms']} ms  (8 clients, 5 campaigns)"
+        )
+        key = _create_key(url)
+        with _gunicorn(url, workers=4) as port:
+            _wrk(port, key, mode="cycle", clients=8, campaigns=5, seconds=2)  # warm-up
+            rescore2, during = _rescore_under_load(url, port, key)
+            write(
+                f"rescoring under load {rescore2['seconds']:.1f} s, "
+                f"{rescore2['rewritten']:,} rows rewritten, "
+                f"longest batch {rescore2['max_batch_ms']:.0f} ms (goal ≤ 250); claims meanwhile: "
+                f"{during.claims:,}, empty answers {during.empty} (goal 0), errors {during.errors}"
+            )
+            for clients in (1, 8, 32):
+                for campaigns in (1, 5, 20):
+                    run = _wrk(port, key, mode="cycle", clients=clients, campaigns=campaigns, seconds=seconds)
+                    matrix.append(run)
+                    write(_row("cycles (claim + outcome)", run, "cycles"))
+            claims_alone: list[WrkResult] = []
+            for index, clients in enumerate((8, 32)):
+                run = _wrk(
+                    port,
+                    key,
+                    mode="claims",
+                    clients=clients,
+                    campaigns=CLAIMS_TUPLE,
+                    seconds=seconds,
+                    contractor_base=CLAIMS_BASE + index * CLAIMS_POOL_PER_RUN,
+                )
+                claims_alone.append(run)
+                write(_row("claims alone", run, "claims"))
+            per_thread = math.ceil(decay_claims / 8)
+            write(f"no-decay run: {per_thread * 8:,} cycles, 8 clients, 5 campaigns…")
+            decay = _wrk(
+                port,
+                key,
+                mode="cycle",
+                clients=8,
+                campaigns=5,
+                seconds=3600,
+                target_per_thread=per_thread,
+            )
+            write(_row("no-decay run", decay, "cycles"))
+        queue_after = _queue_figures(url)
+        double_claims = _double_claims(url)
+
+    write(f"small queue: {small_leads:,} leads…")
+    with throwaway_database("leadrank_bench_claim_small") as small_url:
+        _prepare(small_url, small_leads, write)
+        small_key = _create_key(small_url)
+        with _gunicorn(small_url, workers=4) as port:
+            _wrk(port, small_key, mode="cycle", clients=8, campaigns=5, seconds=2)  # warm-up
+            small = _wrk(port, small_key, mode="cycle", clients=8, campaigns=5, seconds=seconds)
+            write(_row(f"cycles, {small_leads:,} leads", small, "cycles"))
+        double_claims += _double_claims(small_url)
+
+    cell = {(r.clients, r.campaigns): r for r in matrix}
+    at_8x5, at_32x5 = cell[(8, 5)], cell[(32, 5)]
+    decay_ratio = _ratio(decay.last10_s, decay.first10_s)
+    result.update(
+        {
+            "load_seconds": round(prepared["load_seconds"], 1),
+            "queue_before": prepared["queue"],
+            "queue_after": queue_after,
+            "rescore_seconds": round(rescore1["seconds"], 2),
+            "rescore_rows": rescore1["rewritten"],
+            "raw_update_seconds": round(raw_seconds, 2),
+            "rescore_ratio": round(rescore1["seconds"] / raw_seconds, 3),
+            "rescore_max_batch_ms": round(max(rescore1["max_batch_ms"], rescore2["max_batch_ms"]), 1),
+            "rescore_under_load_seconds": round(rescore2["seconds"], 2),
+            "rescore_under_load_rows": rescore2["rewritten"],
+            "claims_during_rescore": during.claims,
+            "empty_during_rescore": during.empty,
+            "reference": reference,
+            "matrix": [
+                {
+                    "clients": r.clients,
+                    "campaigns": r.campaigns,
+                    "cycles_s": round(r.units_s, 1),
+                    "next_p50_ms": r.next_p50_ms,
+                    "next_p99_ms": r.next_p99_ms,
+                    "all_p50_ms": r.all_p50_ms,
+                    "all_p99_ms": r.all_p99_ms,
+                    "empty": r.empty,
+                    "errors": r.errors,
+                }
+                for r in matrix
+            ],
+            "claims_alone": [
+                {
+                    "clients": r.clients,
+                    "campaigns": r.campaigns,
+                    "claims_s": round(r.units_s, 1),
+                    "p50_ms": r.next_p50_ms,
+                    "p99_ms": r.next_p99_ms,
+                    "empty": r.empty,
+                    "errors": r.errors,
+                }
+                for r in claims_alone
+            ],
+            "cycles_s_8x5": round(at_8x5.units_s, 1),
+            "cycle_ratio_to_reference": _ratio(at_8x5.units_s, reference["claims_s"]),
+            "claims_alone_ratio_to_reference": _ratio(claims_alone[0].units_s, reference["claims_s"]),
+            "next_p99_ms_32x5": at_32x5.next_p99_ms,
+            "next_p99_ms_8x5": at_8x5.next_p99_ms,
+            "decay_cycles": decay.units,
+            "decay_first10_s": round(decay.first10_s, 2),
+            "decay_last10_s": round(decay.last10_s, 2),
+            "decay_ratio": decay_ratio,
+            "decay_complete": decay.finished_threads == 8,
+            "small_leads": small_leads,
+            "next_p99_ms_small_8x5": small.next_p99_ms,
+            "p99_ratio_full_to_small": _ratio(at_8x5.next_p99_ms, small.next_p99_ms),
+            "double_claims": double_claims,
+            "errors": sum(r.errors for r in [*matrix, *claims_alone, decay, small, during]),
+        }
+    )
+    result["goals"] = {
+        "cycles_ge_0.15x_reference": (result["cycle_ratio_to_reference"] or 0) >= 0.15,
+        "next_p99_32_clients_le_50ms": (at_32x5.next_p99_ms or 1e9) <= 50,
+        "no_decay_le_1.25": decay_ratio is not None and decay_ratio <= 1.25,
+        "p99_full_over_small_le_1.3": (result["p99_ratio_full_to_small"] or 1e9) <= 1.3,
+        "no_double_claims": double_claims == 0,
+        "rescore_le_2x_raw": result["rescore_ratio"] <= 2,
+        "batches_le_250ms": result["rescore_max_batch_ms"] <= 250,
+        "no_empty_during_rescore": during.empty == 0,
+    }
+    write(
+        f"summary: cycles/s at 8×5 {at_8x5.units_s:,.0f} = "
+        f"{result['cycle_ratio_to_reference']}× the reference "
+        f"(goal ≥ 0.15); next-lead p99 at 32 clients {at_32x5.next_p99_ms} ms (goal ≤ 50); "
+        f"decay {decay_ratio} (goal ≤ 1.25); p99 1M/10k {result['p99_ratio_full_to_small']} (goal ≤ 1.3); "
+        f"double claims {double_claims}"
+    )
+    return result
