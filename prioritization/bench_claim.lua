@@ -9,9 +9,11 @@
 --   mode "cycle":  POST next-lead; on 200 POST the outcome of that lead; repeat.
 --   mode "claims": POST next-lead only, each time as a fresh contractor (base + j), whose
 --                  qualification is the tuple (j*k + i) % 200 + 1, i = 0..k-1.
---   target_per_thread > 0: stop the thread after that many units (cycles or claims) and
---                  append a line to done_file; the windows of the first and last 10% of
---                  the units are timed here, on the client side.
+--   target_per_thread > 0: after that many units (cycles or claims) append a line to
+--                  done_file and keep going (the caller stops wrk once every thread is
+--                  done, so the load stays the same to the end; a stopped wrk thread would
+--                  leave a connection open that pins a gunicorn sync worker). The windows
+--                  of the first and last 10% of the units are timed here, client side.
 -- done() prints one line "BENCH {json}" with the counts and next-lead latency histogram.
 
 local ffi = require("ffi")
@@ -118,7 +120,6 @@ local function unit_done(t)
           handle:close()
         end
       end
-      wrk.thread:stop()
     end
   end
 end

@@ -450,7 +450,7 @@ def _wrk(
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             if target_per_thread or until is not None:
-                # Threads stop themselves after their target; SIGINT ends wrk's wait early.
+                # Once every thread reached its target (or `until` holds), SIGINT ends wrk early.
                 begun = time.monotonic()
                 while process.poll() is None:
                     # wrk installs its SIGINT handler at start: give it a second first.

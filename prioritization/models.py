@@ -40,7 +40,9 @@ class PriorityPolicy(models.Model):
         verbose_name_plural = "priority policies"
         constraints = [
             # One policy per customer and one default (NULL customer): NULLs not distinct.
-            models.UniqueConstraint(fields=["customer"], nulls_distinct=False, name="priority_policy_one_per_customer"),
+            models.UniqueConstraint(
+                fields=["customer"], nulls_distinct=False, name="priority_policy_one_per_customer"
+            ),
         ]
 
     def __str__(self) -> str:
