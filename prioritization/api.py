@@ -106,7 +106,6 @@ class OutcomeView(APIView):
     def post(self, request: Request, lead_id: int) -> Response:
         body = OutcomeInput(data=request.data)
         body.is_valid(raise_exception=True)
-        get_object_or_404(leads_visible_to(request), pk=lead_id)
         result = services.record_outcome(
             lead_id=lead_id,
             contractor_id=body.validated_data["contractor_id"],
@@ -130,7 +129,6 @@ class ReleaseView(APIView):
     def post(self, request: Request, lead_id: int) -> Response:
         body = HolderInput(data=request.data)
         body.is_valid(raise_exception=True)
-        get_object_or_404(leads_visible_to(request), pk=lead_id)
         lead = services.release_lead(lead_id=lead_id, contractor_id=body.validated_data["contractor_id"])
         return Response(LeadOutputSerializer(lead).data)
 
@@ -144,7 +142,6 @@ class ExtendView(APIView):
     def post(self, request: Request, lead_id: int) -> Response:
         body = HolderInput(data=request.data)
         body.is_valid(raise_exception=True)
-        get_object_or_404(leads_visible_to(request), pk=lead_id)
         lead = services.extend_lease(lead_id=lead_id, contractor_id=body.validated_data["contractor_id"])
         return Response(LeadOutputSerializer(lead).data)
 

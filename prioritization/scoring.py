@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cached_property
+from typing import NamedTuple
 
 # Keys count minutes from this origin so that anchor / τ stays small and exact.
 EPOCH = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
@@ -81,9 +82,8 @@ class PolicyParams:
         return 1.0 / (self.stale_activity_decay_days * 24 * 60)
 
 
-@dataclass(frozen=True)
-class LeadFacts:
-    """What scoring needs to know about a lead."""
+class LeadFacts(NamedTuple):
+    """What scoring needs to know about a lead (a tuple: built once per lead on hot paths)."""
 
     lead_type: str
     city: str

@@ -55,7 +55,7 @@ from prioritization.scoring import (
 logger = logging.getLogger(__name__)
 
 # Rows per rescoring transaction: keeps each batch's row locks well under 250 ms.
-RESCORE_BATCH = 5_000
+RESCORE_BATCH = 2_000
 # pg_advisory_lock key of the rescoring pass ("LRRS").
 RESCORE_LOCK_KEY = 0x4C525253
 MAX_TUPLE_CAMPAIGNS = 50
@@ -70,31 +70,47 @@ def params_for_version(version_id: int) -> PolicyParams:
     """PolicyParams of a version; versions never change, so they are cached for good."""
     params = _params_by_version.get(version_id)
     if params is None:
-        params = PolicyVersion.objects.get(pk=version_id).params()
-        _params_by_version[version_id] = params
+        params = _params_by_version[version_id] = version_by_id(version_id).params()
     return params
 
 
+_versions_by_id: dict[int, PolicyVersion] = {}
+
+# The version in force per customer: its own policy's current version, else the default's.
+_VERSIONS_IN_FORCE_SQL = """
+SELECT k.customer_id, COALESCE(own.current_version_id, dflt.current_version_id)
+FROM unnest(%(customers)s::bigint[]) AS k(customer_id)
+LEFT JOIN prioritization_prioritypolicy own ON own.customer_id = k.customer_id
+LEFT JOIN prioritization_prioritypolicy dflt ON dflt.customer_id IS NULL
+"""
+
+
+def version_by_id(version_id: int) -> PolicyVersion:
+    """A policy version; versions never change, so they are cached for good."""
+    version = _versions_by_id.get(version_id)
+    if version is None:
+        version = _versions_by_id[version_id] = PolicyVersion.objects.get(pk=version_id)
+    return version
+
+
 def current_versions(customer_ids: Iterable[int]) -> dict[int, PolicyVersion]:
-    """The policy version in force for each customer: its own policy's, else the default's."""
-    ids = set(customer_ids)
-    policies = PriorityPolicy.objects.filter(
-        Q(customer_id__in=ids) | Q(customer__isnull=True)
-    ).select_related("current_version")
-    default: PolicyVersion | None = None
-    own: dict[int, PolicyVersion] = {}
-    for policy in policies:
-        if policy.current_version is None:
-            continue
-        if policy.customer_id is None:
-            default = policy.current_version
-        else:
-            own[policy.customer_id] = policy.current_version
-    if default is None:
-        default = ensure_default_policy()
-    for version in [default, *own.values()]:
-        _params_by_version.setdefault(version.pk, version.params())
-    return {customer_id: own.get(customer_id, default) for customer_id in ids}
+    """The policy version in force for each customer: its own policy's, else the default's.
+
+    One query (policies change in the admin at any moment, so the mapping is not cached);
+    the versions themselves are immutable and cached.
+    """
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_VERSIONS_IN_FORCE_SQL, {"customers": ids})
+        rows = cursor.fetchall()
+    if any(version_id is None for _, version_id in rows):
+        ensure_default_policy()
+        with connection.cursor() as cursor:
+            cursor.execute(_VERSIONS_IN_FORCE_SQL, {"customers": ids})
+            rows = cursor.fetchall()
+    return {customer_id: version_by_id(version_id) for customer_id, version_id in rows}
 
 
 DEFAULT_POLICY_NAME = "Default policy"
@@ -211,23 +227,26 @@ SELECT count(*) FROM woken
 # by stored key) and the never-called live lead with the nearest SLA deadline still ahead
 # (lead_claim_sla). Python then compares these few candidates at the instant.
 _CANDIDATES_SQL = """
-SELECT x.id, x.lead_type, x.priority_key, x.sla_deadline, x.first_attempt_at, x.scored_version
+SELECT x.*
 FROM unnest(%(campaigns)s::bigint[]) AS c(campaign_id)
 CROSS JOIN LATERAL (
     SELECT * FROM (
-        SELECT id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version
+        SELECT id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version,
+               city, source, stage, pricing_plan, created_at, due_at, last_activity
         FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
         ORDER BY priority_key DESC NULLS LAST, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
     ) live
     UNION ALL
     SELECT * FROM (
-        SELECT id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version
+        SELECT id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version,
+               city, source, stage, pricing_plan, created_at, due_at, last_activity
         FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'stale'
         ORDER BY priority_key DESC NULLS LAST, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
     ) stale
     UNION ALL
     SELECT * FROM (
-        SELECT id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version
+        SELECT id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version,
+               city, source, stage, pricing_plan, created_at, due_at, last_activity
         FROM leads_lead
         WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
           AND first_attempt_at IS NULL AND sla_deadline > %(now)s
@@ -236,30 +255,32 @@ CROSS JOIN LATERAL (
 ) x
 """
 
-_TAKE_SQL = """
+_TAKE_SQL = f"""
 WITH taken AS (
     UPDATE leads_lead
     SET status = 'held', holder_id = %(contractor)s, lease_expires_at = %(lease)s,
         claimed_at = %(now)s, updated_at = %(now)s
     WHERE id = %(lead)s AND status = 'ready'
-    RETURNING id
+    RETURNING *
 ), logged AS (
     INSERT INTO leads_leadevent (lead_id, kind, at, contractor_id, disposition, idempotency_key, detail)
-    SELECT id, 'claimed', %(now)s, %(contractor)s, '', '', '{}' FROM taken
+    SELECT id, 'claimed', %(now)s, %(contractor)s, '', '', '{{}}' FROM taken
 ), counted AS (
     UPDATE leads_contractor SET claims_made = claims_made + 1
     WHERE id = %(contractor)s AND EXISTS (SELECT 1 FROM taken)
+), decided AS (
+    INSERT INTO prioritization_decision (
+        lead_id, contractor_id, campaign_ids, decided_at, policy_version_id, band, score, log_score,
+        priority_key, reasons, lease_expires_at
+    )
+    SELECT id, %(contractor)s, %(campaigns)s, %(now)s, %(version)s, %(band)s, %(score)s, %(log_score)s,
+           %(key)s, %(reasons)s, %(lease)s
+    FROM taken
+    RETURNING id
 )
-INSERT INTO prioritization_decision (
-    lead_id, contractor_id, campaign_ids, decided_at, policy_version_id, band, score, log_score,
-    priority_key, reasons, lease_expires_at
-)
-SELECT id, %(contractor)s, %(campaigns)s, %(now)s, %(version)s, %(band)s, %(score)s, %(log_score)s,
-       %(key)s, %(reasons)s, %(lease)s
-FROM taken
-RETURNING id
-"""
-
+SELECT decided.id, {", ".join(f"taken.{c}" for c in [f.column for f in Lead._meta.concrete_fields])}
+FROM decided, taken
+"""  # noqa: S608 (column names from the model, no input)
 _CLAIMS_SINCE_SQL = """
 SELECT count(*) FILTER (WHERE decided_at > %(hour)s), count(*)
 FROM prioritization_decision WHERE contractor_id = %(contractor)s AND decided_at > %(day)s
@@ -306,28 +327,41 @@ def claim_next_lead(
             if decision is not None:
                 return Claim(lead=lead, decision=decision, repeated=True)
 
-        versions = _versions_of_campaigns(campaigns)
+        versions = _versions_of_campaigns(cursor, campaigns)
         _check_caps(cursor, contractor_id=contractor_id, versions=versions.values(), now=now)
 
         cursor.execute(_WAKE_SQL, {"campaigns": campaigns, "now": now})
         cursor.execute(_CANDIDATES_SQL, {"campaigns": campaigns, "now": now})
-        candidates = [
-            Candidate(
-                lead_id=lead_id,
-                lead_type=lead_type,
-                key=_no_nan(key) if key is not None else -1e300,
-                deadline=deadline,
-                first_attempt_at=first_attempt_at,
-                policy=params_for_version(version) if version else _fallback_params(versions),
+        candidates = []
+        facts: dict[int, LeadFacts] = {}
+        for row in cursor.fetchall():
+            lead_id, lead_type, key, deadline, first_attempt_at, version = row[:6]
+            city, source, stage, plan, created_at, due_at, last_activity = row[6:]
+            facts[lead_id] = LeadFacts(
+                lead_type, city, source, stage, plan, created_at, due_at, last_activity, first_attempt_at
             )
-            for lead_id, lead_type, key, deadline, first_attempt_at, version in cursor.fetchall()
-        ]
+            candidates.append(
+                Candidate(
+                    lead_id=lead_id,
+                    lead_type=lead_type,
+                    key=_no_nan(key) if key is not None else -1e300,
+                    deadline=deadline,
+                    first_attempt_at=first_attempt_at,
+                    policy=params_for_version(version) if version else _fallback_params(versions),
+                )
+            )
         stale_every = max((v.stale_every for v in versions.values()), default=0)
         chosen = choose(candidates, now=now, claims_so_far=claims_made, stale_every=stale_every)
         if chosen is None:
             return None
         return _take(
-            cursor, chosen, contractor_id=contractor_id, campaigns=campaigns, versions=versions, now=now
+            cursor,
+            chosen,
+            facts[chosen.candidate.lead_id],
+            contractor_id=contractor_id,
+            campaigns=campaigns,
+            versions=versions,
+            now=now,
         )
 
 
@@ -336,10 +370,24 @@ def _fallback_params(versions: dict[int, PolicyVersion]) -> PolicyParams:
     return next(iter(versions.values())).params()
 
 
-def _versions_of_campaigns(campaigns: Sequence[int]) -> dict[int, PolicyVersion]:
-    owners = dict(Campaign.objects.filter(pk__in=campaigns).values_list("pk", "customer_id"))
-    by_customer = current_versions(owners.values())
-    return {campaign: by_customer[customer] for campaign, customer in owners.items()}
+_CAMPAIGN_VERSIONS_SQL = """
+SELECT cp.id, COALESCE(own.current_version_id, dflt.current_version_id)
+FROM leads_campaign cp
+LEFT JOIN prioritization_prioritypolicy own ON own.customer_id = cp.customer_id
+LEFT JOIN prioritization_prioritypolicy dflt ON dflt.customer_id IS NULL
+WHERE cp.id = ANY(%(campaigns)s)
+"""
+
+
+def _versions_of_campaigns(cursor: Any, campaigns: Sequence[int]) -> dict[int, PolicyVersion]:
+    """The policy version in force for each campaign's customer, in one query."""
+    cursor.execute(_CAMPAIGN_VERSIONS_SQL, {"campaigns": list(campaigns)})
+    rows = cursor.fetchall()
+    if any(version_id is None for _, version_id in rows):
+        ensure_default_policy()
+        cursor.execute(_CAMPAIGN_VERSIONS_SQL, {"campaigns": list(campaigns)})
+        rows = cursor.fetchall()
+    return {campaign_id: version_by_id(version_id) for campaign_id, version_id in rows}
 
 
 def _check_caps(
@@ -372,41 +420,63 @@ def _check_caps(
             )
 
 
+_LEAD_ATTNAMES = [field.attname for field in Lead._meta.concrete_fields]
+
+
 def _take(
     cursor: Any,
     chosen: Ranked,
+    facts: LeadFacts,
     *,
     contractor_id: int,
     campaigns: list[int],
     versions: dict[int, PolicyVersion],
     now: dt.datetime,
 ) -> Claim | None:
-    lead = Lead.objects.select_related("campaign").get(pk=chosen.candidate.lead_id)
-    version = versions.get(lead.campaign_id) or next(iter(versions.values()))
+    """Take the chosen lead, log the decision; one statement that returns the lead's row."""
+    lead_id = chosen.candidate.lead_id
     params = chosen.candidate.policy
-    reasons = explain(facts_of(lead), params, now=now, band=chosen.band)
+    version = _versions_by_id.get(params.version_id) or next(iter(versions.values()))
+    reasons = explain(facts, params, now=now, band=chosen.band)
     lease = now + dt.timedelta(seconds=version.lease_seconds)
-    cursor.execute(
-        _TAKE_SQL,
-        {
-            "contractor": contractor_id,
-            "lease": lease,
-            "now": now,
-            "lead": lead.pk,
-            "campaigns": campaigns,
-            "version": params.version_id or version.pk,
-            "band": chosen.band.name.lower(),
-            "score": math.exp(max(chosen.log_score, -700.0)),
-            "log_score": _no_nan(chosen.log_score),
-            "key": chosen.candidate.key,
-            "reasons": json.dumps(reasons),
-        },
-    )
+    version_id = params.version_id or version.pk
+    band = chosen.band.name.lower()
+    score = math.exp(max(chosen.log_score, -700.0))
+    log_score = _no_nan(chosen.log_score)
+    values: dict[str, Any] = {
+        "contractor": contractor_id,
+        "lease": lease,
+        "now": now,
+        "lead": lead_id,
+        "campaigns": campaigns,
+        "version": version_id,
+        "band": band,
+        "score": score,
+        "log_score": log_score,
+        "key": chosen.candidate.key,
+        "reasons": json.dumps(reasons),
+    }
+    cursor.execute(_TAKE_SQL, values)
     row = cursor.fetchone()
     if row is None:  # cannot happen while the row lock from _CANDIDATES_SQL is held
         return None
-    lead.refresh_from_db()
-    return Claim(lead=lead, decision=Decision.objects.get(pk=row[0]), repeated=False)
+    decision_id, *lead_values = row
+    lead = Lead.from_db(connection.alias, _LEAD_ATTNAMES, lead_values)
+    decision = Decision(
+        pk=decision_id,
+        lead_id=lead_id,
+        contractor_id=contractor_id,
+        campaign_ids=campaigns,
+        decided_at=now,
+        policy_version_id=version_id,
+        band=band,
+        score=score,
+        log_score=log_score,
+        priority_key=chosen.candidate.key,
+        reasons=reasons,
+        lease_expires_at=lease,
+    )
+    return Claim(lead=lead, decision=decision, repeated=False)
 
 
 # --- Holding, releasing, withdrawing ------------------------------------------------------
