@@ -34,7 +34,17 @@ from leads.permissions import CanIngest, CanReadLeads, IsAdminScope, IsContractA
 # --- Output shapes ------------------------------------------------------------------------
 
 
+def _render(value: object) -> object:
+    """A value as DRF's fields render it: aware datetimes in ISO 8601, UTC written "Z"."""
+    if isinstance(value, dt.datetime):
+        text = value.astimezone(dt.UTC).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    return value
+
+
 class LeadOutputSerializer(serializers.ModelSerializer[Lead]):
+    """The lead as every endpoint returns it (GET, PATCH, next lead, outcomes)."""
+
     customer_id = serializers.IntegerField(read_only=True)
     campaign_id = serializers.IntegerField(read_only=True)
     holder_id = serializers.IntegerField(read_only=True, allow_null=True)
@@ -68,6 +78,12 @@ class LeadOutputSerializer(serializers.ModelSerializer[Lead]):
             "updated_at",
         ]
         read_only_fields = fields
+
+    def to_representation(self, instance: Lead) -> dict[str, Any]:
+        # On the hot path of every engine answer: reading the attributes directly skips
+        # building 24 DRF field objects per call. The declared fields still describe the
+        # shape for OpenAPI, and a test checks both give the same output.
+        return {name: _render(getattr(instance, name)) for name in self.Meta.fields}
 
 
 class LeadInputSerializer(serializers.Serializer[Any]):

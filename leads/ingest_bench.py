@@ -12,7 +12,6 @@ import datetime as dt
 import http.client
 import json
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from typing import Any
 import psycopg
 from django.conf import settings
 
+from config.bench_server import create_api_key, gunicorn
 from config.throwaway_database import child_environment, throwaway_database
 
 CUSTOMERS = 20
@@ -228,27 +228,9 @@ def run_cli(url: str, csv_path: Path) -> float:
     return time.perf_counter() - started
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _create_key(url: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "create_api_key", "bench", "--scope", "admin"],
-        cwd=settings.BASE_DIR,
-        env=child_environment(url),
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return result.stdout.strip().splitlines()[-1]
-
-
 def run_api(url: str, leads: list[SyntheticLead], *, batch: int, clients: int, workers: int) -> float:
     """Seconds to POST every lead in batches under gunicorn, from `clients` keep-alive clients."""
-    key = _create_key(url)
+    key = create_api_key(url, name="bench", scope="admin")
     bodies = [
         json.dumps(
             {
@@ -270,27 +252,7 @@ def run_api(url: str, leads: list[SyntheticLead], *, batch: int, clients: int, w
         ).encode()
         for start in range(0, len(leads), batch)
     ]
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--timeout",
-            "120",
-            "--log-level",
-            "warning",
-        ],
-        cwd=settings.BASE_DIR,
-        env=child_environment(url, DJANGO_DEBUG="false", DATA_UPLOAD_MAX_MEMORY_SIZE=str(64 << 20)),
-    )
-    try:
-        _wait_for_health(port)
+    with gunicorn(url, workers=workers, DATA_UPLOAD_MAX_MEMORY_SIZE=str(64 << 20)) as port:
         pending = list(reversed(bodies))
         lock = threading.Lock()
         failures: list[str] = []
@@ -327,23 +289,6 @@ def run_api(url: str, leads: list[SyntheticLead], *, batch: int, clients: int, w
         if failures:
             raise RuntimeError(f"{len(failures)} API batches failed, first: {failures[0]}")
         return seconds
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _wait_for_health(port: int, timeout_seconds: float = 60) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("gunicorn did not become healthy")
 
 
 def run_ingest_benchmark(

@@ -17,19 +17,15 @@ from typing import Any, TypeVar, cast
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.auth.models import AnonymousUser, User
 from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
-from kombu.exceptions import KombuError
 
 from leads.admin import PG_BIGINT_MAX, EstimatedCountPaginator
-from prioritization import tasks
 from prioritization.admin_preview import (
     clean_settings,
     default_settings,
@@ -44,61 +40,12 @@ from prioritization.models import (
     version_values,
 )
 from prioritization.scoring import Band
+from prioritization.services import enqueue_rescoring, save_policy_settings
 
 logger = logging.getLogger(__name__)
 
 
 # --- Saving a policy -------------------------------------------------------------------------
-
-
-def enqueue_rescoring() -> None:
-    """Ask a worker to rescore every lead with the new versions.
-
-    A broker that is down must not undo a saved policy: the beat task rescores within a
-    minute anyway, so the failure is logged, not raised.
-    """
-    try:
-        tasks.rescore_leads.delay()
-    except (KombuError, OSError):
-        logger.exception("Could not enqueue a rescoring after a policy change; beat will rescore.")
-
-
-def save_policy_settings(
-    *,
-    policy: PriorityPolicy,
-    values: dict[str, Any],
-    note: str,
-    user: User | AnonymousUser | None,
-) -> PolicyVersion | None:
-    """Make ``values`` the policy's settings: a new version when any differs from the
-    current one, else nothing. Returns the new version, or ``None`` when nothing changed.
-
-    The policy row is locked (``FOR UPDATE``) while the next number is taken, so two
-    concurrent saves get versions n+1 and n+2 instead of a duplicate-number error. The
-    rescoring is enqueued on commit: a worker must see the new version.
-    """
-    with transaction.atomic():
-        locked = (
-            PriorityPolicy.objects.select_for_update(of=("self",))
-            .select_related("current_version")
-            .get(pk=policy.pk)
-        )
-        current = locked.current_version
-        if current is not None and version_values(current) == values:
-            return None
-        number = (locked.versions.aggregate(models.Max("number"))["number__max"] or 0) + 1
-        version = PolicyVersion.objects.create(
-            policy=locked,
-            number=number,
-            created_at=timezone.now(),
-            created_by=user if user is not None and user.is_authenticated else None,
-            note=note,
-            **values,
-        )
-        PriorityPolicy.objects.filter(pk=policy.pk).update(current_version=version)
-        policy.current_version = version
-        transaction.on_commit(enqueue_rescoring)
-    return version
 
 
 # --- Version history -------------------------------------------------------------------------

@@ -22,14 +22,12 @@ import json
 import math
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from typing import Any
 import psycopg
 from django.conf import settings
 
+from config.bench_server import create_api_key, gunicorn
 from config.throwaway_database import child_environment, throwaway_database
 
 CUSTOMERS = 20
@@ -326,76 +325,6 @@ def _run_reference(url: str, *, leads: int, seconds: int) -> dict[str, Any]:
 # --- Server and load ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _create_key(url: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "create_api_key", "claim-bench", "--scope", "contract-app"],
-        cwd=settings.BASE_DIR,
-        env=child_environment(url),
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return result.stdout.strip().splitlines()[-1]
-
-
-def _wait_for_health(port: int, timeout_seconds: float = 60) -> None:
-    import http.client
-
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("gunicorn did not become healthy")
-
-
-@contextmanager
-def _gunicorn(url: str, *, workers: int) -> Iterator[int]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi",
-            "--workers",
-            str(workers),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--timeout",
-            "120",
-            # wrk may leave idle connections open at the end of a run; do not wait 30 s.
-            "--graceful-timeout",
-            "3",
-            "--log-level",
-            "warning",
-        ],
-        cwd=settings.BASE_DIR,
-        env=child_environment(url, DJANGO_DEBUG="false", DATABASE_CONN_MAX_AGE="600"),
-    )
-    try:
-        _wait_for_health(port)
-        yield port
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
 def _percentile_ms(histogram: dict[str, int], fraction: float) -> float | None:
     total = sum(histogram.values())
     if not total:
@@ -575,8 +504,8 @@ def run_claim_benchmark(
             f"reference            {reference['claims_s']:>8,.0f} claims/s  p50 {reference['p50_ms']} ms  "
             f"p99 {reference['p99_ms']} ms  (8 clients, 5 campaigns)"
         )
-        key = _create_key(url)
-        with _gunicorn(url, workers=4) as port:
+        key = create_api_key(url, name="claim-bench", scope="contract-app")
+        with gunicorn(url, workers=4) as port:
             _wrk(port, key, mode="cycle", clients=8, campaigns=5, seconds=2)  # warm-up
             rescore2, during = _rescore_under_load(url, port, key)
             write(
@@ -621,8 +550,8 @@ def run_claim_benchmark(
     write(f"small queue: {small_leads:,} leads…")
     with throwaway_database("leadrank_bench_claim_small") as small_url:
         _prepare(small_url, small_leads, write)
-        small_key = _create_key(small_url)
-        with _gunicorn(small_url, workers=4) as port:
+        small_key = create_api_key(small_url, name="claim-bench", scope="contract-app")
+        with gunicorn(small_url, workers=4) as port:
             _wrk(port, small_key, mode="cycle", clients=8, campaigns=5, seconds=2)  # warm-up
             small = _wrk(port, small_key, mode="cycle", clients=8, campaigns=5, seconds=seconds)
             write(_row(f"cycles, {small_leads:,} leads", small, "cycles"))

@@ -23,9 +23,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
+from kombu.exceptions import KombuError
 
 from leads.importers import LeadInput
 from leads.models import (
@@ -39,7 +41,7 @@ from leads.models import (
     QueueStatus,
 )
 from prioritization.calling_hours import CallingHours, next_opening
-from prioritization.models import Decision, PolicyVersion, PriorityPolicy
+from prioritization.models import Decision, PolicyVersion, PriorityPolicy, version_values
 from prioritization.scoring import (
     Candidate,
     LeadFacts,
@@ -161,6 +163,61 @@ def calling_hours_of(campaign: Campaign) -> CallingHours:
         end=campaign.calling_hours_end,
         days=frozenset(campaign.calling_days),
     )
+
+
+# --- Policy changes -------------------------------------------------------------------
+
+
+def enqueue_rescoring() -> None:
+    """Ask a worker to rescore every lead with the new versions.
+
+    A broker that is down must not undo a saved policy: the beat task rescores within a
+    minute anyway, so the failure is logged, not raised.
+    """
+    from prioritization import tasks  # tasks import this module
+
+    try:
+        tasks.rescore_leads.delay()
+    except (KombuError, OSError):
+        logger.exception("Could not enqueue a rescoring after a policy change; beat will rescore.")
+
+
+def save_policy_settings(
+    *,
+    policy: PriorityPolicy,
+    values: dict[str, Any],
+    note: str,
+    user: User | AnonymousUser | None,
+) -> PolicyVersion | None:
+    """Make ``values`` the policy's settings: a new version when any differs from the
+    current one, else nothing. Returns the new version, or ``None`` when nothing changed.
+
+    The policy row is locked (``FOR UPDATE``) while the next number is taken, so two
+    concurrent saves get versions n+1 and n+2 instead of a duplicate-number error. The
+    rescoring is enqueued on commit: a worker must see the new version.
+    """
+    with transaction.atomic():
+        locked = (
+            PriorityPolicy.objects.select_for_update(of=("self",))
+            .select_related("current_version")
+            .get(pk=policy.pk)
+        )
+        current = locked.current_version
+        if current is not None and version_values(current) == values:
+            return None
+        number = (locked.versions.aggregate(models.Max("number"))["number__max"] or 0) + 1
+        version = PolicyVersion.objects.create(
+            policy=locked,
+            number=number,
+            created_at=timezone.now(),
+            created_by=user if user is not None and user.is_authenticated else None,
+            note=note,
+            **values,
+        )
+        PriorityPolicy.objects.filter(pk=policy.pk).update(current_version=version)
+        policy.current_version = version
+        transaction.on_commit(enqueue_rescoring)
+    return version
 
 
 # --- Claims -----------------------------------------------------------------------------

@@ -934,3 +934,24 @@ def test_customers_other_than_the_lead_customer_are_untouched_by_a_batch(admin_a
 
     assert Lead.objects.get(customer=other).city == "Berlin"
     assert Lead.objects.get(customer=campaign.customer).city == "Pune"
+
+
+@pytest.mark.django_db
+def test_the_fast_lead_representation_matches_what_drf_fields_render(ingest_api, customer, campaign):
+    from rest_framework import serializers as drf_serializers
+
+    from leads.api import LeadOutputSerializer
+
+    body = {
+        "external_id": "shape-1",
+        "customer_id": customer.pk,
+        "campaign_id": campaign.pk,
+        "lead_type": "live",
+        "last_activity": "2026-11-24T08:15:00.123456+02:00",
+        "rescheduled_at": "2026-11-25T10:00:00Z",
+    }
+    lead = Lead.objects.get(pk=ingest_api.post("/api/v1/leads/", body, format="json").json()["id"])
+    serializer = LeadOutputSerializer(lead)
+    by_fields = drf_serializers.ModelSerializer.to_representation(serializer, lead)
+    assert serializer.data == by_fields
+    assert serializer.data["last_activity"] == "2026-11-24T06:15:00.123456Z"

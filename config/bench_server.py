@@ -1,0 +1,85 @@
+"""What the benchmarks share: an API key and a gunicorn server on a throwaway database."""
+
+import http.client
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.conf import settings
+
+from config.throwaway_database import child_environment
+
+HEALTH_TIMEOUT_SECONDS = 60.0
+
+
+def create_api_key(url: str, *, name: str, scope: str) -> str:
+    """A new key in the database at ``url`` (through the real command)."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "create_api_key", name, "--scope", scope],
+        cwd=settings.BASE_DIR,
+        env=child_environment(url),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_health(port: int) -> None:
+    deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("gunicorn did not become healthy")
+
+
+@contextmanager
+def gunicorn(url: str, *, workers: int, **env: str) -> Iterator[int]:
+    """A production server (DEBUG off) on the database at ``url``; yields its port."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "--workers",
+            str(workers),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--timeout",
+            "120",
+            # Load generators may leave idle connections open at the end; do not wait 30 s.
+            "--graceful-timeout",
+            "3",
+            "--log-level",
+            "warning",
+        ],
+        cwd=settings.BASE_DIR,
+        env=child_environment(url, DJANGO_DEBUG="false", DATABASE_CONN_MAX_AGE="600", **env),
+    )
+    try:
+        _wait_for_health(port)
+        yield port
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
