@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PORT ?= 8000
 export PORT
 
-.PHONY: install run test lint format bench bench-ingest bench-claim clean-db
+.PHONY: install run test lint format bench bench-ingest bench-claim
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "leadrank needs Python 3.11 or newer")'
