@@ -28,8 +28,7 @@ class Command(BaseCommand):
         username, password = self._ensure_admin()
         if not no_demo:
             call_command("load_demo_data")
-        if "setup_periodic_tasks" in _commands():
-            call_command("setup_periodic_tasks")
+        call_command("setup_periodic_tasks")
 
         env = dict(os.environ)
         env["PORT"] = str(port)
@@ -90,8 +89,3 @@ class Command(BaseCommand):
             user.save(update_fields=["password"])
         return username, password
 
-
-def _commands() -> set[str]:
-    from django.core.management import get_commands
-
-    return set(get_commands())
