@@ -88,4 +88,3 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save(update_fields=["password"])
         return username, password
-
