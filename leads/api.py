@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from leads import services
 from leads.authentication import request_customer_id
+from leads.importers import LEAD_FIELDS
 from leads.models import (
     DEFAULT_CALLING_END,
     DEFAULT_CALLING_START,
@@ -53,17 +54,7 @@ class LeadOutputSerializer(serializers.ModelSerializer[Lead]):
         model = Lead
         fields = [
             "id",
-            "external_id",
-            "customer_id",
-            "campaign_id",
-            "lead_type",
-            "city",
-            "source",
-            "last_activity",
-            "stage",
-            "pricing_plan",
-            "rescheduled_at",
-            "created_at",
+            *LEAD_FIELDS,  # the schema's fields, as they are sent
             "status",
             "due_at",
             "holder_id",

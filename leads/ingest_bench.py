@@ -27,6 +27,7 @@ from django.conf import settings
 
 from config.bench_server import create_api_key, gunicorn
 from config.throwaway_database import child_environment, throwaway_database
+from leads.importers import LEAD_FIELDS
 
 CUSTOMERS = 20
 CAMPAIGNS = 200
@@ -47,19 +48,7 @@ STAGES = [
     "Converted to Lead",
     "Olark Chat Conversation",
 ]
-CSV_COLUMNS = (
-    "external_id",
-    "customer_id",
-    "campaign_id",
-    "lead_type",
-    "city",
-    "source",
-    "last_activity",
-    "stage",
-    "pricing_plan",
-    "rescheduled_at",
-    "created_at",
-)
+CSV_COLUMNS = LEAD_FIELDS
 COPY_COLUMNS = (
     "customer_id",
     "campaign_id",

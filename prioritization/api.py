@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from leads.api import LeadOutputSerializer, leads_visible_to
-from leads.models import Disposition
+from leads.models import Disposition, Lead
 from leads.permissions import CanIngest, IsContractApp
 from prioritization import services
 
@@ -120,30 +120,34 @@ class HolderInput(serializers.Serializer[Any]):
     contractor_id = serializers.IntegerField(min_value=1)
 
 
-class ReleaseView(APIView):
+class _HolderActionView(APIView):
+    """A POST by the contractor holding the lead: ``{"contractor_id": N}``."""
+
+    permission_classes = [IsContractApp]
+
+    def act(self, *, lead_id: int, contractor_id: int) -> Lead:
+        raise NotImplementedError
+
+    @extend_schema(request=HolderInput, responses=LeadOutputSerializer)
+    def post(self, request: Request, lead_id: int) -> Response:
+        body = HolderInput(data=request.data)
+        body.is_valid(raise_exception=True)
+        lead = self.act(lead_id=lead_id, contractor_id=body.validated_data["contractor_id"])
+        return Response(LeadOutputSerializer(lead).data)
+
+
+class ReleaseView(_HolderActionView):
     """Give a held lead back without an outcome; it is claimable again at once."""
 
-    permission_classes = [IsContractApp]
-
-    @extend_schema(request=HolderInput, responses=LeadOutputSerializer)
-    def post(self, request: Request, lead_id: int) -> Response:
-        body = HolderInput(data=request.data)
-        body.is_valid(raise_exception=True)
-        lead = services.release_lead(lead_id=lead_id, contractor_id=body.validated_data["contractor_id"])
-        return Response(LeadOutputSerializer(lead).data)
+    def act(self, *, lead_id: int, contractor_id: int) -> Lead:
+        return services.release_lead(lead_id=lead_id, contractor_id=contractor_id)
 
 
-class ExtendView(APIView):
+class ExtendView(_HolderActionView):
     """Renew the holder's lease (the policy's lease length from now)."""
 
-    permission_classes = [IsContractApp]
-
-    @extend_schema(request=HolderInput, responses=LeadOutputSerializer)
-    def post(self, request: Request, lead_id: int) -> Response:
-        body = HolderInput(data=request.data)
-        body.is_valid(raise_exception=True)
-        lead = services.extend_lease(lead_id=lead_id, contractor_id=body.validated_data["contractor_id"])
-        return Response(LeadOutputSerializer(lead).data)
+    def act(self, *, lead_id: int, contractor_id: int) -> Lead:
+        return services.extend_lease(lead_id=lead_id, contractor_id=contractor_id)
 
 
 class WithdrawView(APIView):

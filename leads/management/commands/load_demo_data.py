@@ -1,5 +1,6 @@
 import csv
 import datetime as dt
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -77,15 +78,8 @@ class Command(BaseCommand):
         now: dt.datetime,
         rng: random.Random,
     ) -> list[dict[str, Any]]:
-        path = data_dir / "x_education_leads" / "Leads.csv"
-        rows: list[dict[str, str]] = []
-        if path.exists():
-            with path.open(encoding="utf-8", newline="") as handle:
-                for index, row in enumerate(csv.DictReader(handle)):
-                    if index >= X_EDUCATION_ROWS:
-                        break
-                    rows.append(row)
-        else:
+        rows = _first_rows(data_dir / "x_education_leads" / "Leads.csv", X_EDUCATION_ROWS)
+        if not rows:
             rows = [
                 {
                     "Prospect ID": f"synthetic-{i}",
@@ -120,15 +114,10 @@ class Command(BaseCommand):
     def _olist(
         self, data_dir: Path, customer: Customer, campaign: Campaign, now: dt.datetime, rng: random.Random
     ) -> list[dict[str, Any]]:
-        path = data_dir / "olist_marketing_funnel" / "olist_marketing_qualified_leads_dataset.csv"
-        rows: list[dict[str, str]] = []
-        if path.exists():
-            with path.open(encoding="utf-8", newline="") as handle:
-                for index, row in enumerate(csv.DictReader(handle)):
-                    if index >= OLIST_ROWS:
-                        break
-                    rows.append(row)
-        else:
+        rows = _first_rows(
+            data_dir / "olist_marketing_funnel" / "olist_marketing_qualified_leads_dataset.csv", OLIST_ROWS
+        )
+        if not rows:
             rows = [
                 {
                     "mql_id": f"synthetic-{i}",
@@ -149,3 +138,11 @@ class Command(BaseCommand):
             }
             for row in rows
         ]
+
+
+def _first_rows(path: Path, count: int) -> list[dict[str, str]]:
+    """The first ``count`` rows of a CSV file; none when the file is not there."""
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(itertools.islice(csv.DictReader(handle), count))
