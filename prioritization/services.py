@@ -780,22 +780,37 @@ class RescoreSummary:
     skipped: bool = False  # another rescoring was running
 
 
+# Timestamps travel as integer microseconds since 1970: exact both ways, and about ten
+# times cheaper to load than timestamptz values (Django loads those in Python).
 _RESCORE_READ_SQL = """
-SELECT id, customer_id, lead_type, city, source, stage, pricing_plan, created_at, due_at,
-       last_activity, first_attempt_at, priority_key, sla_deadline, scored_version
+SELECT id, customer_id, lead_type, city, source, stage, pricing_plan,
+       (extract(epoch FROM created_at) * 1000000)::bigint,
+       (extract(epoch FROM due_at) * 1000000)::bigint,
+       (extract(epoch FROM last_activity) * 1000000)::bigint,
+       priority_key,
+       (extract(epoch FROM sla_deadline) * 1000000)::bigint,
+       scored_version
 FROM leads_lead
 WHERE id > %(after)s AND status <> 'closed'
 ORDER BY id LIMIT %(limit)s
 """
 _RESCORE_WRITE_SQL = """
 UPDATE leads_lead l
-SET priority_key = v.priority_key, sla_deadline = v.sla_deadline, scored_version = v.scored_version
-FROM unnest(%(ids)s::bigint[], %(keys)s::float8[], %(deadlines)s::timestamptz[], %(versions)s::int[])
-     AS v(id, priority_key, sla_deadline, scored_version)
+SET priority_key = v.priority_key,
+    sla_deadline = timestamptz 'epoch' + v.deadline_us * interval '1 microsecond',
+    scored_version = v.scored_version
+FROM unnest(%(ids)s::bigint[], %(keys)s::float8[], %(deadlines)s::bigint[], %(versions)s::int[])
+     AS v(id, priority_key, deadline_us, scored_version)
 WHERE l.id = v.id AND l.status <> 'closed'
-  AND (l.priority_key, l.sla_deadline, l.scored_version)
-      IS DISTINCT FROM (v.priority_key, v.sla_deadline, v.scored_version)
+  AND (l.priority_key, (extract(epoch FROM l.sla_deadline) * 1000000)::bigint, l.scored_version)
+      IS DISTINCT FROM (v.priority_key, v.deadline_us, v.scored_version)
 """
+_UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def _moment(microseconds: int | None) -> dt.datetime | None:
+    return None if microseconds is None else _UNIX_EPOCH + dt.timedelta(microseconds=microseconds)
 
 
 def rescore_leads(
@@ -852,7 +867,7 @@ def _rescore_rows(
         versions.update(current_versions(missing))
     ids: list[int] = []
     keys: list[float] = []
-    deadlines: list[dt.datetime | None] = []
+    deadlines: list[int | None] = []
     version_ids: list[int] = []
     for (
         lead_id,
@@ -862,24 +877,32 @@ def _rescore_rows(
         source,
         stage,
         plan,
-        created_at,
-        due_at,
-        last_activity,
-        first_attempt_at,
+        created_us,
+        due_us,
+        activity_us,
         old_key,
-        old_deadline,
+        old_deadline_us,
         old_version,
     ) in rows:
         params = params_for_version(versions[customer_id].pk)
+        created_at = _UNIX_EPOCH + dt.timedelta(microseconds=created_us)
         facts = LeadFacts(
-            lead_type, city, source, stage, plan, created_at, due_at, last_activity, first_attempt_at
+            lead_type,
+            city,
+            source,
+            stage,
+            plan,
+            created_at,
+            _UNIX_EPOCH + dt.timedelta(microseconds=due_us),
+            _moment(activity_us),
         )
         key = priority_key(facts, params)
         deadline = sla_deadline(facts, params)
-        if (key, deadline, params.version_id) != (old_key, old_deadline, old_version):
+        deadline_us = None if deadline is None else (deadline - _UNIX_EPOCH) // _MICROSECOND
+        if (key, deadline_us, params.version_id) != (old_key, old_deadline_us, old_version):
             ids.append(lead_id)
             keys.append(key)
-            deadlines.append(deadline)
+            deadlines.append(deadline_us)
             version_ids.append(params.version_id)
     summary.scanned += len(rows)
     summary.batches += 1
