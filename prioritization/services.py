@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import random
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -837,16 +838,28 @@ def rescore_leads(
     return summary
 
 
+# A batch's write holds its row locks (claims skip those rows) until it commits: when one
+# takes longer than this, the next batches are halved, so a busy server never sees a
+# window near the 250 ms limit; quick ones let the batch grow back to batch_size.
+RESCORE_LOCK_TARGET_SECONDS = 0.1
+RESCORE_MIN_BATCH = 250
+
+
 def _rescore_all(cursor: Any, batch_size: int, summary: RescoreSummary) -> None:
     after = 0
+    size = batch_size
     versions: dict[int, PolicyVersion] = {}
     while True:
-        cursor.execute(_RESCORE_READ_SQL, {"after": after, "limit": batch_size})
+        cursor.execute(_RESCORE_READ_SQL, {"after": after, "limit": size})
         rows = cursor.fetchall()
         if not rows:
             return
         after = rows[-1][0]
-        _rescore_rows(cursor, rows, versions, summary)
+        locked_seconds = _rescore_rows(cursor, rows, versions, summary)
+        if locked_seconds > RESCORE_LOCK_TARGET_SECONDS:
+            size = max(RESCORE_MIN_BATCH, size // 2)
+        elif locked_seconds < RESCORE_LOCK_TARGET_SECONDS / 2:
+            size = min(batch_size, size * 2)
 
 
 def _rescore_ids(cursor: Any, ids: list[int], batch_size: int, summary: RescoreSummary) -> None:
@@ -861,7 +874,8 @@ def _rescore_ids(cursor: Any, ids: list[int], batch_size: int, summary: RescoreS
 
 def _rescore_rows(
     cursor: Any, rows: list[tuple[Any, ...]], versions: dict[int, PolicyVersion], summary: RescoreSummary
-) -> None:
+) -> float:
+    """Rescore these rows and write what changed in one transaction; returns its seconds."""
     missing = {row[1] for row in rows} - versions.keys()
     if missing:
         versions.update(current_versions(missing))
@@ -906,13 +920,16 @@ def _rescore_rows(
             version_ids.append(params.version_id)
     summary.scanned += len(rows)
     summary.batches += 1
-    if ids:
-        with transaction.atomic():
-            cursor.execute(
-                _RESCORE_WRITE_SQL,
-                {"ids": ids, "keys": keys, "deadlines": deadlines, "versions": version_ids},
-            )
-            summary.rewritten += cursor.rowcount
+    if not ids:
+        return 0.0
+    started = time.perf_counter()
+    with transaction.atomic():
+        cursor.execute(
+            _RESCORE_WRITE_SQL,
+            {"ids": ids, "keys": keys, "deadlines": deadlines, "versions": version_ids},
+        )
+        summary.rewritten += cursor.rowcount
+    return time.perf_counter() - started
 
 
 def ranked_leads_at(
