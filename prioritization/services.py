@@ -756,7 +756,7 @@ def _repeated_outcome(lead: Lead, *, contractor_id: int, disposition: str, idemp
 # --- Periodic work ------------------------------------------------------------------------
 
 
-def wake_due_leads(*, now: dt.datetime | None = None, limit: int = 10_000) -> int:
+def wake_due_leads(*, now: dt.datetime | None = None) -> int:
     """Beat task: move due waiting leads and expired leases back to the queue, everywhere.
 
     Claims already do this for the campaigns they ask about; this keeps queue figures
