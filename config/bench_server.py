@@ -1,4 +1,5 @@
-"""What the benchmarks share: an API key and a gunicorn server on a throwaway database."""
+"""What the benchmarks share: the synthetic customers and campaigns, an API key and a
+gunicorn server, all on a throwaway database."""
 
 import http.client
 import socket
@@ -8,11 +9,50 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 from django.conf import settings
 
 from config.throwaway_database import child_environment
 
 HEALTH_TIMEOUT_SECONDS = 60.0
+
+# The synthetic world: 200 campaigns over 20 customers, attribute values to draw from.
+CUSTOMERS = 20
+CAMPAIGNS = 200
+CITIES = [f"City {i}" for i in range(60)]
+SOURCES = [
+    "Google",
+    "Direct Traffic",
+    "Olark Chat",
+    "Organic Search",
+    "Reference",
+    "Referral Sites",
+    "Facebook",
+]
+STAGES = [
+    "Email Opened",
+    "SMS Sent",
+    "Page Visited on Website",
+    "Converted to Lead",
+    "Olark Chat Conversation",
+]
+
+
+def create_owners(url: str, *, calling_hours: tuple[str, str], calling_days: str) -> None:
+    """The customers and their campaigns (ids 1…CUSTOMERS, 1…CAMPAIGNS)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO leads_customer (id, name, pricing_plan, created_at) "
+            "SELECT g, 'Bench customer ' || g, 'pro', now() FROM generate_series(1, %s) g",
+            [CUSTOMERS],
+        )
+        conn.execute(
+            "INSERT INTO leads_campaign (id, customer_id, name, active, time_zone, calling_hours_start, "
+            "calling_hours_end, calling_days, created_at) "
+            "SELECT g, 1 + (g - 1) %% %s, 'Bench campaign ' || g, true, 'UTC', %s, %s, %s, now() "
+            "FROM generate_series(1, %s) g",
+            [CUSTOMERS, *calling_hours, calling_days, CAMPAIGNS],
+        )
 
 
 def create_api_key(url: str, *, name: str, scope: str) -> str:

@@ -25,42 +25,23 @@ from typing import Any
 import psycopg
 from django.conf import settings
 
-from config.bench_server import create_api_key, gunicorn
+from config.bench_server import (
+    CAMPAIGNS,
+    CITIES,
+    CUSTOMERS,
+    SOURCES,
+    STAGES,
+    create_api_key,
+    create_owners,
+    gunicorn,
+)
 from config.throwaway_database import child_environment, throwaway_database
-from leads.importers import LEAD_FIELDS
+from leads.importers import LEAD_FIELDS, LeadInput
 
-CUSTOMERS = 20
-CAMPAIGNS = 200
-CITIES = [f"City {i}" for i in range(60)]
-SOURCES = [
-    "Google",
-    "Direct Traffic",
-    "Olark Chat",
-    "Organic Search",
-    "Reference",
-    "Referral Sites",
-    "Facebook",
-]
-STAGES = [
-    "Email Opened",
-    "SMS Sent",
-    "Page Visited on Website",
-    "Converted to Lead",
-    "Olark Chat Conversation",
-]
 CSV_COLUMNS = LEAD_FIELDS
+# The table's columns in the order _copy_payload writes them.
 COPY_COLUMNS = (
-    "customer_id",
-    "campaign_id",
-    "external_id",
-    "lead_type",
-    "city",
-    "source",
-    "last_activity",
-    "stage",
-    "pricing_plan",
-    "rescheduled_at",
-    "created_at",
+    *LeadInput._fields,
     "status",
     "due_at",
     "attempt_count",
@@ -109,22 +90,6 @@ def synthetic_leads(rows: int, *, now: dt.datetime, seed: int = 1) -> list[Synth
             )
         )
     return leads
-
-
-def _create_owners(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO leads_customer (id, name, pricing_plan, created_at) "
-            "SELECT g, 'Bench customer ' || g, 'pro', now() FROM generate_series(1, %s) g",
-            [CUSTOMERS],
-        )
-        conn.execute(
-            "INSERT INTO leads_campaign (id, customer_id, name, active, time_zone, calling_hours_start, "
-            "calling_hours_end, calling_days, created_at) "
-            "SELECT g, 1 + (g - 1) %% %s, 'Bench campaign ' || g, true, 'UTC', '08:00', '20:00', "
-            "'{0,1,2,3,4}', now() FROM generate_series(1, %s) g",
-            [CUSTOMERS, CAMPAIGNS],
-        )
 
 
 def _truncate(url: str) -> None:
@@ -290,7 +255,7 @@ def run_ingest_benchmark(
     with tempfile.TemporaryDirectory() as scratch, throwaway_database("leadrank_bench_ingest") as url:
         csv_path = Path(scratch) / "leads.csv"
         write_csv(csv_path, leads)
-        _create_owners(url)
+        create_owners(url, calling_hours=("08:00", "20:00"), calling_days="{0,1,2,3,4}")
 
         _truncate(url)
         copy_seconds = run_copy(url, payload)

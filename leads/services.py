@@ -105,22 +105,8 @@ class ReferenceCache:
 
 # --- Upsert -------------------------------------------------------------------------------
 
-# On update, a value sent empty keeps the stored one (a customer's nightly re-push of a
-# lead must not wipe what the Contract app set); engine state (held, closed, attempts)
-# is never touched. `created_at` left out of the push arrives equal to `received_at`
-# (both are the batch's `now`), which is how the UPDATE tells "not sent" from "sent".
 _STAGE_COLUMNS = (
-    "customer_id",
-    "campaign_id",
-    "external_id",
-    "lead_type",
-    "city",
-    "source",
-    "last_activity",
-    "stage",
-    "pricing_plan",
-    "rescheduled_at",
-    "created_at",
+    *LeadInput._fields,  # COPY writes each LeadInput as it is, then its arrival score
     # Computed on arrival by prioritization.services.ArrivalScorer:
     "due_at",
     "priority_key",

@@ -35,11 +35,17 @@ from typing import Any
 import psycopg
 from django.conf import settings
 
-from config.bench_server import create_api_key, gunicorn
+from config.bench_server import (
+    CAMPAIGNS,
+    CITIES,
+    SOURCES,
+    STAGES,
+    create_api_key,
+    create_owners,
+    gunicorn,
+)
 from config.throwaway_database import child_environment, throwaway_database
 
-CUSTOMERS = 20
-CAMPAIGNS = 200
 # Contractors 1…CYCLE_CONTRACTORS are qualified for every campaign (the cycle runs).
 CYCLE_CONTRACTORS = 64
 # Claims-alone runs take each lead as a fresh contractor (one who holds a lead gets that
@@ -51,9 +57,6 @@ CLAIMS_RUNS = 2
 LUA_SCRIPT = Path(__file__).resolve().parent / "bench_claim.lua"
 # Latency histogram of the Lua script: bucket b covers [e^(b/50), e^((b+1)/50)) µs.
 BUCKETS_PER_E = 50
-CITIES = [f"City {i}" for i in range(60)]
-SOURCES = ["Google", "Direct Traffic", "Olark Chat", "Organic Search", "Reference", "Referral Sites"]
-STAGES = ["Email Opened", "SMS Sent", "Page Visited on Website", "Converted to Lead"]
 
 # One row per lead; `r` picks the kind: 15% live of the last 6 hours, 10% live already
 # called and due again now, 20% rescheduled into the next 1 h to 7 days (waiting), the rest
@@ -144,19 +147,8 @@ class WrkResult:
 
 def _create_owners(url: str) -> None:
     """Customers, campaigns calling every day around the clock, and contractors."""
+    create_owners(url, calling_hours=("00:00", "23:59"), calling_days="{0,1,2,3,4,5,6}")
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO leads_customer (id, name, pricing_plan, created_at) "
-            "SELECT g, 'Bench customer ' || g, 'pro', now() FROM generate_series(1, %s) g",
-            [CUSTOMERS],
-        )
-        conn.execute(
-            "INSERT INTO leads_campaign (id, customer_id, name, active, time_zone, calling_hours_start, "
-            "calling_hours_end, calling_days, created_at) "
-            "SELECT g, 1 + (g - 1) %% %s, 'Bench campaign ' || g, true, 'UTC', '00:00', '23:59', "
-            "'{0,1,2,3,4,5,6}', now() FROM generate_series(1, %s) g",
-            [CUSTOMERS, CAMPAIGNS],
-        )
         conn.execute(
             "INSERT INTO leads_contractor (id, name, active, created_at, claims_made) "
             "SELECT g, 'Bench contractor ' || g, true, now(), 0 FROM generate_series(1, %s) g",

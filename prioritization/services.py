@@ -284,34 +284,35 @@ SELECT count(*) FROM woken
 # other claims hold): the best live lead, the best stale lead (both on lead_claim_ready,
 # by stored key) and the never-called live lead with the nearest SLA deadline still ahead
 # (lead_claim_sla). Python then compares these few candidates at the instant.
-_CANDIDATES_SQL = """
+_CANDIDATE_COLUMNS = (
+    "id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version, "
+    "city, source, stage, pricing_plan, created_at, due_at, last_activity"
+)
+_CANDIDATES_SQL = f"""
 SELECT x.*
 FROM unnest(%(campaigns)s::bigint[]) AS c(campaign_id)
 CROSS JOIN LATERAL (
     SELECT * FROM (
-        SELECT id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version,
-               city, source, stage, pricing_plan, created_at, due_at, last_activity
+        SELECT {_CANDIDATE_COLUMNS}
         FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
         ORDER BY priority_key DESC NULLS LAST, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
     ) live
     UNION ALL
     SELECT * FROM (
-        SELECT id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version,
-               city, source, stage, pricing_plan, created_at, due_at, last_activity
+        SELECT {_CANDIDATE_COLUMNS}
         FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'stale'
         ORDER BY priority_key DESC NULLS LAST, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
     ) stale
     UNION ALL
     SELECT * FROM (
-        SELECT id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version,
-               city, source, stage, pricing_plan, created_at, due_at, last_activity
+        SELECT {_CANDIDATE_COLUMNS}
         FROM leads_lead
         WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
           AND first_attempt_at IS NULL AND sla_deadline > %(now)s
         ORDER BY sla_deadline, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
     ) at_risk
 ) x
-"""
+"""  # noqa: S608 (constant column list)
 
 _TAKE_SQL = f"""
 WITH taken AS (
