@@ -130,6 +130,7 @@ SETTINGS_FIELDSETS: tuple[tuple[str, list[str]], ...] = (
     (
         "Scoring",
         [
+            "ordering",
             "live_decay_minutes",
             "live_activity_decay_hours",
             "stale_activity_decay_days",

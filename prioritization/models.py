@@ -12,7 +12,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from leads.models import Contractor, Customer, Lead
-from prioritization.scoring import PolicyParams
+from prioritization.scoring import BY_SCORE, FIFO, PolicyParams
 
 # Weights multiply a lead's score; outside this range a weight is a typo, not a policy.
 MIN_WEIGHT = 0.01
@@ -64,6 +64,13 @@ class PolicyVersion(models.Model):
     )
     note = models.CharField(max_length=500, blank=True, default="")
 
+    ordering = models.CharField(
+        max_length=10,
+        choices=[(BY_SCORE, "By score (weights, turnaround, SLA protection)"), (FIFO, "First in, first out")],
+        default=BY_SCORE,
+        help_text="FIFO serves the earliest due lead first and ignores weights and SLA protection "
+        "(today's behaviour, for comparison).",
+    )
     sla_window_minutes = models.FloatField(
         default=30.0,
         help_text="A live lead is served in SLA when its first call starts within this many minutes "
@@ -139,6 +146,7 @@ class PolicyVersion(models.Model):
                 name="policy_reschedule_window_valid",
             ),
             models.CheckConstraint(condition=Q(lease_seconds__gt=0), name="policy_lease_positive"),
+            models.CheckConstraint(condition=Q(ordering__in=[BY_SCORE, FIFO]), name="policy_ordering_valid"),
         ]
 
     def __str__(self) -> str:
@@ -201,6 +209,7 @@ class PolicyVersion(models.Model):
             stage_weights=dict(self.stage_weights),
             plan_weights=dict(self.plan_weights),
             stale_every=self.stale_every,
+            ordering=self.ordering,
         )
 
     @property

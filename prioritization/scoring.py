@@ -34,6 +34,10 @@ EPOCH = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 SECONDS_PER_MINUTE = 60.0
 LIVE = "live"
 STALE = "stale"
+# How a policy orders leads: by score (below), or first in, first out (today's behaviour,
+# kept so that the simulator can compare against it).
+BY_SCORE = "score"
+FIFO = "fifo"
 
 
 def minutes_since_epoch(moment: dt.datetime) -> float:
@@ -63,6 +67,7 @@ class PolicyParams:
     stage_weights: Mapping[str, float] = field(default_factory=dict)
     plan_weights: Mapping[str, float] = field(default_factory=dict)
     stale_every: int = 0  # n > 0: every n-th claim of a contractor prefers the best stale lead
+    ordering: str = BY_SCORE  # FIFO: earliest due first, live and stale alike, no weights or SLA band
 
     @cached_property
     def log_weights(self) -> tuple[dict[str, float], dict[str, float], dict[str, float], dict[str, float]]:
@@ -73,13 +78,17 @@ class PolicyParams:
         )
 
     @property
+    def fifo(self) -> bool:
+        return self.ordering == FIFO
+
+    @property
     def live_rate(self) -> float:
         """How fast log score falls per minute of waiting."""
-        return 1.0 / self.live_decay_minutes
+        return 0.0 if self.fifo else 1.0 / self.live_decay_minutes
 
     @property
     def stale_rate(self) -> float:
-        return 1.0 / (self.stale_activity_decay_days * 24 * 60)
+        return 0.0 if self.fifo else 1.0 / (self.stale_activity_decay_days * 24 * 60)
 
 
 class LeadFacts(NamedTuple):
@@ -171,7 +180,11 @@ def log_base(facts: LeadFacts, policy: PolicyParams) -> float:
 
 
 def priority_key(facts: LeadFacts, policy: PolicyParams) -> float:
-    """The stored ordering key: log base + anchor / τ (minutes). Time never changes it."""
+    """The stored ordering key: log base + anchor / τ (minutes). Time never changes it.
+
+    FIFO: minus the minutes at which the lead became due, so the earliest goes first."""
+    if policy.fifo:
+        return -minutes_since_epoch(facts.due_at)
     return log_base(facts, policy) + minutes_since_epoch(_anchor(facts)) * decay_rate(facts.lead_type, policy)
 
 
@@ -195,6 +208,8 @@ def band_at(
     policy: PolicyParams,
     now: dt.datetime,
 ) -> Band:
+    if policy.fifo:
+        return Band.LIVE
     if lead_type != LIVE:
         return Band.STALE
     if (
@@ -266,6 +281,9 @@ def choose(
 
 def explain(facts: LeadFacts, policy: PolicyParams, *, now: dt.datetime, band: Band) -> list[str]:
     """Reasons behind a score, in words a product person reads."""
+    if policy.fifo:
+        waited = max(0.0, (now - facts.due_at).total_seconds() / 60)
+        return [f"first in, first out: due {waited:.0f} min ago"]
     reasons = []
     if band == Band.AT_RISK:
         deadline = sla_deadline(facts, policy)

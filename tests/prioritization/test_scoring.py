@@ -365,3 +365,32 @@ def test_an_at_risk_lead_is_explained_by_its_deadline() -> None:
     facts = live(waited=24)
     reasons = explain(facts, PROTECTED, now=NOW, band=Band.AT_RISK)
     assert reasons[0] == "SLA deadline in 6 min: served first"
+
+
+FIFO_POLICY = PolicyParams(
+    version_id=9, ordering="fifo", city_weights={"Mumbai": 100.0}, sla_protect_minutes=30.0
+)
+
+
+def test_fifo_serves_the_earliest_due_lead_first_whatever_type_weights_or_deadline() -> None:
+    oldest_stale = candidate(7, stale(last_activity=ago(90), created_at=ago(90)), FIFO_POLICY)
+    at_risk_heavy = candidate(2, live(waited=28, city="Mumbai"), FIFO_POLICY)
+    newest = candidate(1, live(waited=1, city="Mumbai"), FIFO_POLICY)
+    for now in (NOW, NOW + dt.timedelta(hours=5)):
+        order = []
+        pool = [newest, at_risk_heavy, oldest_stale]
+        while pool:
+            chosen = choose(pool, now=now, claims_so_far=0, stale_every=0)
+            assert chosen is not None
+            assert chosen.band == Band.LIVE
+            order.append(chosen.candidate.lead_id)
+            pool = [c for c in pool if c.lead_id != chosen.candidate.lead_id]
+        assert order == [7, 2, 1]
+
+
+def test_fifo_orders_a_rescheduled_lead_by_when_it_became_due() -> None:
+    rescheduled = live(created_at=ago(2000), due_at=ago(5))
+    fresh = live(waited=10)
+    # Created long ago but due only 5 minutes ago: it queues behind the lead due 10 minutes ago.
+    assert priority_key(fresh, FIFO_POLICY) > priority_key(rescheduled, FIFO_POLICY)
+    assert explain(fresh, FIFO_POLICY, now=NOW, band=Band.LIVE) == ["first in, first out: due 10 min ago"]
