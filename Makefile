@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PORT ?= 8000
 export PORT
 
-.PHONY: install run test lint format bench bench-ingest bench-claim
+.PHONY: install run test lint format bench bench-ingest bench-claim bench-model simulate
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "leadrank needs Python 3.11 or newer")'
@@ -42,3 +42,11 @@ bench-ingest: install
 # Needs wrk (`apt-get install -y wrk`) and pgbench/psql (postgresql-client) on the PATH.
 bench-claim: install
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py bench claim $(BENCH_ARGS)
+
+# Learned-model evaluation on the X Education leads (Lead Number order as time).
+bench-model: install
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py evaluate_model --file "$${LEADRANK_DATA_DIR:-../shared/data}/x_education_leads/Leads.csv" --target Converted --order-by "Lead Number" --features "Lead Source,City,Last Activity,Lead Origin" $(MODEL_ARGS)
+
+# The README's headline policy comparison (FIFO vs the default policy) on the real arrival log.
+simulate: install
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py simulate $(SIM_ARGS)
