@@ -261,3 +261,66 @@ class Decision(models.Model):
         return (
             f"Lead {self.lead_id} to contractor {self.contractor_id} at {self.decided_at:%Y-%m-%d %H:%M:%S}"
         )
+
+
+# --- SLA rollups (kept by prioritization.sla.rollup_sla, read by the SLA figures) -----------
+
+
+class SlaDailyRollup(models.Model):
+    """One campaign's SLA counts and time-to-first-call histogram for one UTC day of
+    ``created_at``. Past days are read from here instead of from the leads table; see
+    :mod:`prioritization.sla` for the definitions and when a row is (re)computed."""
+
+    customer = models.ForeignKey("leads.Customer", on_delete=models.CASCADE, related_name="+", db_index=False)
+    # Derived data: deleting a campaign (only possible without leads) drops its rollups.
+    campaign = models.ForeignKey("leads.Campaign", on_delete=models.CASCADE, related_name="+", db_index=False)
+    day = models.DateField()
+    live_leads = models.PositiveIntegerField(
+        help_text="Leads that count for SLA (in SLA + missed + pending)."
+    )
+    in_sla = models.PositiveIntegerField()
+    missed = models.PositiveIntegerField()
+    pending = models.PositiveIntegerField(default=0)
+    stale_leads = models.PositiveIntegerField(default=0, help_text="Leads sent as stale: never counted.")
+    # Leads called, per time-to-first-call bucket of prioritization.sla.TAT_BUCKET_EDGES_SECONDS.
+    tat_counts = ArrayField(models.PositiveIntegerField())
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "day"], name="sla_rollup_one_per_campaign_day"),
+            models.CheckConstraint(
+                condition=Q(live_leads=F("in_sla") + F("missed") + F("pending")),
+                name="sla_rollup_counts_add_up",
+            ),
+        ]
+        indexes = [
+            # The figures of a range: WHERE customer_id = ANY(K) AND day BETWEEN a AND b.
+            models.Index("customer", "day", name="sla_rollup_customer_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"SLA of campaign {self.campaign_id} on {self.day:%Y-%m-%d}"
+
+
+class SlaRollupDay(models.Model):
+    """Says that one customer's day is in :class:`SlaDailyRollup` (a day without leads has
+    this row and no counts), and with which SLA window: when the customer's window changes,
+    the day is read live again until the rollup task has recomputed it."""
+
+    customer = models.ForeignKey("leads.Customer", on_delete=models.CASCADE, related_name="+", db_index=False)
+    day = models.DateField()
+    window_minutes = models.FloatField()
+    tat_buckets = models.PositiveSmallIntegerField(
+        help_text="Length of the histogram the rows were made with."
+    )
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # Also the index of "rolled-up days of customers K between a and b".
+            models.UniqueConstraint(fields=["customer", "day"], name="sla_rollup_day_one_per_customer_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"SLA rollup of customer {self.customer_id} on {self.day:%Y-%m-%d}"
