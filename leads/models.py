@@ -11,6 +11,7 @@ import zoneinfo
 
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -60,10 +61,25 @@ class Customer(models.Model):
     name = models.CharField(max_length=200, unique=True)
     pricing_plan = models.CharField(max_length=20, choices=PricingPlan.choices, default=PricingPlan.STARTER)
     created_at = models.DateTimeField(default=timezone.now)
+    # Alerts about this customer (prioritization.alerts) are POSTed here as JSON.
+    alert_webhook_url = models.URLField(
+        max_length=500,
+        blank=True,
+        default="",
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="Optional. Alerts (SLA at risk, empty queue) are POSTed here as JSON when they "
+        "open and when they clear.",
+    )
 
     class Meta:
         ordering = ["name"]
-        constraints = [_choices_check("pricing_plan", PricingPlan, "customer_pricing_plan_valid")]
+        constraints = [
+            _choices_check("pricing_plan", PricingPlan, "customer_pricing_plan_valid"),
+            models.CheckConstraint(
+                condition=Q(alert_webhook_url="") | Q(alert_webhook_url__regex=r"^https?://"),
+                name="customer_alert_webhook_http",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -308,6 +324,9 @@ class LeadEvent(models.Model):
             models.Index("lead", models.F("at").desc(), name="lead_event_history"),
             # A contractor's recent activity (caps, admin filter by contractor).
             models.Index("contractor", models.F("at").desc(), name="lead_event_contractor"),
+            # The leases-expired counter of /metrics (prioritization.metrics): a count over
+            # this index, which holds expiries only (claims and outcomes never enter it).
+            models.Index("at", name="lead_event_lease_expired", condition=Q(kind=EventKind.LEASE_EXPIRED)),
         ]
 
     def __str__(self) -> str:

@@ -324,3 +324,93 @@ class SlaRollupDay(models.Model):
 
     def __str__(self) -> str:
         return f"SLA rollup of customer {self.customer_id} on {self.day:%Y-%m-%d}"
+
+
+# --- Alerts (raised and cleared by prioritization.alerts.evaluate_alerts) --------------------
+
+
+class CampaignDemand(models.Model):
+    """When contractors last asked for a campaign (and last got nothing), as written by the
+    web processes from the next-lead path (:mod:`prioritization.demand`): at most a few
+    seconds old per process, never a write per request."""
+
+    campaign = models.OneToOneField(
+        "leads.Campaign", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    last_asked_at = models.DateTimeField()
+    last_empty_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "campaign demand"
+
+    def __str__(self) -> str:
+        return f"Demand for campaign {self.campaign_id}"
+
+
+class AlertKind(models.TextChoices):
+    SLA_AT_RISK = "sla_at_risk", "Projected SLA attainment below target"
+    EMPTY_QUEUE = "empty_queue", "Campaign asked for with an empty queue"
+
+
+class WebhookState(models.TextChoices):
+    NONE = "none", "No webhook"
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class Alert(models.Model):
+    """One occurrence of a condition, from the evaluation that saw it until the one that no
+    longer does. At most one open alert per (kind, customer, campaign): no storms."""
+
+    kind = models.CharField(max_length=20, choices=AlertKind.choices)
+    customer = models.ForeignKey("leads.Customer", on_delete=models.CASCADE, related_name="+")
+    # Empty for SLA alerts (a customer's figure), set for empty-queue alerts.
+    campaign = models.ForeignKey(
+        "leads.Campaign", on_delete=models.CASCADE, null=True, blank=True, related_name="+", db_index=False
+    )
+    opened_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField(help_text="Last evaluation that saw the condition.")
+    message = models.CharField(max_length=500)
+    # The figures behind the message at the last evaluation that saw the condition.
+    detail = models.JSONField(default=dict, blank=True)
+    opened_webhook = models.CharField(max_length=10, choices=WebhookState.choices, default=WebhookState.NONE)
+    resolved_webhook = models.CharField(
+        max_length=10, choices=WebhookState.choices, default=WebhookState.NONE
+    )
+    webhook_error = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=AlertKind.values), name="alert_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(opened_webhook__in=WebhookState.values, resolved_webhook__in=WebhookState.values),
+                name="alert_webhook_state_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind=AlertKind.SLA_AT_RISK, campaign__isnull=True)
+                | Q(kind=AlertKind.EMPTY_QUEUE, campaign__isnull=False),
+                name="alert_campaign_matches_kind",
+            ),
+            models.CheckConstraint(
+                condition=Q(closed_at__isnull=True) | Q(closed_at__gte=F("opened_at")),
+                name="alert_closed_after_opened",
+            ),
+            # De-duplication: one open alert per condition (NULL campaigns are equal here).
+            # Also the index of the admin banner's "open alerts": it holds open rows only.
+            models.UniqueConstraint(
+                fields=["kind", "customer", "campaign"],
+                condition=Q(closed_at__isnull=True),
+                nulls_distinct=False,
+                name="alert_one_open_per_condition",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.message}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
