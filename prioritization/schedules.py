@@ -26,4 +26,12 @@ SCHEDULES = (
         every_seconds=60,
         description="Return due reschedules and callbacks, and expired leases, to the queue.",
     ),
+    Schedule(
+        name="leadrank: roll up SLA figures",
+        task="prioritization.tasks.rollup_sla",
+        # Past days are read from the rollups once rolled up; until then they are computed
+        # live, so this period only bounds how long that slower path is taken.
+        every_seconds=600,
+        description="Recompute the daily SLA rollups (counts and TAT histograms) of recent days.",
+    ),
 )

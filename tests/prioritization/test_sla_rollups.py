@@ -1,0 +1,273 @@
+"""Daily SLA rollups: what the beat task computes, when, that it is safe to re-run, that
+the figures read them for past days, and that every figure's query can use its index."""
+
+import datetime as dt
+
+import psycopg
+import pytest
+import time_machine
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.db.models import F
+
+from prioritization import sla, tasks
+from prioritization.models import SlaDailyRollup, SlaRollupDay
+from prioritization.schedules import SCHEDULES
+from prioritization.sla import SlaCounts, rollup_sla, sla_report
+from tests.prioritization.conftest import T0, set_policy
+from tests.prioritization.sla_world import MINUTE, call_at, claim_at, live_lead
+
+pytestmark = pytest.mark.django_db
+
+DAY = dt.timedelta(days=1)
+HOUR = dt.timedelta(hours=1)
+NOW = T0 + 10 * HOUR  # 2026-11-24 20:00 UTC
+
+
+def rollup_rows() -> list[tuple[object, ...]]:
+    return list(
+        SlaDailyRollup.objects.order_by("campaign_id", "day").values_list(
+            "customer_id",
+            "campaign_id",
+            "day",
+            "live_leads",
+            "in_sla",
+            "missed",
+            "pending",
+            "stale_leads",
+            "tat_counts",
+        )
+    )
+
+
+def marked_days() -> set[dt.date]:
+    return set(SlaRollupDay.objects.values_list("day", flat=True))
+
+
+@pytest.fixture
+def history(all_day_campaign, make_contractor):
+    """Five days of leads: each day one called in SLA, one called late, one never called,
+    one sent as stale. Oldest day first, each lead called before the next arrives, so the
+    engine hands out the lead the test means."""
+    contractor = make_contractor(all_day_campaign)
+    for back in range(4, -1, -1):
+        created = T0 - back * DAY
+        call_at(contractor, live_lead(all_day_campaign, created), created + 4 * MINUTE)
+        call_at(contractor, live_lead(all_day_campaign, created + MINUTE), created + 3 * HOUR)
+        live_lead(all_day_campaign, created + 2 * MINUTE)
+        live_lead(all_day_campaign, created, lead_type="stale")
+    return all_day_campaign
+
+
+def test_the_rollup_task_writes_one_row_per_campaign_and_settled_day(history) -> None:
+    with time_machine.travel(NOW, tick=False):
+        summary = tasks.rollup_sla()
+
+    # The three days before today, refreshed on every run, and day -4, never rolled up
+    # before (the backlog); today is never rolled up.
+    assert summary == {"days": 4, "customer_days": 4, "rows": 4, "skipped": False}
+    assert marked_days() == {(T0 - back * DAY).date() for back in (1, 2, 3, 4)}
+    rows = rollup_rows()
+    assert [row[2] for row in rows] == [(T0 - back * DAY).date() for back in (4, 3, 2, 1)]
+    customer, campaign, _, live, in_sla, missed, pending, stale, tat = rows[-1]
+    assert (customer, campaign) == (history.customer_id, history.pk)
+    assert (live, in_sla, missed, pending, stale) == (3, 1, 2, 0, 1)
+    assert sum(tat) == 2
+    assert tat[4] == 1  # called after 4 minutes: the [4, 5) minute bucket
+
+
+def test_running_the_rollup_again_changes_nothing(history) -> None:
+    with time_machine.travel(NOW, tick=False):
+        rollup_sla(now=NOW)
+        first = rollup_rows()
+        marks = list(SlaRollupDay.objects.order_by("day").values_list("customer_id", "day", "window_minutes"))
+        rollup_sla(now=NOW)
+    assert rollup_rows() == first
+    assert (
+        list(SlaRollupDay.objects.order_by("day").values_list("customer_id", "day", "window_minutes"))
+        == marks
+    )
+
+
+def test_figures_from_rollups_equal_the_live_figures(history) -> None:
+    start, end = (T0 - 4 * DAY).date(), T0.date()
+    live = sla_report(now=NOW, start=start, end=end)
+    rollup_sla(now=NOW)
+    assert (T0 - 4 * DAY).date() in marked_days()
+    rolled = sla_report(now=NOW, start=start, end=end)
+
+    assert (
+        rolled.overall.sla_range
+        == live.overall.sla_range
+        == SlaCounts(live_leads=15, in_sla=5, missed=10, stale_leads=5)
+    )
+    assert rolled.overall.tat == live.overall.tat
+    assert rolled.overall.daily == live.overall.daily
+    assert rolled.customers == live.customers
+    assert rolled.campaigns == live.campaigns
+
+
+def test_past_days_are_read_from_the_rollups_and_today_live(history) -> None:
+    rollup_sla(now=NOW)
+    yesterday = (T0 - DAY).date()
+    # Change a rollup behind the report's back: the report must show the changed figure.
+    SlaDailyRollup.objects.filter(day=yesterday).update(in_sla=F("in_sla") + 1, missed=F("missed") - 1)
+    live_lead(history, T0 + HOUR)
+
+    result = sla_report(now=NOW, start=yesterday, end=T0.date())
+    assert [d.sla for d in result.overall.daily] == [
+        SlaCounts(live_leads=3, in_sla=2, missed=1, stale_leads=1),
+        SlaCounts(live_leads=4, in_sla=1, missed=3, stale_leads=1),
+    ]
+
+
+def test_a_day_is_rolled_up_only_once_every_deadline_of_it_can_have_passed(all_day_campaign) -> None:
+    midnight = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
+    live_lead(all_day_campaign, midnight - 10 * MINUTE)
+
+    # A lead of 23:59:59 would be pending until 00:29:59: the day is not over before 00:30.
+    rollup_sla(now=midnight + 30 * MINUTE - dt.timedelta(microseconds=1))
+    assert (midnight - DAY).date() not in marked_days()
+    rollup_sla(now=midnight + 30 * MINUTE)
+    assert (midnight - DAY).date() in marked_days()
+    assert rollup_rows()[0][3:7] == (1, 0, 1, 0)
+
+
+def test_a_changed_sla_window_is_read_live_until_the_rollup_recomputes_the_day(history) -> None:
+    rollup_sla(now=NOW)
+    yesterday = (T0 - DAY).date()
+    set_policy(history.customer, sla_window_minutes=240)  # the 3-hour call is in SLA now
+
+    assert sla_report(now=NOW, start=yesterday, end=yesterday).overall.sla_range.in_sla == 2
+    assert SlaRollupDay.objects.get(day=yesterday).window_minutes == 30
+
+    rollup_sla(now=NOW)
+    assert SlaRollupDay.objects.get(day=yesterday).window_minutes == 240
+    assert SlaDailyRollup.objects.get(day=yesterday).in_sla == 2
+
+
+def test_a_first_call_long_after_a_lead_arrived_updates_the_rollup_of_its_day(
+    all_day_campaign, make_contractor
+) -> None:
+    old = T0 - 10 * DAY
+    lead = live_lead(all_day_campaign, old)
+    rollup_sla(now=NOW)  # the backlog rolls day -10: one lead, missed, not called
+    assert SlaDailyRollup.objects.get(day=old.date()).tat_counts == [0] * sla.TAT_BUCKETS
+
+    call_at(make_contractor(all_day_campaign), lead, NOW + HOUR)
+    rollup_sla(now=NOW + 90 * MINUTE)
+
+    rolled = SlaDailyRollup.objects.get(day=old.date())
+    assert (rolled.live_leads, rolled.missed) == (1, 1)
+    assert rolled.tat_counts[-1] == 1  # over a week: the open last bucket
+
+
+def test_days_never_rolled_up_are_backfilled_newest_first_a_few_per_run(
+    all_day_campaign, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sla, "ROLLUP_BACKLOG_DAYS_PER_RUN", 2)
+    for back in range(4, 9):  # days -4 .. -8, older than the refreshed days
+        live_lead(all_day_campaign, T0 - back * DAY)
+
+    rollup_sla(now=NOW)
+    assert marked_days() == {(T0 - back * DAY).date() for back in (1, 2, 3, 4, 5)}
+    rollup_sla(now=NOW)
+    assert marked_days() >= {(T0 - back * DAY).date() for back in (6, 7)}
+    rollup_sla(now=NOW)
+    assert len(marked_days()) == 8
+    assert SlaDailyRollup.objects.count() == 5  # days without leads are marked, with no rows
+
+
+def test_a_second_rollup_at_the_same_time_skips() -> None:
+    settings = connection.settings_dict
+    other = psycopg.connect(
+        dbname=settings["NAME"],
+        user=settings["USER"],
+        host=settings["HOST"],
+        port=settings["PORT"] or 5432,
+        password=settings["PASSWORD"] or None,
+        autocommit=True,
+    )
+    try:
+        other.execute("SELECT pg_advisory_lock(%s)", [sla.ROLLUP_LOCK_KEY])
+        assert rollup_sla(now=NOW).skipped
+    finally:
+        other.close()
+    assert not rollup_sla(now=NOW).skipped
+
+
+def test_the_rollup_runs_every_ten_minutes_from_beat() -> None:
+    (schedule,) = [s for s in SCHEDULES if s.task == "prioritization.tasks.rollup_sla"]
+    assert schedule.every_seconds == 600
+
+
+def test_the_rollup_command_recomputes_a_range_of_days(history, capsys: pytest.CaptureFixture[str]) -> None:
+    with time_machine.travel(NOW, tick=False):
+        call_command("rollup_sla", "--from", (T0 - 4 * DAY).date().isoformat(), "--to", T0.date().isoformat())
+    # Today is still open: four days rolled up.
+    assert marked_days() == {(T0 - back * DAY).date() for back in (1, 2, 3, 4)}
+    assert "Rolled up 4 day(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "2026-13-01"], "'2026-13-01' is not a day; write it as YYYY-MM-DD."),
+        (["--from", "2026-11-05", "--to", "2026-11-01"], "--from 2026-11-05 is after --to 2026-11-01."),
+        (["--to", "2026-11-01"], "--to needs --from."),
+    ],
+)
+def test_the_rollup_command_refuses_bad_days_in_one_line(args: list[str], message: str) -> None:
+    with pytest.raises(CommandError, match=message.replace("(", r"\(")):
+        call_command("rollup_sla", *args)
+
+
+# --- Query plans ---------------------------------------------------------------------------------
+
+
+def plan(sql: str, params: dict[str, object]) -> str:
+    """The plan PostgreSQL picks when a scan of the whole table is ruled out: shows that an
+    index can serve the query (at scale the planner picks it by cost; see the README figures)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        text = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_seqscan")
+    return text
+
+
+def test_todays_figures_are_read_through_the_customer_creation_index(all_day_campaign) -> None:
+    live_lead(all_day_campaign, T0)
+    text = plan(
+        sla._DAY_COUNTS_SQL.format(campaign_filter=""),
+        {
+            "customers": [all_day_campaign.customer_id],
+            "windows": [30.0],
+            "start": T0,
+            "end": T0 + DAY,
+            "edges": list(sla.TAT_BUCKET_EDGES_SECONDS),
+            "now": NOW,
+        },
+    )
+    assert "lead_customer_created" in text
+    assert "Seq Scan on leads_leadevent" not in text
+
+
+def test_queue_at_risk_and_contractor_figures_walk_the_queue_indexes(all_day_campaign) -> None:
+    campaigns = {"campaigns": [all_day_campaign.pk], "now": NOW}
+    queue = plan(sla._QUEUE_SQL, campaigns)
+    assert "lead_claim_ready" in queue
+    assert "lead_waiting_due" in queue
+    assert "lead_held_lease" in queue or "lead_holder" in queue
+    at_risk = plan(sla._AT_RISK_SQL, {**campaigns, "until": [NOW + 10 * MINUTE]})
+    assert "lead_claim_sla" in at_risk
+    assert "lead_waiting_due" in at_risk
+    active = plan(sla._ACTIVE_SQL, {**campaigns, "since": NOW - 15 * MINUTE})
+    assert "decision_recent" in active
+
+
+def test_a_claimed_lead_of_a_past_day_counts_in_its_rollup(all_day_campaign, make_contractor) -> None:
+    lead = live_lead(all_day_campaign, T0 - DAY)
+    claim_at(make_contractor(all_day_campaign), lead, T0 - DAY + 10 * MINUTE)
+    rollup_sla(now=NOW)
+    assert SlaDailyRollup.objects.get(day=(T0 - DAY).date()).in_sla == 1
