@@ -82,7 +82,10 @@ DATABASES = {
     "default": dj_database_url.parse(
         DATABASE_URL,
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
-        conn_health_checks=True,
+        # A health check is one more round trip at the start of every request: a third of
+        # a claim's. Off by default: a request that meets a dead connection answers 503
+        # (leads/api_errors.py) and Django drops the connection for the next one.
+        conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", False),
     )
 }
 if not DATABASES["default"]["ENGINE"].endswith("postgresql"):
@@ -174,6 +177,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- leadrank -------------------------------------------------------------------------
 # Largest batch accepted by POST /api/v1/leads/ (the API contract says 10,000).
+# Seconds a web process trusts an API key it has verified (revocation takes this long).
+LEADRANK_API_KEY_CACHE_SECONDS = env_int("LEADRANK_API_KEY_CACHE_SECONDS", 30, minimum=0)
 LEADRANK_API_BATCH_MAX = env_int("LEADRANK_API_BATCH_MAX", 10_000, minimum=1)
 # Largest file the admin import accepts; the CLI reads files of any size.
 LEADRANK_IMPORT_MAX_BYTES = env_int("LEADRANK_IMPORT_MAX_BYTES", 200 * 1024 * 1024, minimum=1)

@@ -23,6 +23,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from leads.admin_import import import_urls, job_url
+from leads.authentication import forget_verified_keys
 from leads.models import (
     ApiKey,
     ApiScope,
@@ -449,6 +450,8 @@ class ApiKeyAdmin(APIKeyModelAdmin):
         revoked = queryset.filter(revoked=False).update(revoked=True)
         self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)
 
+        # Other web processes stop trusting the keys within LEADRANK_API_KEY_CACHE_SECONDS.
+        forget_verified_keys()
 
 # --- Imports -------------------------------------------------------------------------------
 

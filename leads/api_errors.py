@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError, IntegrityError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -22,6 +22,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         set_rollback()
     if isinstance(exc, LeadConflict | LeadStateConflict):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database went away (restart, failover, a persistent connection that died):
+        # the request changed nothing; Django drops the broken connection when the request
+        # ends, so a retry gets a fresh one.
+        set_rollback()
+        return Response(
+            {"detail": "The database is unavailable; retry shortly."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
     if isinstance(exc, ObjectDoesNotExist):
         # A service looked up an id from the URL that does not exist.
         exc = Http404(str(exc))

@@ -1,13 +1,21 @@
 """API key authentication: ``Authorization: Api-Key <key>``.
 
 Keys are generated and stored (SHA-512 of a high-entropy secret, never the key itself)
-by djangorestframework-api-key. Verifying one is a primary-key-like lookup by prefix plus
-one SHA-512: a few microseconds of CPU, no slow password hash on the request path.
+by djangorestframework-api-key. Verifying one is a lookup by prefix plus one SHA-512.
+
+The Contract app sends the same key thousands of times a second, so each web process
+remembers a verified key for ``LEADRANK_API_KEY_CACHE_SECONDS`` (default 30 s): the
+request path then costs no query. The price is that revoking a key, or its expiry,
+takes effect in every process within that many seconds (0 turns the cache off).
 """
 
+import datetime as dt
+import hashlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
@@ -36,28 +44,54 @@ class ApiClient:
         return self.key_id
 
 
+# Verified keys of this process: SHA-256 of the key → (client, its expiry, wall-clock time
+# of the check). Only valid keys are remembered, so a flood of wrong keys cannot grow it
+# past the number of keys that exist.
+_verified: dict[bytes, tuple["ApiClient", dt.datetime | None, float]] = {}
+
+
+def forget_verified_keys() -> None:
+    """Drop this process's remembered keys (tests; a revocation in this process)."""
+    _verified.clear()
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     keyword = "Api-Key"
     _parser = KeyParser()
 
-    def authenticate(self, request: Request) -> tuple[ApiClient, ApiKey] | None:
+    def authenticate(self, request: Request) -> tuple[ApiClient, None] | None:
         key = self._parser.get(request._request)
         if key is None:
             return None
-        prefix, _, _ = key.partition(".")
-        api_key = ApiKey.objects.filter(prefix=prefix, revoked=False).first()
-        if api_key is None or not api_key.is_valid(key):
-            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
-        if api_key.expiry_date is not None and api_key.expiry_date < timezone.now():
-            raise exceptions.AuthenticationFailed("This API key has expired.")
-        client = ApiClient(
-            key_id=api_key.pk, name=api_key.name, scope=api_key.scope, customer_id=api_key.customer_id
-        )
-        return client, api_key
+        ttl: int = settings.LEADRANK_API_KEY_CACHE_SECONDS
+        digest = hashlib.sha256(key.encode()).digest()
+        remembered = _verified.get(digest)
+        if remembered is not None:
+            client, expires, checked = remembered
+            if time.time() - checked < ttl and (expires is None or timezone.now() < expires):
+                return client, None
+        client, expires = _verify(key)
+        if ttl > 0:
+            _verified[digest] = (client, expires, time.time())
+        return client, None
 
     def authenticate_header(self, request: Request) -> str:
         # Makes DRF answer 401 (not 403) when no key is sent.
         return self.keyword
+
+
+def _verify(key: str) -> tuple[ApiClient, dt.datetime | None]:
+    prefix, _, _ = key.partition(".")
+    api_key = ApiKey.objects.filter(prefix=prefix, revoked=False).first()
+    if api_key is None or not api_key.is_valid(key):
+        _verified.pop(hashlib.sha256(key.encode()).digest(), None)
+        raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+    if api_key.expiry_date is not None and api_key.expiry_date < timezone.now():
+        raise exceptions.AuthenticationFailed("This API key has expired.")
+    client = ApiClient(
+        key_id=api_key.pk, name=api_key.name, scope=api_key.scope, customer_id=api_key.customer_id
+    )
+    return client, api_key.expiry_date
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, models, transaction
 from django.db.models import Q
@@ -32,7 +33,6 @@ from kombu.exceptions import KombuError
 
 from leads.importers import LeadInput
 from leads.models import (
-    Campaign,
     CloseReason,
     Disposition,
     EventKind,
@@ -62,6 +62,9 @@ RESCORE_BATCH = 2_000
 # pg_advisory_lock key of the rescoring pass ("LRRS").
 RESCORE_LOCK_KEY = 0x4C525253
 MAX_TUPLE_CAMPAIGNS = 50
+# A claim whose chosen lead is being taken by another claim re-reads its candidates
+# without it, at most this many times.
+MAX_TAKE_ATTEMPTS = 8
 
 
 # --- Policies in force ------------------------------------------------------------------
@@ -157,15 +160,6 @@ def score_lead(lead: Lead, params: PolicyParams) -> None:
     lead.scored_version = params.version_id
 
 
-def calling_hours_of(campaign: Campaign) -> CallingHours:
-    return CallingHours(
-        time_zone=campaign.time_zone,
-        start=campaign.calling_hours_start,
-        end=campaign.calling_hours_end,
-        days=frozenset(campaign.calling_days),
-    )
-
-
 # --- Policy changes -------------------------------------------------------------------
 
 
@@ -240,34 +234,40 @@ class Claim:
     repeated: bool  # the contractor already held this lead (a retried request)
 
 
-# The contractor's row is locked by a statement of its own, and read by the next one: in
-# READ COMMITTED a statement that waited for a row lock still reads the other tables with
-# the snapshot it took before waiting, so a retried request queued behind the first one
-# would not see the lead that request has just taken (and would take a second one). The
-# statement after the lock has a fresh snapshot that does.
-_LOCK_CONTRACTOR_SQL = "SELECT id FROM leads_contractor WHERE id = %(contractor)s FOR NO KEY UPDATE"
-
+# The contractor's row is locked (FOR NO KEY UPDATE), so one contractor's requests queue
+# behind each other. In READ COMMITTED a statement that waited for a row lock reads the
+# other tables with the snapshot it took before waiting, so the lead a queued retry finds
+# held here may be stale; the take below checks again with a fresh snapshot.
 _CONTRACTOR_SQL = """
 SELECT c.active, c.claims_made,
        ARRAY(SELECT q.campaign_id FROM leads_contractor_campaigns q
-             WHERE q.contractor_id = c.id AND q.campaign_id = ANY(%(campaigns)s)),
+             WHERE q.contractor_id = c.id AND q.campaign_id = ANY(%(campaigns)s::bigint[])),
        (SELECT l.id FROM leads_lead l
         WHERE l.holder_id = c.id AND l.status = 'held' AND l.lease_expires_at > %(now)s
         ORDER BY l.claimed_at DESC LIMIT 1)
 FROM leads_contractor c WHERE c.id = %(contractor)s
+FOR NO KEY UPDATE OF c
 """
 
 # Leads that became due (reschedules, callbacks) and leads whose lease ran out return
 # to the claim index now, for the campaigns asked about: nothing waits for a beat task.
+# One equality lookup per campaign (lead_waiting_due, lead_held_lease): `campaign_id =
+# ANY(...)` lets the planner pick another index and filter every held lead.
 _WAKE_SQL = """
 WITH due AS (
-    SELECT id FROM leads_lead
-    WHERE campaign_id = ANY(%(campaigns)s) AND status = 'waiting' AND due_at <= %(now)s
-    FOR NO KEY UPDATE SKIP LOCKED
+    SELECT l.id FROM unnest(%(campaigns)s::bigint[]) AS c(campaign_id)
+    CROSS JOIN LATERAL (
+        SELECT id FROM leads_lead
+        WHERE campaign_id = c.campaign_id AND status = 'waiting' AND due_at <= %(now)s
+        FOR NO KEY UPDATE SKIP LOCKED
+    ) l
 ), expired AS (
-    SELECT id, holder_id FROM leads_lead
-    WHERE campaign_id = ANY(%(campaigns)s) AND status = 'held' AND lease_expires_at <= %(now)s
-    FOR NO KEY UPDATE SKIP LOCKED
+    SELECT l.id, l.holder_id FROM unnest(%(campaigns)s::bigint[]) AS c(campaign_id)
+    CROSS JOIN LATERAL (
+        SELECT id, holder_id FROM leads_lead
+        WHERE campaign_id = c.campaign_id AND status = 'held' AND lease_expires_at <= %(now)s
+        FOR NO KEY UPDATE SKIP LOCKED
+    ) l
 ), woken AS (
     UPDATE leads_lead l
     SET status = 'ready', holder_id = NULL, lease_expires_at = NULL, claimed_at = NULL
@@ -280,10 +280,13 @@ WITH due AS (
 SELECT count(*) FROM woken
 """
 
-# Per campaign of the tuple, three index lookups (each one row, locked, skipping rows
-# other claims hold): the best live lead, the best stale lead (both on lead_claim_ready,
-# by stored key) and the never-called live lead with the nearest SLA deadline still ahead
-# (lead_claim_sla). Python then compares these few candidates at the instant.
+# Per campaign of the tuple, three index lookups of one row each: the best live lead, the
+# best stale lead (both on lead_claim_ready, by stored key) and the never-called live lead
+# with the nearest SLA deadline still ahead (lead_claim_sla). Python then compares these
+# few candidates at the instant. They are read, not locked: locking 3 rows per campaign
+# would write (and WAL-log) 15 rows per claim for one taken. The take locks the chosen
+# lead with SKIP LOCKED and re-checks it is still ready; a lead another claim is taking
+# meanwhile is excluded and the candidates are read again.
 _CANDIDATE_COLUMNS = (
     "id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version, "
     "city, source, stage, pricing_plan, created_at, due_at, last_activity"
@@ -295,13 +298,15 @@ CROSS JOIN LATERAL (
     SELECT * FROM (
         SELECT {_CANDIDATE_COLUMNS}
         FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
-        ORDER BY priority_key DESC NULLS LAST, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
+          AND id <> ALL(%(excluded)s::bigint[])
+        ORDER BY priority_key DESC NULLS LAST, id LIMIT 1
     ) live
     UNION ALL
     SELECT * FROM (
         SELECT {_CANDIDATE_COLUMNS}
         FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'stale'
-        ORDER BY priority_key DESC NULLS LAST, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
+          AND id <> ALL(%(excluded)s::bigint[])
+        ORDER BY priority_key DESC NULLS LAST, id LIMIT 1
     ) stale
     UNION ALL
     SELECT * FROM (
@@ -309,7 +314,8 @@ CROSS JOIN LATERAL (
         FROM leads_lead
         WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
           AND first_attempt_at IS NULL AND sla_deadline > %(now)s
-        ORDER BY sla_deadline, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED
+          AND id <> ALL(%(excluded)s::bigint[])
+        ORDER BY sla_deadline, id LIMIT 1
     ) at_risk
 ) x
 """  # noqa: S608 (constant column list)
@@ -319,7 +325,16 @@ WITH taken AS (
     UPDATE leads_lead
     SET status = 'held', holder_id = %(contractor)s, lease_expires_at = %(lease)s,
         claimed_at = %(now)s, updated_at = %(now)s
-    WHERE id = %(lead)s AND status = 'ready'
+    WHERE id = (
+          SELECT id FROM leads_lead WHERE id = %(lead)s AND status = 'ready'
+          FOR NO KEY UPDATE SKIP LOCKED
+      )
+      -- One lead per contractor: a retried request that queued behind the first one on
+      -- the contractor's row lock finds the lead that one took (fresh snapshot here).
+      AND NOT EXISTS (
+          SELECT 1 FROM leads_lead h
+          WHERE h.holder_id = %(contractor)s AND h.status = 'held' AND h.lease_expires_at > %(now)s
+      )
     RETURNING *
 ), logged AS (
     INSERT INTO leads_leadevent (lead_id, kind, at, contractor_id, disposition, idempotency_key, detail)
@@ -350,26 +365,49 @@ def _no_nan(value: float) -> float:
     return value if math.isfinite(value) else -1e300
 
 
+def statement_cursor() -> psycopg.Cursor[Any]:
+    """A cursor for the engine's hot statements, on Django's connection (so inside its
+    transactions): server-side parameter binding, so that ``execute(..., prepare=True)``
+    plans each statement once per connection instead of once per request.
+
+    Django's own cursors bind parameters on the client and never prepare; on the claim
+    path planning cost more than executing. Statements run here are not seen by Django's
+    query logging (``connection.queries``, ``django_assert_num_queries``).
+    """
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
 def claim_next_lead(
     *, contractor_id: int, campaign_ids: Sequence[int], now: dt.datetime | None = None
 ) -> Claim | None:
     """Hand the best lead of the campaigns to the contractor; ``None`` when none is eligible.
 
-    One short transaction: lock the contractor, return the lead it already holds if any,
-    wake due and expired leads of these campaigns, read the few candidates (locked, SKIP
-    LOCKED), choose at ``now`` with :func:`prioritization.scoring.choose`, and take the
-    chosen one with a conditional UPDATE that also logs the decision.
+    One short transaction, normally in three round trips to PostgreSQL: (1) lock the
+    contractor's row and read what it holds, the policy versions in force, wake due and
+    expired leads of these campaigns and read the few candidates, all pipelined; choose at
+    ``now`` with :func:`prioritization.scoring.choose`; (2) take the chosen lead with a
+    conditional UPDATE (SKIP LOCKED, still ready, the contractor holds nothing) that also
+    logs the decision and returns the lead's row; (3) commit. When another claim is taking
+    the chosen lead at that moment, it is excluded and the candidates are read again.
 
     Raises :class:`ClaimRefused` for an unknown, inactive, unqualified or capped contractor.
     """
     now = now or timezone.now()
     campaigns = sorted(set(campaign_ids))
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_LOCK_CONTRACTOR_SQL, {"contractor": contractor_id})
-        if cursor.fetchone() is None:
+    params: dict[str, Any] = {"contractor": contractor_id, "campaigns": campaigns, "now": now, "excluded": []}
+    with transaction.atomic(), connection.wrap_database_errors:
+        contractor, versions_of, woken, found = (statement_cursor() for _ in range(4))
+        with connection.connection.pipeline():
+            contractor.execute(_CONTRACTOR_SQL, params, prepare=True, binary=True)
+            versions_of.execute(_CAMPAIGN_VERSIONS_SQL, params, prepare=True, binary=True)
+            woken.execute(_WAKE_SQL, params, prepare=True, binary=True)
+            found.execute(_CANDIDATES_SQL, params, prepare=True, binary=True)
+            row = contractor.fetchone()
+            version_rows = versions_of.fetchall()
+            candidate_rows = found.fetchall()
+        if row is None:
             raise ClaimRefused(f"Unknown contractor {contractor_id}.", status=404)
-        cursor.execute(_CONTRACTOR_SQL, {"contractor": contractor_id, "campaigns": campaigns, "now": now})
-        row = cursor.fetchone()
         active, claims_made, qualified, held_id = row
         if not active:
             raise ClaimRefused(f"Contractor {contractor_id} is inactive.", status=403)
@@ -381,47 +419,82 @@ def claim_next_lead(
                 status=403,
             )
         if held_id is not None:
-            decision = Decision.objects.filter(lead_id=held_id, contractor_id=contractor_id).first()
-            lead = Lead.objects.get(pk=held_id)
-            if decision is not None:
-                return Claim(lead=lead, decision=decision, repeated=True)
+            repeated = _held_claim(held_id, contractor_id)
+            if repeated is not None:
+                return repeated
 
-        versions = _versions_of_campaigns(cursor, campaigns)
-        _check_caps(cursor, contractor_id=contractor_id, versions=versions.values(), now=now)
-
-        cursor.execute(_WAKE_SQL, {"campaigns": campaigns, "now": now})
-        cursor.execute(_CANDIDATES_SQL, {"campaigns": campaigns, "now": now})
-        candidates = []
-        facts: dict[int, LeadFacts] = {}
-        for row in cursor.fetchall():
-            lead_id, lead_type, key, deadline, first_attempt_at, version = row[:6]
-            city, source, stage, plan, created_at, due_at, last_activity = row[6:]
-            facts[lead_id] = LeadFacts(
-                lead_type, city, source, stage, plan, created_at, due_at, last_activity, first_attempt_at
-            )
-            candidates.append(
-                Candidate(
-                    lead_id=lead_id,
-                    lead_type=lead_type,
-                    key=_no_nan(key) if key is not None else -1e300,
-                    deadline=deadline,
-                    first_attempt_at=first_attempt_at,
-                    policy=params_for_version(version) if version else _fallback_params(versions),
-                )
-            )
+        versions = _versions_of_campaigns(version_rows, campaigns)
+        _check_caps(contractor_id=contractor_id, versions=versions.values(), now=now)
         stale_every = max((v.stale_every for v in versions.values()), default=0)
-        chosen = choose(candidates, now=now, claims_so_far=claims_made, stale_every=stale_every)
-        if chosen is None:
-            return None
-        return _take(
-            cursor,
-            chosen,
-            facts[chosen.candidate.lead_id],
-            contractor_id=contractor_id,
-            campaigns=campaigns,
-            versions=versions,
-            now=now,
+        for _ in range(MAX_TAKE_ATTEMPTS):
+            candidates, facts = _candidates(candidate_rows, versions)
+            chosen = choose(candidates, now=now, claims_so_far=claims_made, stale_every=stale_every)
+            if chosen is None:
+                return None
+            claim = _take(
+                chosen,
+                facts[chosen.candidate.lead_id],
+                contractor_id=contractor_id,
+                campaigns=campaigns,
+                versions=versions,
+                now=now,
+            )
+            if claim is not None:
+                return claim
+            held = _held_claim_now(contractor_id, now)
+            if held is not None:  # an earlier copy of this request took a lead meanwhile
+                return held
+            params["excluded"].append(chosen.candidate.lead_id)
+            with statement_cursor() as cursor:
+                cursor.execute(_CANDIDATES_SQL, params, prepare=True, binary=True)
+                candidate_rows = cursor.fetchall()
+        # Every attempt lost its lead to another claim: answer as if empty rather than
+        # keep the contractor's row locked; the Contract app asks again.
+        logger.warning(
+            "Claim for contractor %s gave up after %s contested leads", contractor_id, MAX_TAKE_ATTEMPTS
         )
+        return None
+
+
+def _candidates(
+    rows: list[tuple[Any, ...]], versions: dict[int, PolicyVersion]
+) -> tuple[list[Candidate], dict[int, LeadFacts]]:
+    candidates = []
+    facts: dict[int, LeadFacts] = {}
+    for row in rows:
+        lead_id, lead_type, key, deadline, first_attempt_at, version = row[:6]
+        city, source, stage, plan, created_at, due_at, last_activity = row[6:]
+        facts[lead_id] = LeadFacts(
+            lead_type, city, source, stage, plan, created_at, due_at, last_activity, first_attempt_at
+        )
+        candidates.append(
+            Candidate(
+                lead_id=lead_id,
+                lead_type=lead_type,
+                key=_no_nan(key) if key is not None else -1e300,
+                deadline=deadline,
+                first_attempt_at=first_attempt_at,
+                policy=params_for_version(version) if version else _fallback_params(versions),
+            )
+        )
+    return candidates, facts
+
+
+def _held_claim_now(contractor_id: int, now: dt.datetime) -> Claim | None:
+    lead = (
+        Lead.objects.filter(holder_id=contractor_id, status=QueueStatus.HELD, lease_expires_at__gt=now)
+        .order_by("-claimed_at")
+        .first()
+    )
+    return _held_claim(lead.pk, contractor_id) if lead is not None else None
+
+
+def _held_claim(lead_id: int, contractor_id: int) -> Claim | None:
+    """The claim of the lead the contractor already holds (a retried request)."""
+    decision = Decision.objects.filter(lead_id=lead_id, contractor_id=contractor_id).first()
+    if decision is None:
+        return None
+    return Claim(lead=Lead.objects.get(pk=lead_id), decision=decision, repeated=True)
 
 
 def _fallback_params(versions: dict[int, PolicyVersion]) -> PolicyParams:
@@ -434,28 +507,36 @@ SELECT cp.id, COALESCE(own.current_version_id, dflt.current_version_id)
 FROM leads_campaign cp
 LEFT JOIN prioritization_prioritypolicy own ON own.customer_id = cp.customer_id
 LEFT JOIN prioritization_prioritypolicy dflt ON dflt.customer_id IS NULL
-WHERE cp.id = ANY(%(campaigns)s)
+WHERE cp.id = ANY(%(campaigns)s::bigint[])
 """
 
 
-def _versions_of_campaigns(cursor: Any, campaigns: Sequence[int]) -> dict[int, PolicyVersion]:
-    """The policy version in force for each campaign's customer, in one query."""
-    cursor.execute(_CAMPAIGN_VERSIONS_SQL, {"campaigns": list(campaigns)})
-    rows = cursor.fetchall()
-    if any(version_id is None for _, version_id in rows):
+def _versions_of_campaigns(
+    rows: list[tuple[int, int | None]], campaigns: list[int]
+) -> dict[int, PolicyVersion]:
+    """The policy version in force for each campaign's customer, from
+    ``_CAMPAIGN_VERSIONS_SQL``'s rows."""
+    if any(version_id is None for _, version_id in rows):  # no default policy yet
         ensure_default_policy()
-        cursor.execute(_CAMPAIGN_VERSIONS_SQL, {"campaigns": list(campaigns)})
-        rows = cursor.fetchall()
-    return {campaign_id: version_by_id(version_id) for campaign_id, version_id in rows}
+        with statement_cursor() as cursor:
+            cursor.execute(_CAMPAIGN_VERSIONS_SQL, {"campaigns": campaigns})
+            rows = cursor.fetchall()
+    return {campaign_id: version_by_id(version_id) for campaign_id, version_id in rows if version_id}
 
 
-def _check_caps(
-    cursor: Any, *, contractor_id: int, versions: Iterable[PolicyVersion], now: dt.datetime
-) -> None:
+def _check_caps(*, contractor_id: int, versions: Iterable[PolicyVersion], now: dt.datetime) -> None:
     hourly = [v.claims_per_hour_cap for v in versions if v.claims_per_hour_cap is not None]
     daily = [v.claims_per_day_cap for v in versions if v.claims_per_day_cap is not None]
     if not hourly and not daily:
         return
+    with connection.cursor() as cursor:
+        _refuse_over_cap(cursor, contractor_id=contractor_id, hourly=hourly, daily=daily, now=now)
+
+
+def _refuse_over_cap(
+    cursor: Any, *, contractor_id: int, hourly: list[int], daily: list[int], now: dt.datetime
+) -> None:
+    """Raise 429 with the moment the oldest counted claim leaves its window."""
     hour, day = now - dt.timedelta(hours=1), now - dt.timedelta(days=1)
     cursor.execute(_CLAIMS_SINCE_SQL, {"contractor": contractor_id, "hour": hour, "day": day})
     last_hour, last_day = cursor.fetchone()
@@ -483,7 +564,6 @@ _LEAD_ATTNAMES = [field.attname for field in Lead._meta.concrete_fields]
 
 
 def _take(
-    cursor: Any,
     chosen: Ranked,
     facts: LeadFacts,
     *,
@@ -515,9 +595,10 @@ def _take(
         "key": chosen.candidate.key,
         "reasons": json.dumps(reasons),
     }
-    cursor.execute(_TAKE_SQL, values)
-    row = cursor.fetchone()
-    if row is None:  # cannot happen while the row lock from _CANDIDATES_SQL is held
+    with statement_cursor() as cursor:
+        cursor.execute(_TAKE_SQL, values, prepare=True, binary=True)
+        row = cursor.fetchone()
+    if row is None:  # another claim is taking it, or this contractor took a lead meanwhile
         return None
     decision_id, *lead_values = row
     lead = Lead.from_db(connection.alias, _LEAD_ATTNAMES, lead_values)
@@ -663,12 +744,12 @@ def record_outcome(
     """
     now = now or timezone.now()
     rng = rng or random.Random()
-    with transaction.atomic():
-        lead = _locked_lead(lead_id)
-        repeat = _repeated_outcome(
-            lead, contractor_id=contractor_id, disposition=disposition, idempotency_key=idempotency_key
-        )
-        if repeat:
+    with transaction.atomic(), connection.wrap_database_errors:
+        lead, hours, version_id, key_seen = _lock_for_outcome(lead_id, idempotency_key)
+        if key_seen or (
+            not idempotency_key
+            and _repeated_without_key(lead, contractor_id=contractor_id, disposition=disposition)
+        ):
             return OutcomeResult(lead=lead, repeated=True)
         _require_holder(lead, contractor_id)
         if disposition == Disposition.CALLBACK and callback_at is None:
@@ -679,8 +760,7 @@ def record_outcome(
         lead.last_attempt_at = called_at
         if lead.first_attempt_at is None:
             lead.first_attempt_at = called_at
-        version = current_versions([lead.customer_id])[lead.customer_id]
-        hours = calling_hours_of(lead.campaign)
+        version = version_by_id(version_id) if version_id else ensure_default_policy()
         detail: dict[str, Any] = {"called_at": called_at.isoformat()}
 
         if disposition in _CLOSING:
@@ -704,29 +784,103 @@ def record_outcome(
             raise ValueError(f"Unknown disposition {disposition!r}.")
 
         if lead.status != QueueStatus.CLOSED:
-            score_lead(lead, version.params())
-        lead.save()
-        events = [
-            LeadEvent(
-                lead=lead,
-                kind=EventKind.ATTEMPT,
-                at=now,
-                contractor_id=contractor_id,
-                disposition=disposition,
-                idempotency_key=idempotency_key,
-                detail=detail,
-            )
+            score_lead(lead, params_for_version(version.pk))
+        events: list[tuple[str, int | None, str, str, dict[str, Any]]] = [
+            (EventKind.ATTEMPT, contractor_id, disposition, idempotency_key, detail)
         ]
         if detail.get("became_stale"):
-            events.append(LeadEvent(lead=lead, kind=EventKind.BECAME_STALE, at=now))
+            events.append((EventKind.BECAME_STALE, None, "", "", {}))
         elif "rescheduled_at" in detail or "callback_at" in detail:
-            events.append(LeadEvent(lead=lead, kind=EventKind.RESCHEDULED, at=now, detail=detail))
+            events.append((EventKind.RESCHEDULED, None, "", "", detail))
         elif lead.status == QueueStatus.CLOSED:
-            events.append(
-                LeadEvent(lead=lead, kind=EventKind.CLOSED, at=now, detail={"reason": lead.closed_reason})
-            )
-        LeadEvent.objects.bulk_create(events)
+            events.append((EventKind.CLOSED, None, "", "", {"reason": lead.closed_reason}))
+        _save_outcome(lead, events, now)
     return OutcomeResult(lead=lead, repeated=False)
+
+
+# The lead (locked), its campaign's calling hours, the policy version in force for its
+# customer and, when the outcome carries an idempotency key, whether it was seen: one
+# round trip (pipelined; the key is checked after the lock, with a fresh snapshot).
+_LEAD_COLUMNS = [field.column for field in Lead._meta.concrete_fields]
+_LOCK_FOR_OUTCOME_SQL = f"""
+SELECT {", ".join(f"l.{c}" for c in _LEAD_COLUMNS)},
+       cp.time_zone, cp.calling_hours_start, cp.calling_hours_end, cp.calling_days,
+       COALESCE(own.current_version_id, dflt.current_version_id)
+FROM leads_lead l
+JOIN leads_campaign cp ON cp.id = l.campaign_id
+LEFT JOIN prioritization_prioritypolicy own ON own.customer_id = l.customer_id
+LEFT JOIN prioritization_prioritypolicy dflt ON dflt.customer_id IS NULL
+WHERE l.id = %(lead)s
+FOR NO KEY UPDATE OF l
+"""  # noqa: S608 (column names from the model, no input)
+_KEY_SEEN_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM leads_leadevent WHERE lead_id = %(lead)s AND idempotency_key = %(key)s)"
+)
+
+# What an outcome may change on the lead, written with its events in one statement.
+_OUTCOME_FIELDS = [
+    "lead_type",
+    "status",
+    "due_at",
+    "rescheduled_at",
+    "holder_id",
+    "lease_expires_at",
+    "claimed_at",
+    "attempt_count",
+    "reschedule_count",
+    "first_attempt_at",
+    "last_attempt_at",
+    "closed_at",
+    "closed_reason",
+    "priority_key",
+    "sla_deadline",
+    "scored_version",
+    "updated_at",
+]
+_SAVE_OUTCOME_SQL = f"""
+WITH updated AS (
+    UPDATE leads_lead SET {", ".join(f"{name} = %({name})s" for name in _OUTCOME_FIELDS)}
+    WHERE id = %(lead)s
+)
+INSERT INTO leads_leadevent (lead_id, kind, at, contractor_id, disposition, idempotency_key, detail)
+SELECT %(lead)s, e.kind, %(now)s, e.contractor_id, e.disposition, e.idempotency_key, e.detail::jsonb
+FROM unnest(%(kinds)s::text[], %(contractors)s::bigint[], %(dispositions)s::text[], %(keys)s::text[],
+            %(details)s::text[]) AS e(kind, contractor_id, disposition, idempotency_key, detail)
+"""  # noqa: S608 (field names from a constant list, no input)
+
+
+def _lock_for_outcome(lead_id: int, idempotency_key: str) -> tuple[Lead, CallingHours, int | None, bool]:
+    with connection.connection.pipeline():
+        locked, seen = statement_cursor(), statement_cursor()
+        locked.execute(_LOCK_FOR_OUTCOME_SQL, {"lead": lead_id}, prepare=True, binary=True)
+        if idempotency_key:
+            seen.execute(_KEY_SEEN_SQL, {"lead": lead_id, "key": idempotency_key}, prepare=True, binary=True)
+        row = locked.fetchone()
+        key_seen = bool(idempotency_key) and bool(seen.fetchone()[0])  # type: ignore[index]
+    if row is None:
+        raise Lead.DoesNotExist(f"No lead {lead_id}.")
+    count = len(_LEAD_ATTNAMES)
+    lead = Lead.from_db(connection.alias, _LEAD_ATTNAMES, row[:count])
+    time_zone, start, end, days, version_id = row[count:]
+    hours = CallingHours(time_zone=time_zone, start=start, end=end, days=frozenset(days))
+    return lead, hours, version_id, key_seen
+
+
+def _save_outcome(
+    lead: Lead, events: list[tuple[str, int | None, str, str, dict[str, Any]]], now: dt.datetime
+) -> None:
+    values: dict[str, Any] = {name: getattr(lead, name) for name in _OUTCOME_FIELDS}
+    values.update(
+        lead=lead.pk,
+        now=now,
+        kinds=[kind for kind, *_ in events],
+        contractors=[contractor for _, contractor, *_ in events],
+        dispositions=[disposition for _, _, disposition, _, _ in events],
+        keys=[key for *_, key, _ in events],
+        details=[json.dumps(detail) for *_, detail in events],
+    )
+    with statement_cursor() as cursor:
+        cursor.execute(_SAVE_OUTCOME_SQL, values, prepare=True, binary=True)
 
 
 def _reschedule(lead: Lead, when: dt.datetime, now: dt.datetime) -> None:
@@ -739,10 +893,9 @@ def _reschedule(lead: Lead, when: dt.datetime, now: dt.datetime) -> None:
     lead.updated_at = now
 
 
-def _repeated_outcome(lead: Lead, *, contractor_id: int, disposition: str, idempotency_key: str) -> bool:
-    """Was this outcome already recorded for the lead's latest claim by this contractor?"""
-    if idempotency_key:
-        return LeadEvent.objects.filter(lead=lead, idempotency_key=idempotency_key).exists()
+def _repeated_without_key(lead: Lead, *, contractor_id: int, disposition: str) -> bool:
+    """Without an idempotency key: was this outcome the last thing this contractor reported
+    for the lead, with no claim since? (Only asked when the contractor no longer holds it.)"""
     if lead.status == QueueStatus.HELD and lead.holder_id == contractor_id:
         return False
     last = LeadEvent.objects.filter(lead=lead, kind__in=[EventKind.ATTEMPT, EventKind.CLAIMED]).first()

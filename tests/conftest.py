@@ -5,6 +5,7 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from leads.authentication import forget_verified_keys
 from leads.models import ApiKey, ApiScope, Customer
 from tests.factories import CampaignFactory, CustomerFactory
 
@@ -13,6 +14,12 @@ from tests.factories import CampaignFactory, CustomerFactory
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
     """One test database per test run, so that concurrent runs on one server never collide."""
     settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = f"test_leadrank_{os.getpid()}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_api_key_cache() -> None:
+    """Each test starts with no remembered API keys (they are per process)."""
+    forget_verified_keys()
 
 
 @pytest.fixture

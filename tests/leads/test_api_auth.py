@@ -4,7 +4,10 @@ import datetime as dt
 import io
 
 import pytest
+import time_machine
 from django.core.management import CommandError, ManagementUtility, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -423,3 +426,51 @@ def test_create_api_key_run_as_a_program_exits_non_zero_with_one_readable_line(d
     err = capsys.readouterr().err
     assert err.strip() == "CommandError: There is no customer 999999."
     assert "Traceback" not in err
+
+
+def test_a_verified_key_is_remembered_so_the_next_request_runs_no_key_query(db):
+    _, key = ApiKey.objects.create_key(name="app", scope=ApiScope.ADMIN)
+    client = client_with(f"Api-Key {key}")
+    with CaptureQueriesContext(connection) as first:
+        assert client.get(LEADS_URL).status_code == 200
+    with CaptureQueriesContext(connection) as second:
+        assert client.get(LEADS_URL).status_code == 200
+
+    assert any("leads_apikey" in query["sql"] for query in first.captured_queries)
+    assert not any("leads_apikey" in query["sql"] for query in second.captured_queries)
+
+
+def test_a_revoked_key_is_refused_once_its_remembered_verification_is_older_than_the_cache_time(db, settings):
+    settings.LEADRANK_API_KEY_CACHE_SECONDS = 30
+    api_key, key = ApiKey.objects.create_key(name="app", scope=ApiScope.ADMIN)
+    client = client_with(f"Api-Key {key}")
+    assert client.get(LEADS_URL).status_code == 200
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked=True)
+
+    assert client.get(LEADS_URL).status_code == 200  # still trusted by this process
+    with time_machine.travel(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=31), tick=False):
+        response = client.get(LEADS_URL)
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Invalid or revoked API key."
+
+
+def test_with_the_cache_off_a_revoked_key_is_refused_at_once(db, settings):
+    settings.LEADRANK_API_KEY_CACHE_SECONDS = 0
+    api_key, key = ApiKey.objects.create_key(name="app", scope=ApiScope.ADMIN)
+    client = client_with(f"Api-Key {key}")
+    assert client.get(LEADS_URL).status_code == 200
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked=True)
+
+    assert client.get(LEADS_URL).status_code == 401
+
+
+def test_a_remembered_key_is_refused_from_the_moment_it_expires(db):
+    expiry = timezone.now() + dt.timedelta(minutes=5)
+    _, key = ApiKey.objects.create_key(name="app", scope=ApiScope.ADMIN, expiry_date=expiry)
+    client = client_with(f"Api-Key {key}")
+    assert client.get(LEADS_URL).status_code == 200
+
+    with time_machine.travel(expiry + dt.timedelta(seconds=1), tick=False):
+        response = client.get(LEADS_URL)
+    assert response.status_code == 401
+    assert response.json()["detail"] == "This API key has expired."

@@ -5,6 +5,7 @@ import random
 import threading
 from collections import Counter
 
+import psycopg
 import pytest
 import time_machine
 from django.db import connection
@@ -519,3 +520,25 @@ def test_an_at_risk_decision_says_so(make_contractor) -> None:
     assert claim.lead.pk == urgent.pk
     assert claim.decision.band == "at_risk"
     assert claim.decision.reasons[0] == "SLA deadline in 5 min: served first"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lead_another_transaction_is_taking_is_skipped_and_the_next_best_is_handed_out() -> None:
+    customer = CustomerFactory()
+    campaign = all_day_campaign(customer)
+    now = timezone.now()
+    best, second, third = add_leads(campaign, *({"created_at": now - MINUTE * i} for i in range(3)))
+    contractor = ContractorFactory(campaigns=[campaign])
+    other = psycopg.connect(**connection.get_connection_params())
+    try:
+        # Another claim (or a rescoring batch) holds the best lead's row right now.
+        other.execute("SELECT id FROM leads_lead WHERE id = %s FOR UPDATE", [best.pk])
+        claim = claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk])
+    finally:
+        other.rollback()
+        other.close()
+
+    assert claim is not None
+    assert claim.lead.pk == second.pk
+    assert Lead.objects.get(pk=best.pk).status == QueueStatus.READY
+    assert list(Decision.objects.values_list("lead_id", flat=True)) == [second.pk]

@@ -4,9 +4,11 @@ import datetime as dt
 
 import pytest
 import time_machine
+from django.db import OperationalError
 from rest_framework.test import APIClient
 
 from leads.models import ApiScope, Campaign, Lead, QueueStatus
+from prioritization import services
 from prioritization.models import Decision
 from tests.factories import CampaignFactory, CustomerFactory
 from tests.prioritization.conftest import T0, add_lead, set_policy
@@ -329,3 +331,21 @@ def test_a_patch_from_the_contract_app_is_reflected_in_the_next_pick(
     )
     assert response.json()["lead_id"] == first.pk
     assert Lead.objects.get(pk=second.pk).status == QueueStatus.WAITING
+
+
+def test_a_lost_database_connection_is_a_503_to_retry_not_a_500(
+    contract_api: APIClient, campaign: Campaign, make_contractor, monkeypatch
+) -> None:
+    contractor = make_contractor(campaign)
+
+    def database_gone(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "claim_next_lead", database_gone)
+    response = contract_api.post(
+        "/api/v1/next-lead/", {"campaign_ids": [campaign.pk], "contractor_id": contractor.pk}, format="json"
+    )
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response.json() == {"detail": "The database is unavailable; retry shortly."}
