@@ -3,6 +3,7 @@
 The README's configuration table lists each variable read here.
 """
 
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
@@ -186,6 +187,26 @@ LEADRANK_IMPORT_MAX_BYTES = env_int("LEADRANK_IMPORT_MAX_BYTES", 200 * 1024 * 10
 LEADRANK_IMPORT_INLINE_ROWS = env_int("LEADRANK_IMPORT_INLINE_ROWS", 2_000, minimum=0)
 # Where the real public data sets live (demo data, simulator, model evaluation).
 LEADRANK_DATA_DIR = Path(env_str("LEADRANK_DATA_DIR", str(BASE_DIR.parent / "shared" / "data")))
+
+# --- Metrics and alerts (prioritization.metrics, prioritization.alerts) ------------------------
+# /metrics without DEBUG: open to these client addresses (CIDR, the TCP peer) ...
+LEADRANK_METRICS_ALLOWED_IPS = env_list("LEADRANK_METRICS_ALLOWED_IPS", ["127.0.0.1/32", "::1/128"])
+for _cidr in LEADRANK_METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_cidr, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"LEADRANK_METRICS_ALLOWED_IPS: {_cidr!r} is not an address or CIDR network (e.g. 10.0.0.0/8)"
+        ) from None
+# ... and to requests with "Authorization: Bearer <this>" from anywhere (empty: no token).
+LEADRANK_METRICS_TOKEN = env_str("LEADRANK_METRICS_TOKEN")
+# prometheus_client's multiprocess mode: every web and worker process writes its counters to
+# this folder and /metrics sums them. Read by prometheus_client itself when it is imported
+# (after settings); `make run` sets and empties it. Unset: each process counts alone.
+if env_str("PROMETHEUS_MULTIPROC_DIR"):
+    Path(env_str("PROMETHEUS_MULTIPROC_DIR")).mkdir(parents=True, exist_ok=True)
+# Seconds to wait for a customer's alert webhook (connect and read each) before retrying.
+LEADRANK_ALERT_WEBHOOK_TIMEOUT_SECONDS = env_int("LEADRANK_ALERT_WEBHOOK_TIMEOUT_SECONDS", 5, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -4,10 +4,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from leads.health import healthz
+from prioritization.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include("leads.urls")),
     path("api/v1/", include("prioritization.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

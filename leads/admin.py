@@ -14,7 +14,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import connections
+from django.db import connections, models
 from django.db.models import Count, Q, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -106,6 +106,8 @@ def _exact_search(queryset: QuerySet[Any], term: str, *, text_field: str | None)
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin[Customer]):
     list_display = ("name", "id", "pricing_plan", "campaign_count", "created_at")
+    # The alert webhook URL: a URL typed without a scheme is https (Django 6's default).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_filter = ("pricing_plan",)
     search_fields = ("name",)
     ordering = ("name",)

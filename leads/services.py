@@ -36,6 +36,7 @@ from leads.importers import (
     row_to_raw,
 )
 from leads.models import Campaign, Customer, EventKind, Lead, LeadEvent, QueueStatus
+from prioritization import metrics
 from prioritization.services import (
     ArrivalScorer,
     current_versions,
@@ -352,6 +353,7 @@ def ingest_lead_batch(
     stored = upsert_leads([lead for _, lead in valid], customer_plans=references.customer_plans, now=now)
     for (index, lead), outcome in zip(valid, stored, strict=True):
         results[index] = BatchItemResult(index, lead.external_id, outcome.status, lead_id=outcome.lead_id)
+    metrics.record_import_statuses(source="api", statuses=(result.status for result in results.values()))
     return [results[i] for i in range(len(items))]
 
 
@@ -507,6 +509,9 @@ def import_leads(
 
     def upsert(staged: StagedBatch) -> None:
         created, updated = upsert_staged_batch(staged)
+        metrics.record_import_rows(
+            source="file", created=created, updated=updated, rejected=staged.rows - staged.leads
+        )
         summary.created += created
         summary.updated += updated
         summary.total += staged.rows

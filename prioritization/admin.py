@@ -26,6 +26,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from leads.admin import PG_BIGINT_MAX, EstimatedCountPaginator
+from prioritization import admin_alerts  # noqa: F401 (registers the alert admin)
 from prioritization.admin_preview import (
     clean_settings,
     default_settings,

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from leads.api import LeadOutputSerializer, leads_visible_to
 from leads.models import Disposition, Lead
 from leads.permissions import CanIngest, IsContractApp
-from prioritization import services
+from prioritization import metrics, services
 
 NextLeadOutput = inline_serializer(
     "NextLead",
@@ -37,6 +37,7 @@ class NextLeadInput(serializers.Serializer[Any]):
     contractor_id = serializers.IntegerField(min_value=1)
 
 
+@metrics.instrument_next_lead
 class NextLeadView(APIView):
     """The best lead to call now for a contractor qualified for these campaigns."""
 

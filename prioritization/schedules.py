@@ -34,4 +34,11 @@ SCHEDULES = (
         every_seconds=600,
         description="Recompute the daily SLA rollups (counts and TAT histograms) of recent days.",
     ),
+    Schedule(
+        name="leadrank: evaluate alerts",
+        task="prioritization.tasks.evaluate_alerts",
+        # An alert opens (and clears) at most this long after its condition starts (ends).
+        every_seconds=60,
+        description="Open, refresh and close alerts: SLA projected below target, empty queues asked for.",
+    ),
 )

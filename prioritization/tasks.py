@@ -3,11 +3,11 @@
 from dataclasses import asdict
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.db import OperationalError
 from django.utils import timezone
 
-from prioritization import services, sla
+from prioritization import alerts, services, sla
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
@@ -26,3 +26,26 @@ def wake_due_leads() -> dict[str, int]:
 def rollup_sla() -> dict[str, Any]:
     """Recompute the daily SLA rollups of settled days (see prioritization.sla.rollup_sla)."""
     return asdict(sla.rollup_sla(now=timezone.now()))
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
+def evaluate_alerts() -> dict[str, Any]:
+    """Open, refresh and close alerts (see prioritization.alerts.evaluate_alerts)."""
+    return asdict(alerts.evaluate_alerts())
+
+
+@shared_task(bind=True, autoretry_for=(OperationalError,), max_retries=alerts.WEBHOOK_RETRIES)
+def deliver_alert_webhook(self: Task[Any, Any], alert_id: int, event: alerts.Event) -> dict[str, Any]:
+    """POST an alert's opening or clearing to its customer's webhook; a network error, a
+    timeout, 408, 429 or 5xx is retried with a growing delay, then recorded as failed."""
+    try:
+        return {
+            "alert_id": alert_id,
+            "event": event,
+            "state": alerts.deliver_alert_webhook(alert_id=alert_id, event=event),
+        }
+    except alerts.WebhookTransientError as error:
+        if self.request.retries >= alerts.WEBHOOK_RETRIES:
+            state = alerts.record_webhook_failure(alert_id=alert_id, event=event, error=str(error))
+            return {"alert_id": alert_id, "event": event, "state": state}
+        raise self.retry(exc=error, countdown=alerts.webhook_retry_delay(self.request.retries)) from error

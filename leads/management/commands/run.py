@@ -12,6 +12,8 @@ from django.db import connection
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
 
+from prioritization.metrics import reset_multiprocess_dir
+
 
 class Command(BaseCommand):
     help = (
@@ -36,6 +38,10 @@ class Command(BaseCommand):
         # Children use this process's database directly; only this process holds the
         # embedded server open, so it stops when this process exits.
         env["DATABASE_URL"] = settings.DATABASE_URL
+        # Web, worker and beat sum their Prometheus counters through one folder, emptied first.
+        metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or Path(settings.VAR_DIR) / "metrics")
+        reset_multiprocess_dir(metrics_dir)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         base = f"http://127.0.0.1:{port}"
         self.stdout.write(
             "\n".join(

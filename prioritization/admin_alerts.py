@@ -1,0 +1,67 @@
+"""Django admin of alerts: open and past alerts, read-only (the evaluation opens and closes
+them). Registered by ``prioritization.admin``."""
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from prioritization.models import Alert
+
+
+class AlertStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("open", "open"), ("closed", "closed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "open":
+            return queryset.filter(closed_at__isnull=True)
+        if self.value() == "closed":
+            return queryset.filter(closed_at__isnull=False)
+        return queryset
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin[Alert]):
+    """Alerts are records of the evaluation: listed and shown, never edited here."""
+
+    list_display = (
+        "opened_at",
+        "kind",
+        "customer",
+        "campaign",
+        "message",
+        "closed_at",
+        "opened_webhook",
+        "resolved_webhook",
+    )
+    list_filter = (AlertStateFilter, "kind")
+    list_select_related = ("customer", "campaign")
+    ordering = ("-opened_at", "-id")
+    fields = (
+        "kind",
+        "customer",
+        "campaign",
+        "message",
+        "opened_at",
+        "checked_at",
+        "closed_at",
+        "detail",
+        "opened_webhook",
+        "resolved_webhook",
+        "webhook_error",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Alert | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Alert | None = None) -> bool:
+        return False
