@@ -4,9 +4,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from leads.health import healthz
+from prioritization.admin_dashboard import dashboard_urls
 from prioritization.metrics import metrics_view
 
 urlpatterns = [
+    # Before admin/: the admin's catch-all app pattern would answer this path with a 404.
+    path("admin/sla/", include(dashboard_urls())),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
