@@ -66,6 +66,7 @@ class Customer(models.Model):
         max_length=500,
         blank=True,
         default="",
+        db_default="",  # rows inserted by raw SQL (benchmarks, scripts) need no value
         validators=[URLValidator(schemes=["http", "https"])],
         help_text="Optional. Alerts (SLA at risk, empty queue) are POSTed here as JSON when they "
         "open and when they clear.",

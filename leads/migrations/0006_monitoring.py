@@ -17,6 +17,7 @@ class Migration(migrations.Migration):
             name="alert_webhook_url",
             field=models.URLField(
                 blank=True,
+                db_default="",
                 default="",
                 help_text="Optional. Alerts (SLA at risk, empty queue) are POSTed here as JSON when they "
                 "open and when they clear.",
