@@ -31,6 +31,12 @@ LEAD_FIELDS = (
     "created_at",
 )
 REQUIRED_FIELDS = ("external_id", "customer_id", "campaign_id", "lead_type")
+# A file of past leads maps a column to this field: 1/0, true/false or yes/no, whether the
+# lead converted. Such leads are stored closed with that outcome (never queued) and train
+# the learned model. Only an explicit mapping turns it on, never a header that happens to
+# be called "converted": importing history instead of leads to call must be deliberate.
+OUTCOME_FIELD = "converted"
+MAPPABLE_FIELDS = (*LEAD_FIELDS, OUTCOME_FIELD)
 LEAD_TYPES = ("live", "stale")
 PRICING_PLANS = ("starter", "pro", "enterprise")
 TEXT_MAX_LENGTH = 200
@@ -224,6 +230,27 @@ def parse_lead(raw: Mapping[str, object]) -> tuple[LeadInput | None, FieldErrors
     return LeadInput._make(values), {}
 
 
+_TRUE_WORDS = frozenset({"1", "true", "yes"})
+_FALSE_WORDS = frozenset({"0", "false", "no"})
+OUTCOME_ERROR = "Enter whether the lead converted: 1/0, true/false or yes/no."
+
+
+def parse_outcome(value: object) -> bool:
+    """A past outcome: 1/0, true/false or yes/no in any case (spreadsheets: 1.0, TRUE)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text in _TRUE_WORDS:
+        return True
+    if text in _FALSE_WORDS:
+        return False
+    if value is None or (isinstance(value, str) and not text):
+        raise ValueError(f"This field is required in a file of past outcomes. {OUTCOME_ERROR}")
+    raise ValueError(f"{_show(value)} is not an outcome. {OUTCOME_ERROR}")
+
+
 # --- Mapping ----------------------------------------------------------------------------
 
 
@@ -269,11 +296,11 @@ class LeadMapping:
                 isinstance(k, str) and isinstance(v, str | int) for k, v in section.items()
             ):
                 raise MappingError(f'"{label}" must map lead fields to strings.')
-            bad = set(section) - set(LEAD_FIELDS)
+            bad = set(section) - set(MAPPABLE_FIELDS)
             if bad:
                 raise MappingError(
                     f'"{label}" names unknown lead fields: {", ".join(sorted(bad))} '
-                    f"(known: {', '.join(LEAD_FIELDS)})."
+                    f"(known: {', '.join(MAPPABLE_FIELDS)})."
                 )
         if not isinstance(empty_values, list) or not all(isinstance(v, str) for v in empty_values):
             raise MappingError('"empty_values" must be a list of strings.')

@@ -50,6 +50,10 @@ class CloseReason(models.TextChoices):
     WRONG_NUMBER = "wrong_number", "Wrong number"
     DO_NOT_CALL = "do_not_call", "Do not call"
     WITHDRAWN = "withdrawn", "Withdrawn by the customer"
+    # Leads imported with a past outcome (a mapped "converted" column): history that trains
+    # the learned model, stored closed so that it never enters the queue, never called here.
+    PAST_CONVERTED = "past_converted", "Converted (imported past outcome)"
+    PAST_NOT_CONVERTED = "past_not_converted", "Not converted (imported past outcome)"
 
 
 def _validate_time_zone(value: str) -> None:

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from leads.importers import (
     LEAD_FIELDS,
+    OUTCOME_FIELD,
     ColumnPlan,
     FieldErrors,
     ImportFileError,
@@ -32,6 +33,7 @@ from leads.importers import (
     count_data_rows,
     open_table,
     parse_lead,
+    parse_outcome,
     plan_columns,
     row_to_raw,
 )
@@ -122,6 +124,8 @@ _STAGE_COLUMNS = (
 # upserts the previous chunk.
 _SET_BATCH_SQL = "SELECT set_config('leadrank.stage_batch', %s, false)"
 _COPY_STAGE_SQL = f"COPY leads_lead_stage ({', '.join(_STAGE_COLUMNS)}) FROM STDIN"
+# Files of past leads (a mapped "converted" column) also stage each lead's outcome.
+_COPY_STAGE_OUTCOMES_SQL = f"COPY leads_lead_stage ({', '.join(_STAGE_COLUMNS)}, converted) FROM STDIN"
 _CLEAR_BATCH_SQL = "DELETE FROM leads_lead_stage WHERE batch_id = %(batch)s"
 # Batches left behind by a process that died between COPY and upsert.
 _CLEAR_ABANDONED_SQL = "DELETE FROM leads_lead_stage WHERE staged_at < now() - interval '1 day'"
@@ -132,17 +136,25 @@ _CLEAR_ABANDONED_SQL = "DELETE FROM leads_lead_stage WHERE staged_at < now() - i
 # wipe what the Contract app set), and engine state (held, closed, attempts) is never
 # touched. Rows are taken in key order so that two batches never deadlock on each other.
 # Rows the insert just created match their staged values, so the update skips them.
+# A staged outcome (st.converted, files of past leads only) stores the lead closed with it,
+# as of its created_at: it never enters the queue. On update, it closes a lead that is
+# still waiting or ready (now), and replaces the outcome of a lead imported as history; a
+# held lead or one the engine closed keeps its state.
 _INSERT_SQL = """
 INSERT INTO leads_lead AS l (
     customer_id, campaign_id, external_id, lead_type, city, source, last_activity, stage,
     pricing_plan, rescheduled_at, created_at, status, due_at, attempt_count, reschedule_count,
-    closed_reason, received_at, updated_at, priority_key, sla_deadline, scored_version
+    closed_reason, closed_at, received_at, updated_at, priority_key, sla_deadline, scored_version
 )
 SELECT st.customer_id, st.campaign_id, st.external_id, st.lead_type, st.city, st.source,
        st.last_activity, st.stage, COALESCE(st.pricing_plan, c.pricing_plan), st.rescheduled_at,
        COALESCE(st.created_at, %(now)s),
-       CASE WHEN st.due_at <= %(now)s THEN 'ready' ELSE 'waiting' END,
-       st.due_at, 0, 0, '', %(now)s, %(now)s, st.priority_key, st.sla_deadline, st.scored_version
+       CASE WHEN st.converted IS NOT NULL THEN 'closed' WHEN st.due_at <= %(now)s THEN 'ready'
+            ELSE 'waiting' END,
+       st.due_at, 0, 0,
+       CASE st.converted WHEN true THEN 'past_converted' WHEN false THEN 'past_not_converted' ELSE '' END,
+       CASE WHEN st.converted IS NOT NULL THEN COALESCE(st.created_at, %(now)s) END,
+       %(now)s, %(now)s, st.priority_key, st.sla_deadline, st.scored_version
 FROM leads_lead_stage st JOIN leads_customer c ON c.id = st.customer_id
 WHERE st.batch_id = %(batch)s
 ORDER BY st.customer_id, st.external_id
@@ -154,7 +166,13 @@ _INSERT_COUNT_SQL = f"WITH inserted AS ({_INSERT_SQL}) SELECT count(*) FROM inse
 _UPDATE_SQL = """
 WITH s AS (
     SELECT st.*, COALESCE(st.created_at, l.created_at) AS new_created_at,
-           COALESCE(st.rescheduled_at, l.rescheduled_at) AS new_rescheduled_at, l.id AS lead_id
+           COALESCE(st.rescheduled_at, l.rescheduled_at) AS new_rescheduled_at, l.id AS lead_id,
+           st.converted IS NOT NULL AND l.status IN ('waiting', 'ready') AS closes,
+           CASE WHEN st.converted IS NOT NULL
+                     AND (l.status IN ('waiting', 'ready')
+                          OR l.closed_reason IN ('past_converted', 'past_not_converted'))
+                THEN CASE WHEN st.converted THEN 'past_converted' ELSE 'past_not_converted' END
+                ELSE l.closed_reason END AS new_closed_reason
     FROM leads_lead_stage st
     JOIN leads_lead l ON l.customer_id = st.customer_id AND l.external_id = st.external_id
     WHERE st.batch_id = %(batch)s
@@ -174,18 +192,22 @@ UPDATE leads_lead AS l SET
     due_at = CASE WHEN l.status IN ('waiting', 'ready')
                   THEN GREATEST(s.new_created_at, s.new_rescheduled_at) ELSE l.due_at END,
     status = CASE WHEN l.status NOT IN ('waiting', 'ready') THEN l.status
+                  WHEN s.closes THEN 'closed'
                   WHEN GREATEST(s.new_created_at, s.new_rescheduled_at) <= %(now)s THEN 'ready'
                   ELSE 'waiting' END,
+    closed_reason = s.new_closed_reason,
+    closed_at = CASE WHEN s.closes THEN %(now)s ELSE l.closed_at END,
     updated_at = %(now)s
 FROM s
 WHERE l.id = s.lead_id
-  AND (l.campaign_id, l.lead_type, l.city, l.source, l.stage, l.last_activity, l.pricing_plan,
-       l.rescheduled_at, l.created_at)
-      IS DISTINCT FROM
-      (s.campaign_id, s.lead_type, COALESCE(NULLIF(s.city, ''), l.city),
-       COALESCE(NULLIF(s.source, ''), l.source), COALESCE(NULLIF(s.stage, ''), l.stage),
-       COALESCE(s.last_activity, l.last_activity), COALESCE(s.pricing_plan, l.pricing_plan),
-       s.new_rescheduled_at, s.new_created_at)
+  AND ((l.campaign_id, l.lead_type, l.city, l.source, l.stage, l.last_activity, l.pricing_plan,
+        l.rescheduled_at, l.created_at, l.closed_reason)
+       IS DISTINCT FROM
+       (s.campaign_id, s.lead_type, COALESCE(NULLIF(s.city, ''), l.city),
+        COALESCE(NULLIF(s.source, ''), l.source), COALESCE(NULLIF(s.stage, ''), l.stage),
+        COALESCE(s.last_activity, l.last_activity), COALESCE(s.pricing_plan, l.pricing_plan),
+        s.new_rescheduled_at, s.new_created_at, s.new_closed_reason)
+       OR s.closes)
 RETURNING l.id
 """
 
@@ -203,10 +225,15 @@ class UpsertResult:
 
 
 def _stage_leads(
-    cursor: CursorWrapper, leads: Sequence[LeadInput], *, scorer: ArrivalScorer, now: dt.datetime
+    cursor: CursorWrapper,
+    leads: Sequence[LeadInput],
+    *,
+    scorer: ArrivalScorer,
+    now: dt.datetime,
+    outcomes: Sequence[bool] | None = None,
 ) -> tuple[str, int]:
-    """COPY the leads, with their arrival scores, into the staging table under a new batch
-    id; returns (batch, count).
+    """COPY the leads, with their arrival scores (and past outcomes, one per lead, for a
+    file of past leads), into the staging table under a new batch id; returns (batch, count).
 
     When one external id appears twice, only its last occurrence is staged: PostgreSQL's
     ON CONFLICT cannot touch one row twice in a statement, and the last version wins.
@@ -218,8 +245,14 @@ def _stage_leads(
     batch = str(uuid.uuid4())
     cursor.execute(_SET_BATCH_SQL, [batch])
     score = scorer.score
+    positions = range(len(leads)) if len(last_index) == len(leads) else sorted(last_index.values())
+    if outcomes is not None:
+        with cursor.cursor.copy(_COPY_STAGE_OUTCOMES_SQL) as copy:
+            for i in positions:
+                copy.write_row((*leads[i], *score(leads[i], now), outcomes[i]))
+        return batch, len(last_index)
     with cursor.cursor.copy(_COPY_STAGE_SQL) as copy:
-        staged = leads if len(last_index) == len(leads) else [leads[i] for i in sorted(last_index.values())]
+        staged = leads if len(last_index) == len(leads) else [leads[i] for i in positions]
         for lead in staged:
             copy.write_row(lead + score(lead, now))  # LeadInput is a tuple in _STAGE_COLUMNS order
     return batch, len(last_index)
@@ -270,13 +303,19 @@ class StagedBatch:
     now: dt.datetime  # the moment its leads arrived (defaults and scores were computed at it)
 
 
-def stage_lead_batch(leads: Sequence[LeadInput], *, rows: int, scorer: ArrivalScorer) -> StagedBatch:
+def stage_lead_batch(
+    leads: Sequence[LeadInput],
+    *,
+    rows: int,
+    scorer: ArrivalScorer,
+    outcomes: Sequence[bool] | None = None,
+) -> StagedBatch:
     """COPY a chunk of an import into the staging table (autocommit)."""
     now = timezone.now()
     if not leads:
         return StagedBatch(batch="", rows=rows, leads=0, now=now)
     with connection.cursor() as cursor:
-        batch, _ = _stage_leads(cursor, leads, scorer=scorer, now=now)
+        batch, _ = _stage_leads(cursor, leads, scorer=scorer, now=now, outcomes=outcomes)
     return StagedBatch(batch=batch, rows=rows, leads=len(leads), now=now)
 
 
@@ -402,6 +441,7 @@ class ImportSummary:
 class ParsedChunk:
     leads: list[LeadInput]
     rows: int
+    outcomes: list[bool] | None = None  # per lead, for a file of past leads
 
 
 ProgressCallback = Callable[[int], object]
@@ -426,28 +466,39 @@ def _parse_chunks(
     references: ReferenceCache,
     chunk_rows: int,
 ) -> Iterator[ParsedChunk]:
-    # Rows of the current chunk in file order: a parsed lead, or the row's field errors.
-    pending: list[tuple[int, LeadInput | None, FieldErrors]] = []
+    # Rows of the current chunk in file order: a parsed lead (and its past outcome, in a
+    # file of past leads), or the row's field errors.
+    pending: list[tuple[int, LeadInput | None, FieldErrors, bool]] = []
     rows_in_chunk = 0
+    with_outcomes = OUTCOME_FIELD in plan.positions or OUTCOME_FIELD in plan.constants
 
     def finish() -> ParsedChunk:
-        references.load(lead for _, lead, _ in pending if lead is not None)
+        references.load(lead for _, lead, _, _ in pending if lead is not None)
         good: list[LeadInput] = []
-        for row_number, lead, errors in pending:
+        outcomes: list[bool] = []
+        for row_number, lead, errors, outcome in pending:
             if lead is not None:
                 errors = references.check(lead, allowed_customer_id=allowed_customer_id)
             if errors:
                 report.add(row_number, _row_errors(row_number, errors, plan.column_name))
             elif lead is not None:
                 good.append(lead)
-        return ParsedChunk(leads=good, rows=rows_in_chunk)
+                outcomes.append(outcome)
+        return ParsedChunk(leads=good, rows=rows_in_chunk, outcomes=outcomes if with_outcomes else None)
 
     seen = 0
     for row_number, cells in table.rows:
         seen += 1
         rows_in_chunk += 1
-        lead, errors = parse_lead(row_to_raw(cells, plan, empty_values))
-        pending.append((row_number, lead, errors))
+        raw = row_to_raw(cells, plan, empty_values)
+        lead, errors = parse_lead(raw)
+        outcome = False
+        if with_outcomes:
+            try:
+                outcome = parse_outcome(raw.get(OUTCOME_FIELD))
+            except ValueError as exc:
+                lead, errors = None, {**errors, OUTCOME_FIELD: [str(exc)]}
+        pending.append((row_number, lead, errors, outcome))
         if rows_in_chunk >= chunk_rows:
             yield finish()
             pending, rows_in_chunk = [], 0
@@ -505,7 +556,7 @@ def import_leads(
     scorer = ArrivalScorer(references.customer_plans)
 
     def stage(chunk: ParsedChunk) -> StagedBatch:
-        return stage_lead_batch(chunk.leads, rows=chunk.rows, scorer=scorer)
+        return stage_lead_batch(chunk.leads, rows=chunk.rows, scorer=scorer, outcomes=chunk.outcomes)
 
     def upsert(staged: StagedBatch) -> None:
         created, updated = upsert_staged_batch(staged)
