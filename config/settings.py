@@ -188,6 +188,12 @@ LEADRANK_IMPORT_INLINE_ROWS = env_int("LEADRANK_IMPORT_INLINE_ROWS", 2_000, mini
 # Where the real public data sets live (demo data, simulator, model evaluation).
 LEADRANK_DATA_DIR = Path(env_str("LEADRANK_DATA_DIR", str(BASE_DIR.parent / "shared" / "data")))
 
+# --- Learned models (prioritization.training) ----------------------------------------------
+# Outcomes of leads created this many days back train the models.
+LEADRANK_TRAINING_WINDOW_DAYS = env_int("LEADRANK_TRAINING_WINDOW_DAYS", 365, minimum=1)
+# How often beat trains them (setup_periodic_tasks); the admin's "Train now" any time.
+LEADRANK_TRAINING_EVERY_HOURS = env_int("LEADRANK_TRAINING_EVERY_HOURS", 24, minimum=1)
+
 # --- Metrics and alerts (prioritization.metrics, prioritization.alerts) ------------------------
 # /metrics without DEBUG: open to these client addresses (CIDR, the TCP peer) ...
 LEADRANK_METRICS_ALLOWED_IPS = env_list("LEADRANK_METRICS_ALLOWED_IPS", ["127.0.0.1/32", "::1/128"])

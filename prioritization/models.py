@@ -1,5 +1,6 @@
 """Priority policies (versioned, edited in the admin) and the log of next-lead decisions."""
 
+import dataclasses
 import datetime as dt
 import math
 from typing import Any
@@ -12,7 +13,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from leads.models import Contractor, Customer, Lead
-from prioritization.scoring import BY_SCORE, FIFO, PolicyParams
+from prioritization.scoring import BY_SCORE, FIFO, PolicyParams, blend_weights
 
 # Weights multiply a lead's score; outside this range a weight is a typo, not a policy.
 MIN_WEIGHT = 0.01
@@ -51,6 +52,14 @@ class PriorityPolicy(models.Model):
     @property
     def is_default(self) -> bool:
         return self.customer_id is None
+
+
+class WeightsSource(models.TextChoices):
+    """Where a policy's city, source and stage multipliers come from."""
+
+    MANUAL = "manual", "Manual weights"
+    LEARNED = "learned", "Learned model"
+    BLEND = "blend", "Blend of manual weights and learned model"
 
 
 class PolicyVersion(models.Model):
@@ -122,6 +131,27 @@ class PolicyVersion(models.Model):
     claims_per_day_cap = models.PositiveIntegerField(
         null=True, blank=True, help_text="Per contractor; empty = no cap."
     )
+    weights_source = models.CharField(
+        max_length=10,
+        choices=WeightsSource.choices,
+        default=WeightsSource.MANUAL,
+        help_text="Learned: the model's multipliers for city, source, stage and last-activity recency "
+        "replace the manual ones (plan weights and time decay stay). Blend: both, mixed in log space.",
+    )
+    learned_share = models.FloatField(
+        default=0.5,
+        help_text="Blend only: the learned model's share, 0 to 1 (0.5 = geometric mean of manual and "
+        "learned multipliers).",
+    )
+    learned_model = models.ForeignKey(
+        "ModelVersion",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="policy_versions",
+        help_text="The model version in use. Training points learned and blend policies at each new "
+        "version; left empty, saving picks the newest model of the policy's customer.",
+    )
 
     class Meta:
         ordering = ["policy_id", "-number"]
@@ -147,6 +177,12 @@ class PolicyVersion(models.Model):
             ),
             models.CheckConstraint(condition=Q(lease_seconds__gt=0), name="policy_lease_positive"),
             models.CheckConstraint(condition=Q(ordering__in=[BY_SCORE, FIFO]), name="policy_ordering_valid"),
+            models.CheckConstraint(
+                condition=Q(weights_source__in=WeightsSource.values), name="policy_weights_source_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(learned_share__gte=0, learned_share__lte=1), name="policy_learned_share_in_0_1"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -193,10 +229,43 @@ class PolicyVersion(models.Model):
             errors["reschedule_max_hours"] = "The reschedule window must end after it starts."
         if self.lease_seconds is not None and self.lease_seconds <= 0:
             errors["lease_seconds"] = "Must be greater than 0."
+        if self.learned_share is not None and not 0 <= self.learned_share <= 1:
+            errors["learned_share"] = "The learned share is between 0 (manual only) and 1 (learned only)."
         if errors:
             raise ValidationError(errors)
 
     def params(self) -> PolicyParams:
+        """The scoring parameters in force: the manual weights, or the learned model's
+        multipliers, or both mixed in log space (``manual^(1−s) × learned^s``).
+
+        Learned and blended policies without a model yet score with the manual weights.
+        Under a learned model, the manual last-activity decay of live leads gives way to
+        the model's recency multipliers (blend: it keeps its share, 1 − s).
+        """
+        manual = self.manual_params()
+        if self.weights_source == WeightsSource.MANUAL or self.learned_model_id is None:
+            return manual
+        model = self.learned_model
+        assert model is not None
+        share = 1.0 if self.weights_source == WeightsSource.LEARNED else self.learned_share
+        learned = model.multipliers
+        note = model.describe()
+        if share < 1.0:
+            note = f"blend of manual weights and {note} ({share:.0%} learned)"
+        activity_hours = manual.live_activity_decay_hours
+        return dataclasses.replace(
+            manual,
+            city_weights=blend_weights(manual.city_weights, learned.get("city", {}), share),
+            source_weights=blend_weights(manual.source_weights, learned.get("source", {}), share),
+            stage_weights=blend_weights(manual.stage_weights, learned.get("stage", {}), share),
+            recency_weights=blend_weights({}, learned.get("recency", {}), share),
+            live_activity_decay_hours=activity_hours / (1.0 - share) if share < 1.0 else 0.0,
+            model_note=note,
+            base_rate=model.base_rate,
+        )
+
+    def manual_params(self) -> PolicyParams:
+        """The scoring parameters with the hand-set weights, whatever ``weights_source`` says."""
         return PolicyParams(
             version_id=self.pk,
             sla_window_minutes=self.sla_window_minutes,
@@ -414,3 +483,82 @@ class Alert(models.Model):
     @property
     def is_open(self) -> bool:
         return self.closed_at is None
+
+
+# --- Learned models ------------------------------------------------------------------------------
+
+
+class TrainingTrigger(models.TextChoices):
+    SCHEDULE = "schedule", "Daily schedule"
+    ADMIN = "admin", "Train now (admin)"
+    COMMAND = "command", "Command line"
+
+
+class ModelVersion(models.Model):
+    """One trained conversion model of a customer, or the pooled model (customer empty).
+
+    Immutable, like policy versions: a policy version points at the model version it
+    scores with, so a stored key always names the multipliers it was computed from.
+    Scoring needs only ``multipliers`` (feature → value → odds multiplier) and
+    ``base_rate``; the rest records how the model was made and how good it is.
+    """
+
+    customer = models.ForeignKey(
+        Customer,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="model_versions",
+        help_text="Empty for the pooled model (every customer's outcomes): the prior of customers' models.",
+    )
+    number = models.PositiveIntegerField()
+    trained_at = models.DateTimeField()
+    trigger = models.CharField(max_length=10, choices=TrainingTrigger.choices)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # The created_at range of the outcomes the fit saw (every customer's: the pooled prior).
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
+    training_rows = models.PositiveIntegerField(
+        help_text="This customer's outcomes (all, for the pooled model)."
+    )
+    positive_rows = models.PositiveIntegerField(help_text="Of which converted.")
+    holdout_rows = models.PositiveIntegerField(
+        help_text="Of which in the time-ordered holdout (the newest 20% of outcomes) behind the metrics."
+    )
+    all_rows = models.PositiveIntegerField(help_text="Outcomes of every customer in the fit.")
+    base_rate = models.FloatField(help_text="Conversion rate of the outcomes (pooled rate without any).")
+    multipliers = models.JSONField(
+        default=dict, help_text='Feature → value → odds multiplier, e.g. {"source": {"Referral": 2.1}}.'
+    )
+    metrics = models.JSONField(default=dict)
+    settings = models.JSONField(default=dict)
+    training_seconds = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["-trained_at", "-id"]
+        constraints = [
+            # Also serves "the newest model of customer C" (ORDER BY number DESC LIMIT 1).
+            models.UniqueConstraint(
+                fields=["customer", "number"], nulls_distinct=False, name="model_version_number_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(trigger__in=TrainingTrigger.values), name="model_version_trigger_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(base_rate__gte=0, base_rate__lte=1), name="model_version_base_rate_in_0_1"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        owner = self.customer.name if self.customer_id is not None and self.customer else "pooled"
+        return f"{owner} model v{self.number} ({self.trained_at:%Y-%m-%d %H:%M})"
+
+    @property
+    def is_pooled(self) -> bool:
+        return self.customer_id is None
+
+    def describe(self) -> str:
+        """How explanations name the model: "learned model v3", "pooled model v3"."""
+        return f"{'pooled' if self.is_pooled else 'learned'} model v{self.number}"

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from django.conf import settings
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -33,6 +35,14 @@ SCHEDULES = (
         # live, so this period only bounds how long that slower path is taken.
         every_seconds=600,
         description="Recompute the daily SLA rollups (counts and TAT histograms) of recent days.",
+    ),
+    Schedule(
+        name="leadrank: train learned models",
+        task="prioritization.tasks.train_models",
+        # Daily by default: a day's outcomes move a model little, and every training gives
+        # each learned policy a new version (and its leads a rescoring).
+        every_seconds=settings.LEADRANK_TRAINING_EVERY_HOURS * 3600,
+        description="Fit the pooled and per-customer conversion models on recent outcomes.",
     ),
     Schedule(
         name="leadrank: evaluate alerts",

@@ -9,11 +9,16 @@ The score of a lead is an estimate of "how much a call now is worth", in log spa
 - stale lead: log s = log base − activity_age / τs   (activity_age = now − last_activity)
 
 where ``base`` multiplies the policy's weights for the lead's city, source, stage and
-pricing plan (unknown values weigh 1) and, for live leads, how fresh the lead's last
-activity was when it arrived. Because time enters only through ``− now / τ`` and τ is
-one number per policy, time never reorders the leads of one campaign: their order is
-the stored key ``log base + anchor / τ`` (anchor = due_at or last_activity, in minutes),
-and ``log s = key − now / τ`` compares the best lead of each campaign at the instant.
+pricing plan (values without a weight weigh 1; an empty value is looked up as
+``(unknown)``) and, for live leads, how fresh the lead's last activity was when it
+arrived. A policy that uses a learned model (see :mod:`prioritization.learning`) brings
+its multipliers in through the same weights, plus one per recency bin (how long before
+arriving the lead was last active): the model is fitted offline, scoring only multiplies.
+
+Because time enters only through ``− now / τ`` and τ is one number per policy, time
+never reorders the leads of one campaign: their order is the stored key
+``log base + anchor / τ`` (anchor = due_at or last_activity, in minutes), and
+``log s = key − now / τ`` compares the best lead of each campaign at the instant.
 
 Bands come before scores: a live lead never called whose SLA deadline falls within the
 policy's protection window is *at risk* and goes first (earliest deadline first), then
@@ -38,6 +43,33 @@ STALE = "stale"
 # kept so that the simulator can compare against it).
 BY_SCORE = "score"
 FIFO = "fifo"
+
+
+# An empty value (no city given, ...) is weighed under this name, by hand-set weights and
+# learned models alike: "unknown" is information too (X Education's leads without a city
+# convert differently from those with one).
+UNKNOWN_VALUE = "(unknown)"
+# The learned models' name for how long before arriving a lead was last active.
+RECENCY = "recency"
+# How long before arriving a lead was last active, in the bins a learned model weighs:
+# (upper bound in hours, exclusive; label). A lead without last_activity is UNKNOWN_VALUE.
+RECENCY_BINS: tuple[tuple[float, str], ...] = (
+    (1.0, "under 1 h"),
+    (24.0, "1-24 h"),
+    (168.0, "1-7 days"),
+    (720.0, "7-30 days"),
+    (math.inf, "over 30 days"),
+)
+
+
+def recency_label(hours: float | None) -> str:
+    """The recency bin of a lead last active ``hours`` before arriving (negative: after)."""
+    if hours is None:
+        return UNKNOWN_VALUE
+    for bound, label in RECENCY_BINS:
+        if hours < bound:
+            return label
+    return RECENCY_BINS[-1][1]  # NaN
 
 
 def minutes_since_epoch(moment: dt.datetime) -> float:
@@ -68,6 +100,11 @@ class PolicyParams:
     plan_weights: Mapping[str, float] = field(default_factory=dict)
     stale_every: int = 0  # n > 0: every n-th claim of a contractor prefers the best stale lead
     ordering: str = BY_SCORE  # FIFO: earliest due first, live and stale alike, no weights or SLA band
+    # From a learned model (empty for hand-set weights): a multiplier per recency bin, the
+    # words that name the model in explanations, and the conversion rate it was trained on.
+    recency_weights: Mapping[str, float] = field(default_factory=dict)
+    model_note: str = ""
+    base_rate: float | None = None
 
     @cached_property
     def log_weights(self) -> tuple[dict[str, float], dict[str, float], dict[str, float], dict[str, float]]:
@@ -76,6 +113,10 @@ class PolicyParams:
             {value: math.log(weight) for value, weight in weights.items() if value and weight != 1.0}
             for weights in (self.city_weights, self.source_weights, self.stage_weights, self.plan_weights)
         )
+
+    @cached_property
+    def log_recency(self) -> dict[str, float]:
+        return {label: math.log(weight) for label, weight in self.recency_weights.items() if weight != 1.0}
 
     @property
     def fifo(self) -> bool:
@@ -89,6 +130,23 @@ class PolicyParams:
     @property
     def stale_rate(self) -> float:
         return 0.0 if self.fifo else 1.0 / (self.stale_activity_decay_days * 24 * 60)
+
+
+def blend_weights(
+    manual: Mapping[str, float], learned: Mapping[str, float], share: float
+) -> dict[str, float]:
+    """Weights mixed in log space: ``manual^(1 − share) × learned^share`` per value, a value
+    missing on one side weighing 1 there (share 1: the learned weights alone)."""
+    if share >= 1.0:
+        return dict(learned)
+    if share <= 0.0:
+        return dict(manual)
+    return {
+        value: math.exp(
+            (1.0 - share) * math.log(manual.get(value, 1.0)) + share * math.log(learned.get(value, 1.0))
+        )
+        for value in manual.keys() | learned.keys()
+    }
 
 
 class LeadFacts(NamedTuple):
@@ -117,8 +175,19 @@ class Factor:
 
 
 def _weight(weights: Mapping[str, float], value: str) -> float:
-    """Unknown and empty values are neutral."""
-    return float(weights.get(value, 1.0)) if value else 1.0
+    """Values without a weight are neutral; an empty value is weighed as UNKNOWN_VALUE."""
+    return float(weights.get(value or UNKNOWN_VALUE, 1.0))
+
+
+def recency_bin(facts: LeadFacts) -> str:
+    """How long before arriving the lead was last active (time-invariant: a stored key may use it)."""
+    if facts.last_activity is None:
+        return UNKNOWN_VALUE
+    return recency_label((facts.created_at - facts.last_activity).total_seconds() / 3600)
+
+
+def _recency_words(label: str) -> str:
+    return "last activity unknown" if label == UNKNOWN_VALUE else f"last active {label} before arriving"
 
 
 def attribute_factors(facts: LeadFacts, policy: PolicyParams) -> list[Factor]:
@@ -132,7 +201,12 @@ def attribute_factors(facts: LeadFacts, policy: PolicyParams) -> list[Factor]:
     ):
         multiplier = _weight(weights, value)
         if multiplier != 1.0:
-            factors.append(Factor(f"{label} = {value}", multiplier))
+            factors.append(Factor(f"{label} = {value}" if value else f"{label} unknown", multiplier))
+    if policy.recency_weights:
+        label = recency_bin(facts)
+        multiplier = _weight(policy.recency_weights, label)
+        if multiplier != 1.0:
+            factors.append(Factor(_recency_words(label), multiplier))
     if (
         facts.lead_type == LIVE
         and policy.live_activity_decay_hours > 0
@@ -165,8 +239,15 @@ def log_base(facts: LeadFacts, policy: PolicyParams) -> float:
     """log of ``base``: the sum of the logs of :func:`attribute_factors`, computed without
     building them (this runs once per imported lead)."""
     city, source, stage, plan = policy.log_weights
-    total = city.get(facts.city, 0.0) + source.get(facts.source, 0.0) + stage.get(facts.stage, 0.0)
-    total += plan.get(facts.pricing_plan, 0.0)
+    unknown = UNKNOWN_VALUE
+    total = (
+        city.get(facts.city or unknown, 0.0)
+        + source.get(facts.source or unknown, 0.0)
+        + stage.get(facts.stage or unknown, 0.0)
+        + plan.get(facts.pricing_plan or unknown, 0.0)
+    )
+    if policy.recency_weights:
+        total += policy.log_recency.get(recency_bin(facts), 0.0)
     if (
         facts.lead_type == LIVE
         and policy.live_activity_decay_hours > 0
@@ -280,7 +361,11 @@ def choose(
 
 
 def explain(facts: LeadFacts, policy: PolicyParams, *, now: dt.datetime, band: Band) -> list[str]:
-    """Reasons behind a score, in words a product person reads."""
+    """Reasons behind a score, in words a product person reads.
+
+    Every reason but two ends in its multiplier, and those multiply back to the score:
+    the SLA line (the band, not the score) and, under a learned model, the base rate the
+    model was trained on (the reference the multipliers are relative to)."""
     if policy.fifo:
         waited = max(0.0, (now - facts.due_at).total_seconds() / 60)
         return [f"first in, first out: due {waited:.0f} min ago"]
@@ -290,7 +375,13 @@ def explain(facts: LeadFacts, policy: PolicyParams, *, now: dt.datetime, band: B
         assert deadline is not None
         minutes = (deadline - now).total_seconds() / 60
         reasons.append(f"SLA deadline in {minutes:.0f} min: served first")
-    reasons.extend(factor.describe() for factor in attribute_factors(facts, policy))
+    if policy.base_rate is not None:
+        reasons.append(f"{policy.model_note}: base rate {policy.base_rate:.0%}")
+    # Strongest first: the top reasons are the ones that moved the score most.
+    factors = sorted(
+        attribute_factors(facts, policy), key=lambda f: -abs(math.log(max(f.multiplier, 1e-300)))
+    )
+    reasons.extend(factor.describe() for factor in factors)
     if facts.lead_type == LIVE:
         waited = max(0.0, (now - facts.due_at).total_seconds() / 60)
         reasons.append(Factor(f"waited {waited:.0f} min", math.exp(-waited * policy.live_rate)).describe())

@@ -7,7 +7,7 @@ from celery import Task, shared_task
 from django.db import OperationalError
 from django.utils import timezone
 
-from prioritization import alerts, services, sla
+from prioritization import alerts, services, sla, training
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
@@ -20,6 +20,12 @@ def rescore_leads() -> dict[str, Any]:
 def wake_due_leads() -> dict[str, int]:
     """Return due reschedules and expired leases to the queue in every campaign."""
     return {"woken": services.wake_due_leads()}
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
+def train_models(trigger: str = "schedule", user_id: int | None = None) -> dict[str, Any]:
+    """Train and store the learned models; point learned and blended policies at them."""
+    return asdict(training.train_models(trigger=trigger, user_id=user_id))
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
