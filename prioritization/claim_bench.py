@@ -216,9 +216,9 @@ def _double_claims(url: str) -> int:
 
 def rescore_child(*, new_version: bool) -> None:
     """Run in ``manage.py shell``: optionally switch the default policy to a new version with
-    another decay (so every key changes), run ``rescore_leads()`` timing each batch
-    transaction from its UPDATE to its COMMIT, print one JSON line."""
-    from django.db import connection, transaction
+    another decay (so every key changes), run ``rescore_leads()`` (which times each batch
+    transaction from its UPDATE to its COMMIT), print one JSON line."""
+    from django.db import transaction
 
     from prioritization import services
     from prioritization.models import PolicyVersion, PriorityPolicy, version_values
@@ -238,27 +238,8 @@ def rescore_child(*, new_version: bool) -> None:
             )
             policy.save(update_fields=["current_version"])
 
-    batch_ms: list[float] = []
-    write_started: list[float] = []
-
-    def timed(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-        if sql.lstrip().startswith("UPDATE leads_lead l") and "priority_key = v.priority_key" in sql:
-            write_started.append(time.perf_counter())
-        return execute(sql, params, many, context)
-
-    # Django commits an atomic block through the private _commit(); wrapping it on this
-    # connection ends each batch's clock when its row locks are released.
-    original_commit = getattr(connection, "_commit")  # noqa: B009
-
-    def commit() -> None:
-        original_commit()
-        if write_started:
-            batch_ms.append((time.perf_counter() - write_started.pop()) * 1000)
-
-    setattr(connection, "_commit", commit)  # noqa: B010
     started = time.perf_counter()
-    with connection.execute_wrapper(timed):
-        summary = services.rescore_leads()
+    summary = services.rescore_leads()
     seconds = time.perf_counter() - started
     print(
         json.dumps(
@@ -268,8 +249,7 @@ def rescore_child(*, new_version: bool) -> None:
                 "rewritten": summary.rewritten,
                 "batches": summary.batches,
                 "skipped": summary.skipped,
-                "max_batch_ms": max(batch_ms, default=0.0),
-                "timed_batches": len(batch_ms),
+                "max_batch_ms": summary.max_batch_seconds * 1000,
             }
         )
     )

@@ -18,7 +18,9 @@ import datetime as dt
 import json
 import logging
 import math
+import queue
 import random
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -933,6 +935,8 @@ class RescoreSummary:
     rewritten: int = 0
     batches: int = 0
     skipped: bool = False  # another rescoring was running
+    # Longest time a batch held its row locks (from its UPDATE to its COMMIT).
+    max_batch_seconds: float = 0.0
 
 
 # Timestamps travel as integer microseconds since 1970: exact both ways, and about ten
@@ -973,8 +977,10 @@ def rescore_leads(
 ) -> RescoreSummary:
     """Recompute stored keys with the policy versions in force; rewrite only what changed.
 
-    Scores come from :func:`prioritization.scoring.priority_key` (the one definition);
-    each batch is one short transaction. ``lead_ids`` limits the pass to those leads.
+    Scores come from :func:`prioritization.scoring.priority_key` (the one definition).
+    This thread reads a batch and computes its keys while a writer thread (its own
+    connection) writes the previous batch, each write one short transaction: Python and
+    PostgreSQL work at the same time. ``lead_ids`` limits the pass to those leads.
     """
     summary = RescoreSummary()
     with connection.cursor() as cursor:
@@ -983,10 +989,11 @@ def rescore_leads(
             summary.skipped = True
             return summary
         try:
-            if lead_ids is not None:
-                _rescore_ids(cursor, sorted(lead_ids), batch_size, summary)
-            else:
-                _rescore_all(cursor, batch_size, summary)
+            with _BatchWriter(summary) as writer:
+                if lead_ids is not None:
+                    _rescore_ids(sorted(lead_ids), batch_size, writer)
+                else:
+                    _rescore_all(batch_size, writer)
         finally:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [RESCORE_LOCK_KEY])
     return summary
@@ -999,37 +1006,99 @@ RESCORE_LOCK_TARGET_SECONDS = 0.1
 RESCORE_MIN_BATCH = 250
 
 
-def _rescore_all(cursor: Any, batch_size: int, summary: RescoreSummary) -> None:
+class _BatchWriter:
+    """Writes rescored batches from a thread of its own, one batch behind the reader.
+
+    The queue holds at most one batch, so memory stays at two batches and the adaptive
+    batch size reacts one batch late. An error in the writer stops the pass. Called inside
+    a transaction (a test, a caller's atomic block), batches are written inline instead:
+    another connection could not see that transaction's rows.
+    """
+
+    def __init__(self, summary: RescoreSummary, *, threaded: bool = True) -> None:
+        self.summary = summary
+        self.last_lock_seconds = 0.0
+        self.threaded = threaded and not connection.in_atomic_block
+        self._batches: queue.Queue[dict[str, list[Any]] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="rescore-writer", daemon=True)
+
+    def __enter__(self) -> "_BatchWriter":
+        if self.threaded:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.threaded:
+            return
+        self._batches.put(None)
+        self._thread.join()
+        if self._error is not None and exc_info[0] is None:
+            raise self._error
+
+    def put(self, batch: dict[str, list[Any]]) -> None:
+        if not self.threaded:
+            self._write(batch)
+            return
+        if self._error is not None:
+            raise self._error
+        self._batches.put(batch)
+
+    def _run(self) -> None:
+        try:
+            while (batch := self._batches.get()) is not None:
+                if self._error is None:
+                    self._write(batch)
+        except BaseException as error:  # re-raised in the reading thread
+            self._error = error
+            while self._batches.get() is not None:  # let the reader finish putting
+                pass
+        finally:
+            connection.close()
+
+    def _write(self, batch: dict[str, list[Any]]) -> None:
+        started = time.perf_counter()
+        with transaction.atomic(), statement_cursor() as cursor:
+            cursor.execute(_RESCORE_WRITE_SQL, batch, prepare=True)
+            self.summary.rewritten += cursor.rowcount
+        self.last_lock_seconds = time.perf_counter() - started
+        self.summary.max_batch_seconds = max(self.summary.max_batch_seconds, self.last_lock_seconds)
+
+
+def _rescore_all(batch_size: int, writer: _BatchWriter) -> None:
     after = 0
     size = batch_size
     versions: dict[int, PolicyVersion] = {}
-    while True:
-        cursor.execute(_RESCORE_READ_SQL, {"after": after, "limit": size})
-        rows = cursor.fetchall()
-        if not rows:
-            return
-        after = rows[-1][0]
-        locked_seconds = _rescore_rows(cursor, rows, versions, summary)
-        if locked_seconds > RESCORE_LOCK_TARGET_SECONDS:
-            size = max(RESCORE_MIN_BATCH, size // 2)
-        elif locked_seconds < RESCORE_LOCK_TARGET_SECONDS / 2:
-            size = min(batch_size, size * 2)
+    with statement_cursor() as cursor:
+        while True:
+            cursor.execute(_RESCORE_READ_SQL, {"after": after, "limit": size}, prepare=True, binary=True)
+            rows = cursor.fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            _rescore_rows(rows, versions, writer)
+            if writer.last_lock_seconds > RESCORE_LOCK_TARGET_SECONDS:
+                size = max(RESCORE_MIN_BATCH, size // 2)
+            elif writer.last_lock_seconds < RESCORE_LOCK_TARGET_SECONDS / 2:
+                size = min(batch_size, size * 2)
 
 
-def _rescore_ids(cursor: Any, ids: list[int], batch_size: int, summary: RescoreSummary) -> None:
+def _rescore_ids(ids: list[int], batch_size: int, writer: _BatchWriter) -> None:
     versions: dict[int, PolicyVersion] = {}
-    for start in range(0, len(ids), batch_size):
-        cursor.execute(
-            _RESCORE_READ_SQL.replace("id > %(after)s", "id = ANY(%(ids)s)"),
-            {"ids": ids[start : start + batch_size], "limit": batch_size},
-        )
-        _rescore_rows(cursor, cursor.fetchall(), versions, summary)
+    with statement_cursor() as cursor:
+        for start in range(0, len(ids), batch_size):
+            cursor.execute(
+                _RESCORE_READ_SQL.replace("id > %(after)s", "id = ANY(%(ids)s::bigint[])"),
+                {"ids": ids[start : start + batch_size], "limit": batch_size},
+                binary=True,
+            )
+            _rescore_rows(cursor.fetchall(), versions, writer)
 
 
 def _rescore_rows(
-    cursor: Any, rows: list[tuple[Any, ...]], versions: dict[int, PolicyVersion], summary: RescoreSummary
-) -> float:
-    """Rescore these rows and write what changed in one transaction; returns its seconds."""
+    rows: list[tuple[Any, ...]], versions: dict[int, PolicyVersion], writer: _BatchWriter
+) -> None:
+    """Rescore these rows and hand what changed to the writer."""
     missing = {row[1] for row in rows} - versions.keys()
     if missing:
         versions.update(current_versions(missing))
@@ -1072,18 +1141,10 @@ def _rescore_rows(
             keys.append(key)
             deadlines.append(deadline_us)
             version_ids.append(params.version_id)
-    summary.scanned += len(rows)
-    summary.batches += 1
-    if not ids:
-        return 0.0
-    started = time.perf_counter()
-    with transaction.atomic():
-        cursor.execute(
-            _RESCORE_WRITE_SQL,
-            {"ids": ids, "keys": keys, "deadlines": deadlines, "versions": version_ids},
-        )
-        summary.rewritten += cursor.rowcount
-    return time.perf_counter() - started
+    writer.summary.scanned += len(rows)
+    writer.summary.batches += 1
+    if ids:
+        writer.put({"ids": ids, "keys": keys, "deadlines": deadlines, "versions": version_ids})
 
 
 def ranked_leads_at(
@@ -1157,6 +1218,6 @@ def rescore_lead_ids(lead_ids: Sequence[int]) -> int:
     if not lead_ids:
         return 0
     summary = RescoreSummary()
-    with connection.cursor() as cursor:
-        _rescore_ids(cursor, sorted(lead_ids), RESCORE_BATCH, summary)
+    with _BatchWriter(summary, threaded=False) as writer:
+        _rescore_ids(sorted(lead_ids), RESCORE_BATCH, writer)
     return summary.rewritten
