@@ -7,7 +7,9 @@ minute. An alert opens the first time a condition is seen and stays open, one ro
 twice — until an evaluation no longer sees the condition; then it closes. Opening and
 closing are logged, shown on every admin page while open (``templates/admin/base_site.html``)
 and POSTed as JSON to the customer's ``alert_webhook_url`` by a Celery task enqueued on
-commit; webhook failures are retried with backoff and never affect the evaluation.
+commit; webhook failures are retried with backoff and never affect the evaluation. Each
+evaluation also keeps every customer's SLA figures of today (:class:`SlaSnapshot`), which
+/metrics exposes without recomputing them.
 
 Definitions:
 
@@ -39,7 +41,7 @@ from kombu.exceptions import KombuError
 
 from leads.models import Customer
 from prioritization import sla
-from prioritization.models import Alert, AlertKind, WebhookState
+from prioritization.models import Alert, AlertKind, SlaSnapshot, WebhookState
 from prioritization.sla import SlaCounts, SlaReport
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,37 @@ class SlaOutlook:
     # Never-called live leads whose deadline is within at_risk_minutes (capped at pending:
     # the report's count may include a lead created just before midnight).
     at_risk: int
+    contractors_active: int = 0
+
+    @classmethod
+    def from_snapshot(cls, snapshot: SlaSnapshot, customer: str) -> "SlaOutlook":
+        counts = SlaCounts(
+            snapshot.in_sla + snapshot.missed + snapshot.pending,
+            snapshot.in_sla,
+            snapshot.missed,
+            snapshot.pending,
+        )
+        return cls(
+            customer_id=snapshot.customer_id,
+            customer=customer,
+            target=snapshot.target,
+            at_risk_minutes=0.0,  # not kept: the count is
+            today=counts,
+            at_risk=snapshot.at_risk,
+            contractors_active=snapshot.contractors_active,
+        )
+
+    def snapshot(self, computed_at: dt.datetime) -> SlaSnapshot:
+        return SlaSnapshot(
+            customer_id=self.customer_id,
+            computed_at=computed_at,
+            target=self.target,
+            in_sla=self.today.in_sla,
+            missed=self.today.missed,
+            pending=self.today.pending,
+            at_risk=self.at_risk,
+            contractors_active=self.contractors_active,
+        )
 
     @property
     def attainment(self) -> float | None:
@@ -114,6 +147,7 @@ def sla_outlooks(report: SlaReport) -> list[SlaOutlook]:
             at_risk_minutes=c.at_risk_minutes,
             today=c.figures.sla_today,
             at_risk=min(c.figures.at_risk, c.figures.sla_today.pending),
+            contractors_active=c.figures.contractors_active,
         )
         for c in report.customers
     ]
@@ -184,8 +218,8 @@ def _percent(share: float | None) -> str:
     return "n/a" if share is None else f"{share:.0%}"
 
 
-def current_conditions(*, now: dt.datetime) -> list[Condition]:
-    """Every alert condition that holds at ``now`` (reads only)."""
+def current_conditions(*, now: dt.datetime, outlooks: Sequence[SlaOutlook]) -> list[Condition]:
+    """Every alert condition that holds at ``now``, given today's SLA outlooks (reads only)."""
     conditions = [
         Condition(
             kind=AlertKind.SLA_AT_RISK,
@@ -198,7 +232,7 @@ def current_conditions(*, now: dt.datetime) -> list[Condition]:
             ),
             detail=f.as_detail(),
         )
-        for f in sla_outlooks(today_report(now=now))
+        for f in outlooks
         if f.below_target
     ]
     conditions += [
@@ -237,13 +271,15 @@ def evaluate_alerts(*, now: dt.datetime | None = None) -> EvaluationSummary:
     returns at once (``skipped``) instead of opening duplicates.
     """
     now = now or timezone.now()
-    conditions = {c.key: c for c in current_conditions(now=now)}
+    outlooks = sla_outlooks(today_report(now=now))
+    conditions = {c.key: c for c in current_conditions(now=now, outlooks=outlooks)}
     summary = EvaluationSummary()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [ALERT_LOCK_KEY])
         if not cursor.fetchone()[0]:
             summary.skipped = True
             return summary
+        _store_snapshots(outlooks, now)
         open_alerts = {
             (a.kind, a.customer_id, a.campaign_id): a
             for a in Alert.objects.select_for_update().filter(closed_at__isnull=True)
@@ -288,6 +324,30 @@ def evaluate_alerts(*, now: dt.datetime | None = None) -> EvaluationSummary:
             if notify:
                 _enqueue_on_commit(alert.pk, "resolved")
     return summary
+
+
+def _store_snapshots(outlooks: Sequence[SlaOutlook], now: dt.datetime) -> None:
+    """Keep today's figures for /metrics: one upsert of every customer's row."""
+    SlaSnapshot.objects.bulk_create(
+        [outlook.snapshot(now) for outlook in outlooks],
+        update_conflicts=True,
+        unique_fields=["customer"],
+        update_fields=[
+            "computed_at",
+            "target",
+            "in_sla",
+            "missed",
+            "pending",
+            "at_risk",
+            "contractors_active",
+        ],
+    )
+
+
+def sla_snapshots() -> list[tuple[SlaOutlook, dt.datetime]]:
+    """Each customer's outlook as the last evaluation stored it, and when (for /metrics)."""
+    rows = SlaSnapshot.objects.select_related("customer").order_by("customer_id")
+    return [(SlaOutlook.from_snapshot(row, row.customer.name), row.computed_at) for row in rows]
 
 
 def _enqueue_on_commit(alert_id: int, event: Event) -> None:

@@ -11,11 +11,13 @@ Two kinds of figures, for two reasons:
   every process on the machine, dead ones included (counters never go backwards when a
   worker is recycled). The folder must be emptied before the processes start (``make run``
   does); without it each process counts alone, which is right only for one process.
-- Figures about the state of the data (queue depth, SLA, leads at risk, alerts open) and
-  the leases expired are read from PostgreSQL at scrape time by :class:`DatabaseCollector`:
-  they are the same for every process and machine, and cost nothing between scrapes. The
-  leases-expired counter counts the ``lease_expired`` lead events over their own partial
-  index: every expiry, whichever process (claim or beat task) found it.
+- Figures about the state of the data are read from PostgreSQL at scrape time by
+  :class:`DatabaseCollector`, the same for every process and machine: queue depth (one
+  aggregate over the partial queue indexes), alerts open, and the leases expired (a count
+  of the ``lease_expired`` lead events over their own partial index: every expiry,
+  whichever process, claim or beat task, found it). Today's SLA figures come from the rows
+  the alert evaluation writes every minute (:class:`~prioritization.models.SlaSnapshot`):
+  computing them costs about a second at a million leads, too much for every scrape.
 
 Nothing here runs a query on the next-lead path except :mod:`prioritization.demand`'s
 write, at most once per 30 s per campaign and process.
@@ -51,6 +53,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from leads.models import Customer
 from prioritization import alerts, demand
 from prioritization.models import Alert, AlertKind
 
@@ -183,7 +186,7 @@ _LEASES_EXPIRED_SQL = "SELECT count(*) FROM leads_leadevent WHERE kind = 'lease_
 
 class DatabaseCollector(Collector):
     """Figures read from PostgreSQL when Prometheus scrapes: a handful of indexed queries
-    (the SLA report of today, the expiries' partial index, the open alerts' unique index).
+    (queue depth, the SLA snapshots, the expiries' partial index, the open alerts' index).
 
     A database that does not answer gives ``leadrank_metrics_database_up 0`` and the
     process metrics, not an error page.
@@ -212,16 +215,49 @@ class DatabaseCollector(Collector):
         yield seconds
 
 
+# Open leads per customer and queue state (prioritization.sla.QueueDepth's states), one
+# statement whose parts each walk a partial index: lead_claim_ready (an index-only count by
+# campaign and type), lead_waiting_due and lead_held_lease.
+_QUEUE_DEPTH_SQL = """
+SELECT c.customer_id, q.state, sum(q.n)::bigint
+FROM (
+    SELECT campaign_id, lead_type || '_due' AS state, count(*) AS n
+    FROM leads_lead WHERE status = 'ready' GROUP BY 1, 2
+    UNION ALL
+    SELECT campaign_id, lead_type || CASE WHEN due_at <= %(now)s THEN '_due' ELSE '_later' END, count(*)
+    FROM leads_lead WHERE status = 'waiting' GROUP BY 1, 2
+    UNION ALL
+    SELECT campaign_id, 'held', count(*) FROM leads_lead WHERE status = 'held' GROUP BY 1
+) q
+JOIN leads_campaign c ON c.id = q.campaign_id
+GROUP BY 1, 2
+"""
+
+
 def database_families(*, now: dt.datetime) -> Iterator[Metric]:
-    report = alerts.today_report(now=now)
-    outlooks = {o.customer_id: o for o in alerts.sla_outlooks(report)}
+    customers = dict(Customer.objects.values_list("pk", "name"))
     labels = ["customer_id", "customer"]
+
+    def names(customer_id: int) -> list[str]:
+        return [str(customer_id), customers.get(customer_id, "")]
+
     queue = GaugeMetricFamily(
         "leadrank_queue_depth",
         "Open leads per customer by queue state: live_due / stale_due (callable now), live_later / "
         "stale_later (rescheduled or called back for later), held (being called).",
         labels=[*labels, "state"],
     )
+    depths: dict[tuple[int, str], int] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_QUEUE_DEPTH_SQL, {"now": now})
+        for customer_id, state, count in cursor.fetchall():
+            depths[(customer_id, state)] = int(count)
+    for customer_id in sorted(customers):
+        for state in _QUEUE_STATES:
+            queue.add_metric([*names(customer_id), state], depths.get((customer_id, state), 0))
+    yield queue
+
+    # Today's SLA figures as the alert evaluation (every minute) computed them.
     attainment = GaugeMetricFamily(
         "leadrank_sla_attainment_today",
         "Share of today's (UTC) decided live leads served in SLA: in SLA / (in SLA + missed).",
@@ -236,7 +272,7 @@ def database_families(*, now: dt.datetime) -> Iterator[Metric]:
     target = GaugeMetricFamily("leadrank_sla_target", "SLA target of the policy in force.", labels=labels)
     at_risk = GaugeMetricFamily(
         "leadrank_leads_at_risk",
-        "Never-called live leads whose SLA deadline is within the policy's sla_protect_minutes.",
+        "Never-called live leads of today whose SLA deadline is within the policy's sla_protect_minutes.",
         labels=labels,
     )
     contractors = GaugeMetricFamily(
@@ -244,20 +280,23 @@ def database_families(*, now: dt.datetime) -> Iterator[Metric]:
         "Contractors with a claim in the customer's campaigns in the last 15 minutes or holding a lead.",
         labels=labels,
     )
-    for customer in report.customers:
-        names = [str(customer.customer_id), customer.name]
-        figures = customer.figures
-        for state in _QUEUE_STATES:
-            queue.add_metric([*names, state], getattr(figures.queue, state))
-        outlook = outlooks[customer.customer_id]
+    computed = GaugeMetricFamily(
+        "leadrank_sla_figures_timestamp_seconds",
+        "When the alert evaluation computed the SLA figures above (Unix time): more than a few "
+        "minutes old means the beat task is not running.",
+        labels=labels,
+    )
+    for outlook, computed_at in alerts.sla_snapshots():
+        customer = names(outlook.customer_id)
         if outlook.attainment is not None:
-            attainment.add_metric(names, outlook.attainment)
+            attainment.add_metric(customer, outlook.attainment)
         if outlook.projected is not None:
-            projected.add_metric(names, outlook.projected)
-        target.add_metric(names, customer.sla_target)
-        at_risk.add_metric(names, figures.at_risk)
-        contractors.add_metric(names, figures.contractors_active)
-    yield from (queue, attainment, projected, target, at_risk, contractors)
+            projected.add_metric(customer, outlook.projected)
+        target.add_metric(customer, outlook.target)
+        at_risk.add_metric(customer, outlook.at_risk)
+        contractors.add_metric(customer, outlook.contractors_active)
+        computed.add_metric(customer, computed_at.timestamp())
+    yield from (attainment, projected, target, at_risk, contractors, computed)
 
     with connection.cursor() as cursor:
         cursor.execute(_LEASES_EXPIRED_SQL)

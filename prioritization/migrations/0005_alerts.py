@@ -27,7 +27,12 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name="Alert",
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
                 (
                     "kind",
                     models.CharField(
@@ -92,7 +97,8 @@ class Migration(migrations.Migration):
                 "ordering": ["-opened_at", "-id"],
                 "constraints": [
                     models.CheckConstraint(
-                        condition=models.Q(("kind__in", ["sla_at_risk", "empty_queue"])), name="alert_kind_valid"
+                        condition=models.Q(("kind__in", ["sla_at_risk", "empty_queue"])),
+                        name="alert_kind_valid",
                     ),
                     models.CheckConstraint(
                         condition=models.Q(
@@ -111,7 +117,9 @@ class Migration(migrations.Migration):
                     ),
                     models.CheckConstraint(
                         condition=models.Q(
-                            ("closed_at__isnull", True), ("closed_at__gte", models.F("opened_at")), _connector="OR"
+                            ("closed_at__isnull", True),
+                            ("closed_at__gte", models.F("opened_at")),
+                            _connector="OR",
                         ),
                         name="alert_closed_after_opened",
                     ),
@@ -121,6 +129,36 @@ class Migration(migrations.Migration):
                         name="alert_one_open_per_condition",
                         nulls_distinct=False,
                     ),
+                ],
+            },
+        ),
+        migrations.CreateModel(
+            name="SlaSnapshot",
+            fields=[
+                (
+                    "customer",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="+",
+                        serialize=False,
+                        to="leads.customer",
+                    ),
+                ),
+                ("computed_at", models.DateTimeField()),
+                ("target", models.FloatField()),
+                ("in_sla", models.PositiveIntegerField()),
+                ("missed", models.PositiveIntegerField()),
+                ("pending", models.PositiveIntegerField()),
+                ("at_risk", models.PositiveIntegerField(help_text="Of the pending leads.")),
+                ("contractors_active", models.PositiveIntegerField()),
+            ],
+            options={
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("at_risk__lte", models.F("pending"))),
+                        name="sla_snapshot_at_risk_pending",
+                    )
                 ],
             },
         ),

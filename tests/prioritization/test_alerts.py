@@ -17,7 +17,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from leads.models import ALL_WEEKDAYS, Campaign, CloseReason, Customer, Lead, QueueStatus
 from prioritization import alerts, tasks
-from prioritization.models import Alert, AlertKind, CampaignDemand, WebhookState
+from prioritization.models import Alert, AlertKind, CampaignDemand, SlaSnapshot, WebhookState
 from prioritization.schedules import SCHEDULES
 from prioritization.services import claim_next_lead
 from tests.factories import CampaignFactory, CustomerFactory
@@ -160,6 +160,22 @@ def test_leads_at_risk_count_as_misses_in_the_projection() -> None:
     assert alert.detail["attainment"] == 1.0
 
 
+def test_each_evaluation_keeps_every_customers_figures_of_today_for_the_metrics() -> None:
+    customer, campaign = sla_customer()
+    quiet, _ = sla_customer(name="Quiet")
+    with time_machine.travel(T0, tick=False):
+        served, _missed = add_leads(campaign, created(60), created(60))
+        call(served, T0 - 50 * MINUTE)
+        evaluate()
+        add_lead(campaign, **created(1))
+        evaluate(T0 + MINUTE)
+    snapshot = SlaSnapshot.objects.get(customer=customer)
+    assert (snapshot.in_sla, snapshot.missed, snapshot.pending, snapshot.at_risk) == (1, 1, 1, 0)
+    assert (snapshot.target, snapshot.computed_at) == (0.9, T0 + MINUTE)
+    assert SlaSnapshot.objects.get(customer=quiet).pending == 0
+    assert SlaSnapshot.objects.count() == 2
+
+
 # --- Empty queues asked for ------------------------------------------------------------------------
 
 
@@ -254,6 +270,7 @@ def test_an_evaluation_running_elsewhere_makes_a_second_one_skip() -> None:
         other.execute("SELECT pg_advisory_lock(%s)", [alerts.ALERT_LOCK_KEY])
         assert evaluate().skipped is True
         assert not Alert.objects.exists()
+        assert not SlaSnapshot.objects.exists()
         other.execute("SELECT pg_advisory_unlock(%s)", [alerts.ALERT_LOCK_KEY])
     assert evaluate().opened
 

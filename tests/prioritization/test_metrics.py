@@ -21,7 +21,7 @@ from rest_framework.test import APIClient
 from leads.importers import LeadMapping
 from leads.models import ALL_WEEKDAYS, Campaign, CloseReason, Lead, QueueStatus
 from leads.services import import_leads, ingest_lead_batch
-from prioritization import demand, metrics
+from prioritization import alerts, demand, metrics
 from prioritization.models import Alert, AlertKind, CampaignDemand
 from prioritization.services import claim_next_lead, wake_due_leads
 from tests.factories import CampaignFactory, CustomerFactory
@@ -205,8 +205,15 @@ def test_sla_attainment_today_its_projection_target_and_leads_at_risk_per_custom
             closed_reason=CloseReason.CONVERTED,
             closed_at=T0 - 49 * minutes,
         )
+        # The figures are those of the last alert evaluation (the beat task, every minute).
+        assert (
+            "leadrank_sla_target",
+            frozenset({("customer_id", str(customer.pk)), ("customer", "Acme")}),
+        ) not in scrape(client)
+        alerts.evaluate_alerts(now=T0)
         samples = scrape(client)
     labels = {"customer_id": customer.pk, "customer": "Acme"}
+    assert value(samples, "leadrank_sla_figures_timestamp_seconds", **labels) == T0.timestamp()
     assert value(samples, "leadrank_sla_attainment_today", **labels) == pytest.approx(1 / 2)
     # In SLA 1 + pending 2 − at risk 1, of 4.
     assert value(samples, "leadrank_sla_projected_attainment_today", **labels) == pytest.approx(2 / 4)
@@ -218,6 +225,7 @@ def test_sla_attainment_today_its_projection_target_and_leads_at_risk_per_custom
 def test_a_customer_without_decided_leads_has_no_attainment_sample(client: Client) -> None:
     customer = CustomerFactory(name="Quiet")
     all_day_campaign(customer)
+    alerts.evaluate_alerts(now=T0)
     samples = scrape(client)
     labels = frozenset({("customer_id", str(customer.pk)), ("customer", "Quiet")})
     assert ("leadrank_sla_target", labels) in samples
@@ -436,3 +444,30 @@ def test_next_lead_answers_record_the_demand_of_every_campaign_of_the_tuple(
         assert contract_api.post(NEXT, body, format="json").status_code == 204
     later = T0 + dt.timedelta(minutes=1)
     assert _demand()[empty.pk] == (later, later)
+
+
+# --- The benchmark's measurements run --------------------------------------------------------
+
+
+def test_the_benchmark_times_recording_and_the_middleware(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prioritization import metrics_bench
+
+    monkeypatch.setattr(demand, "recorder", demand.recorder)  # the benchmark swaps it; put it back
+    recording = metrics_bench.time_recording(calls=200)
+    assert 0 < recording["lead_us"] < 10_000
+    middleware = metrics_bench.time_middleware(requests=50, rounds=1)
+    assert middleware["with_us"] > 0
+    assert middleware["without_us"] > 0
+
+
+def test_the_benchmark_command_refuses_a_bad_size_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "bench_metrics", "--leads", "0"],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, "DATABASE_URL": settings.DATABASE_URL},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "--leads must be at least 1."
