@@ -26,7 +26,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from leads.admin import PG_BIGINT_MAX, EstimatedCountPaginator
-from prioritization import admin_alerts  # noqa: F401 (registers the alert admin)
+from prioritization import (
+    admin_alerts,  # noqa: F401 (registers the alert admin)
+    admin_models,  # noqa: F401 (registers the learned models' admin)
+)
 from prioritization.admin_preview import (
     clean_settings,
     default_settings,
@@ -35,13 +38,16 @@ from prioritization.admin_preview import (
 )
 from prioritization.models import (
     Decision,
+    ModelVersion,
     PolicyVersion,
     PriorityPolicy,
+    WeightsSource,
     version_field_names,
     version_values,
 )
 from prioritization.scoring import Band
 from prioritization.services import enqueue_rescoring, save_policy_settings
+from prioritization.training import model_for_policy
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +67,9 @@ class HistoryRow:
 
 def version_history(policy: PriorityPolicy) -> list[HistoryRow]:
     """Every version of the policy, newest first, with what each one changed."""
-    versions = list(policy.versions.select_related("created_by").order_by("number"))
+    versions = list(
+        policy.versions.select_related("created_by", "learned_model__customer").order_by("number")
+    )
     rows = []
     previous: dict[str, Any] | None = None
     for version in versions:
@@ -104,6 +112,17 @@ class _PolicyFormBase(forms.ModelForm[PriorityPolicy]):
             # Only the add form has it: there is one default policy, made by a migration.
             self.fields["customer"].required = True
             self.fields["customer"].help_text = "The customer this policy is for."
+        if "learned_model" in self.fields:
+            # A saved policy may use its customer's models or the pooled ones (the default
+            # policy: the pooled ones), newest first; a new policy any of them.
+            field = cast(forms.ModelChoiceField, self.fields["learned_model"])  # type: ignore[type-arg]
+            choices = ModelVersion.objects.select_related("customer").order_by("-trained_at", "-id")
+            if self.instance.pk:
+                mine = models.Q(customer__isnull=True)
+                if self.instance.customer_id is not None:
+                    mine |= models.Q(customer_id=self.instance.customer_id)
+                choices = choices.filter(mine)
+            field.queryset = choices
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -142,6 +161,7 @@ SETTINGS_FIELDSETS: tuple[tuple[str, list[str]], ...] = (
             "stale_every",
         ],
     ),
+    ("Learned model", ["weights_source", "learned_share", "learned_model"]),
     (
         "Reschedules, leases and caps",
         [
@@ -255,6 +275,10 @@ class PriorityPolicyAdmin(admin.ModelAdmin[PriorityPolicy]):
         obj.save()
         values = form.settings_values
         assert values is not None  # the form is valid
+        if values.get("weights_source") != WeightsSource.MANUAL and values.get("learned_model") is None:
+            # Learned or blend without a model chosen: the newest one of the policy's customer
+            # (else the pooled one); none yet means manual weights until the first training.
+            values = {**values, "learned_model": model_for_policy(policy=obj)}
         version = save_policy_settings(
             policy=obj,
             values=values,

@@ -86,7 +86,9 @@ class LearningSettings:
     """
 
     min_count: float = 10.0
-    regularization: float = 1.0
+    # Chosen on a time-ordered validation split of X Education's *training* rows (the
+    # newest 20% of the oldest 80%), never on the holdout: 0.3 beat 0.1 and 1.0 there.
+    regularization: float = 0.3
     customer_prior: float = 0.5
     max_iter: int = 2000
     holdout_share: float = 0.2
