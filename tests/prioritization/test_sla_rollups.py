@@ -179,21 +179,12 @@ def test_days_never_rolled_up_are_backfilled_newest_first_a_few_per_run(
 
 
 def test_a_second_rollup_at_the_same_time_skips() -> None:
-    settings = connection.settings_dict
-    other = psycopg.connect(
-        dbname=settings["NAME"],
-        user=settings["USER"],
-        host=settings["HOST"],
-        port=settings["PORT"] or 5432,
-        password=settings["PASSWORD"] or None,
-        autocommit=True,
-    )
-    try:
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", [sla.ROLLUP_LOCK_KEY])
         assert rollup_sla(now=NOW).skipped
-    finally:
-        other.close()
-    assert not rollup_sla(now=NOW).skipped
+        # Released explicitly: a closed session's locks go only when its backend has exited.
+        other.execute("SELECT pg_advisory_unlock(%s)", [sla.ROLLUP_LOCK_KEY])
+        assert not rollup_sla(now=NOW).skipped
 
 
 def test_the_rollup_runs_every_ten_minutes_from_beat() -> None:
