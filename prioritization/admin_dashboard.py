@@ -19,6 +19,7 @@ from typing import Any
 import matplotlib
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
@@ -308,6 +309,9 @@ def _joined(errors: Any) -> str:
 
 
 def sla_dashboard_view(request: HttpRequest) -> HttpResponse:
+    # The page lists leads and every customer's figures: staff who may view leads only.
+    if not request.user.has_perm("leads.view_lead"):
+        raise PermissionDenied
     now = timezone.now()
     today = utc_day(now)
     # Always bound: no parameters at all is a valid filter (every customer, the last 14 days).

@@ -576,16 +576,17 @@ def _day_cells(
         return {}
     today = utc_day(now)
     rolled: dict[dt.date, set[int]] = defaultdict(set)
+    # Today is never read from a rollup. The days asked for need not be contiguous (an old
+    # range and the last 7 days), hence a list rather than a span.
+    past = [day for day in days if day < today]
     for customer, day, window in SlaRollupDay.objects.filter(
-        customer_id__in=list(windows), day__gte=days[0], day__lte=days[-1], tat_buckets=TAT_BUCKETS
+        customer_id__in=list(windows), day__in=past, tat_buckets=TAT_BUCKETS
     ).values_list("customer_id", "day", "window_minutes"):
-        if window == windows[customer] and day < today:
+        if window == windows[customer]:
             rolled[day].add(customer)
     wanted = set(days)
     cells: _Cells = {}
-    rollups = SlaDailyRollup.objects.filter(
-        customer_id__in=list(windows), day__gte=days[0], day__lte=days[-1]
-    ).values_list(
+    rollups = SlaDailyRollup.objects.filter(customer_id__in=list(windows), day__in=past).values_list(
         "customer_id",
         "campaign_id",
         "day",

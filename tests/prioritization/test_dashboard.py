@@ -6,7 +6,7 @@ import re
 
 import pytest
 import time_machine
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
@@ -69,6 +69,17 @@ def test_the_dashboard_needs_a_staff_login(client: Client) -> None:
     assert response["Location"].startswith(reverse("admin:login"))
     client.force_login(User.objects.create_user("someone"))
     assert client.get(URL).status_code == 302
+
+
+def test_staff_who_may_not_view_leads_get_a_403_and_no_link(client: Client) -> None:
+    client.force_login(User.objects.create_user("clerk", is_staff=True))
+    assert client.get(URL).status_code == 403
+    assert f'href="{URL}"' not in client.get(reverse("admin:index")).content.decode()
+
+    clerk = User.objects.get(username="clerk")
+    clerk.user_permissions.add(Permission.objects.get(codename="view_lead"))
+    assert client.get(URL).status_code == 200
+    assert f'href="{URL}"' in client.get(reverse("admin:index")).content.decode()
 
 
 def test_the_dashboard_shows_figures_charts_and_leads_at_risk(staff: Client, world) -> None:
