@@ -285,3 +285,16 @@ def test_train_models_trains_now_from_the_command_line(time_machine) -> None:
 def test_train_models_without_outcomes_exits_with_the_reason() -> None:
     with pytest.raises(CommandError, match="No model trained: There are no rows to learn from"):
         call_command("train_models", stdout=io.StringIO())
+
+
+def test_the_training_benchmark_prints_its_timings_and_a_last_json_line() -> None:
+    from prioritization.model_bench import run_training_benchmark
+
+    lines: list[str] = []
+    result = run_training_benchmark(outcomes=3000, write=lines.append)
+
+    assert result["outcomes"] == 3000
+    assert result["model_versions"] == 21  # the pooled model and 20 customers'
+    assert set(result["steps"]) >= {"gather", "evaluate", "fit", "store", "total"}
+    assert lines[0].startswith("3000 synthetic outcomes of 20 customers")
+    assert lines[1].startswith("training run (process start included): ")
