@@ -418,6 +418,10 @@ def _apply_to_policies(created: dict[int | None, ModelVersion], *, user_id: int 
         model = created.get(policy.customer_id) or created.get(None)
         if model is None:
             continue
+        used = current.learned_model
+        if used is not None and (used.multipliers, used.base_rate) == (model.multipliers, model.base_rate):
+            # Same outcomes, same fit: a new version would only rescore every lead for nothing.
+            continue
         version = services.save_policy_settings(
             policy=policy,
             values={**version_values(current), "learned_model": model},

@@ -13,7 +13,14 @@ from django.db import connection
 from leads.models import ALL_WEEKDAYS, Campaign, CloseReason, Customer, Lead, QueueStatus
 from prioritization import tasks
 from prioritization.learning import BOOSTED, LEARNED, MANUAL, POOLED
-from prioritization.models import ModelVersion, PolicyVersion, PriorityPolicy, TrainingTrigger, WeightsSource
+from prioritization.models import (
+    ModelVersion,
+    PolicyVersion,
+    PriorityPolicy,
+    TrainingTrigger,
+    WeightsSource,
+    version_values,
+)
 from prioritization.schedules import SCHEDULES
 from prioritization.scoring import UNKNOWN_VALUE
 from prioritization.services import (
@@ -259,9 +266,26 @@ def test_a_learned_policy_without_outcomes_of_its_own_gets_the_pooled_multiplier
     assert policy.current_version.note == "learned model v1 trained"
 
 
-def _defaults() -> dict[str, Any]:
-    from prioritization.models import version_values
+@pytest.mark.django_db
+def test_a_retraining_that_learns_nothing_new_leaves_learned_policies_alone(customer):
+    referral_converts(all_day_campaign(customer))
+    policy = PriorityPolicy.objects.create(customer=customer, name="Learned")
+    save_policy_settings(
+        policy=policy, values={**_defaults(), "weights_source": WeightsSource.LEARNED}, note="", user=None
+    )
 
+    first = train_models(now=T0)
+    second = train_models(now=T0 + dt.timedelta(hours=1))
+
+    assert len(first.policy_version_ids) == 1
+    assert second.policy_version_ids == []
+    assert len(second.model_version_ids) == 2  # the run itself is still recorded
+    add_outcomes(all_day_campaign(customer), source="Google", converted=30, not_converted=10, start=T0)
+    third = train_models(now=T0 + dt.timedelta(hours=2))
+    assert len(third.policy_version_ids) == 1
+
+
+def _defaults() -> dict[str, Any]:
     return version_values(PolicyVersion())
 
 
