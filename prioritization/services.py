@@ -385,22 +385,45 @@ def claim_next_lead(
 ) -> Claim | None:
     """Hand the best lead of the campaigns to the contractor; ``None`` when none is eligible.
 
-    One short transaction, normally in three round trips to PostgreSQL: (1) lock the
-    contractor's row and read what it holds, the policy versions in force, wake due and
-    expired leads of these campaigns and read the few candidates, all pipelined; choose at
-    ``now`` with :func:`prioritization.scoring.choose`; (2) take the chosen lead with a
-    conditional UPDATE (SKIP LOCKED, still ready, the contractor holds nothing) that also
-    logs the decision and returns the lead's row; (3) commit. When another claim is taking
-    the chosen lead at that moment, it is excluded and the candidates are read again.
+    One short transaction in two round trips to PostgreSQL: (1) lock the contractor's row
+    and read what it holds, the policy versions in force, wake due and expired leads of
+    these campaigns and read the few candidates, all pipelined; choose at ``now`` with
+    :func:`prioritization.scoring.choose`; (2) take the chosen lead with a conditional
+    UPDATE (SKIP LOCKED, still ready, the contractor holds nothing) that also logs the
+    decision and returns the lead's row, pipelined with the COMMIT. When another claim
+    was taking the chosen lead at that moment, the claim runs again without it.
 
     Raises :class:`ClaimRefused` for an unknown, inactive, unqualified or capped contractor.
     """
     now = now or timezone.now()
     campaigns = sorted(set(campaign_ids))
-    params: dict[str, Any] = {"contractor": contractor_id, "campaigns": campaigns, "now": now, "excluded": []}
-    with transaction.atomic(), connection.wrap_database_errors:
-        contractor, versions_of, woken, found = (statement_cursor() for _ in range(4))
-        with connection.connection.pipeline():
+    excluded: list[int] = []
+    for _ in range(MAX_TAKE_ATTEMPTS):
+        result = _claim_once(contractor_id=contractor_id, campaigns=campaigns, now=now, excluded=excluded)
+        if not isinstance(result, int):
+            return result
+        held = _held_claim_now(contractor_id, now)
+        if held is not None:  # an earlier copy of this request took a lead meanwhile
+            return held
+        excluded.append(result)
+    # Every attempt lost its lead to another claim: answer as if empty; the Contract app
+    # asks again.
+    logger.warning(
+        "Claim for contractor %s gave up after %s contested leads", contractor_id, MAX_TAKE_ATTEMPTS
+    )
+    return None
+
+
+def _claim_once(
+    *, contractor_id: int, campaigns: list[int], now: dt.datetime, excluded: list[int]
+) -> Claim | int | None:
+    """One claim transaction: the claim, ``None`` when nothing is eligible, or the id of
+    the chosen lead when the take found it gone (another claim took it meanwhile)."""
+    params = {"contractor": contractor_id, "campaigns": campaigns, "now": now, "excluded": excluded}
+    connection.ensure_connection()
+    with connection.wrap_database_errors, connection.connection.pipeline():
+        with transaction.atomic():
+            contractor, versions_of, woken, found = (statement_cursor() for _ in range(4))
             contractor.execute(_CONTRACTOR_SQL, params, prepare=True, binary=True)
             versions_of.execute(_CAMPAIGN_VERSIONS_SQL, params, prepare=True, binary=True)
             woken.execute(_WAKE_SQL, params, prepare=True, binary=True)
@@ -408,32 +431,31 @@ def claim_next_lead(
             row = contractor.fetchone()
             version_rows = versions_of.fetchall()
             candidate_rows = found.fetchall()
-        if row is None:
-            raise ClaimRefused(f"Unknown contractor {contractor_id}.", status=404)
-        active, claims_made, qualified, held_id = row
-        if not active:
-            raise ClaimRefused(f"Contractor {contractor_id} is inactive.", status=403)
-        missing = sorted(set(campaigns) - set(qualified))
-        if missing:
-            raise ClaimRefused(
-                f"Contractor {contractor_id} is not qualified for campaign(s) "
-                f"{', '.join(map(str, missing))}.",
-                status=403,
-            )
-        if held_id is not None:
-            repeated = _held_claim(held_id, contractor_id)
-            if repeated is not None:
-                return repeated
+            if row is None:
+                raise ClaimRefused(f"Unknown contractor {contractor_id}.", status=404)
+            active, claims_made, qualified, held_id = row
+            if not active:
+                raise ClaimRefused(f"Contractor {contractor_id} is inactive.", status=403)
+            missing = sorted(set(campaigns) - set(qualified))
+            if missing:
+                raise ClaimRefused(
+                    f"Contractor {contractor_id} is not qualified for campaign(s) "
+                    f"{', '.join(map(str, missing))}.",
+                    status=403,
+                )
+            if held_id is not None:
+                repeated = _held_claim(held_id, contractor_id)
+                if repeated is not None:
+                    return repeated
 
-        versions = _versions_of_campaigns(version_rows, campaigns)
-        _check_caps(contractor_id=contractor_id, versions=versions.values(), now=now)
-        stale_every = max((v.stale_every for v in versions.values()), default=0)
-        for _ in range(MAX_TAKE_ATTEMPTS):
+            versions = _versions_of_campaigns(version_rows, campaigns)
+            _check_caps(contractor_id=contractor_id, versions=versions.values(), now=now)
+            stale_every = max((v.stale_every for v in versions.values()), default=0)
             candidates, facts = _candidates(candidate_rows, versions)
             chosen = choose(candidates, now=now, claims_so_far=claims_made, stale_every=stale_every)
             if chosen is None:
                 return None
-            claim = _take(
+            take = _Take(
                 chosen,
                 facts[chosen.candidate.lead_id],
                 contractor_id=contractor_id,
@@ -441,21 +463,8 @@ def claim_next_lead(
                 versions=versions,
                 now=now,
             )
-            if claim is not None:
-                return claim
-            held = _held_claim_now(contractor_id, now)
-            if held is not None:  # an earlier copy of this request took a lead meanwhile
-                return held
-            params["excluded"].append(chosen.candidate.lead_id)
-            with statement_cursor() as cursor:
-                cursor.execute(_CANDIDATES_SQL, params, prepare=True, binary=True)
-                candidate_rows = cursor.fetchall()
-        # Every attempt lost its lead to another claim: answer as if empty rather than
-        # keep the contractor's row locked; the Contract app asks again.
-        logger.warning(
-            "Claim for contractor %s gave up after %s contested leads", contractor_id, MAX_TAKE_ATTEMPTS
-        )
-        return None
+        # The atomic block's COMMIT went out with the take: its row arrives now.
+        return take.claim() or chosen.candidate.lead_id
 
 
 def _candidates(
@@ -565,60 +574,67 @@ def _refuse_over_cap(
 _LEAD_ATTNAMES = [field.attname for field in Lead._meta.concrete_fields]
 
 
-def _take(
-    chosen: Ranked,
-    facts: LeadFacts,
-    *,
-    contractor_id: int,
-    campaigns: list[int],
-    versions: dict[int, PolicyVersion],
-    now: dt.datetime,
-) -> Claim | None:
-    """Take the chosen lead, log the decision; one statement that returns the lead's row."""
-    lead_id = chosen.candidate.lead_id
-    params = chosen.candidate.policy
-    version = _versions_by_id.get(params.version_id) or next(iter(versions.values()))
-    reasons = explain(facts, params, now=now, band=chosen.band)
-    lease = now + dt.timedelta(seconds=version.lease_seconds)
-    version_id = params.version_id or version.pk
-    band = chosen.band.name.lower()
-    score = math.exp(max(chosen.log_score, -700.0))
-    log_score = _no_nan(chosen.log_score)
-    values: dict[str, Any] = {
-        "contractor": contractor_id,
-        "lease": lease,
-        "now": now,
-        "lead": lead_id,
-        "campaigns": campaigns,
-        "version": version_id,
-        "band": band,
-        "score": score,
-        "log_score": log_score,
-        "key": chosen.candidate.key,
-        "reasons": json.dumps(reasons),
-    }
-    with statement_cursor() as cursor:
-        cursor.execute(_TAKE_SQL, values, prepare=True, binary=True)
-        row = cursor.fetchone()
-    if row is None:  # another claim is taking it, or this contractor took a lead meanwhile
-        return None
-    decision_id, *lead_values = row
-    lead = Lead.from_db(connection.alias, _LEAD_ATTNAMES, lead_values)
-    decision = Decision(
-        pk=decision_id,
-        lead_id=lead_id,
-        contractor_id=contractor_id,
-        campaign_ids=campaigns,
-        decided_at=now,
-        policy_version_id=version_id,
-        band=band,
-        score=score,
-        log_score=log_score,
-        priority_key=chosen.candidate.key,
-        reasons=reasons,
-        lease_expires_at=lease,
-    )
-    return Claim(lead=lead, decision=decision, repeated=False)
+class _Take:
+    """Takes the chosen lead and logs the decision: one statement, sent now, whose row
+    (the lead's, as the UPDATE left it) is read by :meth:`claim` after the COMMIT."""
+
+    def __init__(
+        self,
+        chosen: Ranked,
+        facts: LeadFacts,
+        *,
+        contractor_id: int,
+        campaigns: list[int],
+        versions: dict[int, PolicyVersion],
+        now: dt.datetime,
+    ) -> None:
+        params = chosen.candidate.policy
+        version = _versions_by_id.get(params.version_id) or next(iter(versions.values()))
+        lease = now + dt.timedelta(seconds=version.lease_seconds)
+        score = math.exp(max(chosen.log_score, -700.0))
+        self.decision = Decision(
+            lead_id=chosen.candidate.lead_id,
+            contractor_id=contractor_id,
+            campaign_ids=campaigns,
+            decided_at=now,
+            policy_version_id=params.version_id or version.pk,
+            band=chosen.band.name.lower(),
+            score=score,
+            log_score=_no_nan(chosen.log_score),
+            priority_key=chosen.candidate.key,
+            reasons=explain(facts, params, now=now, band=chosen.band),
+            lease_expires_at=lease,
+        )
+        self.cursor = statement_cursor()
+        self.cursor.execute(
+            _TAKE_SQL,
+            {
+                "contractor": contractor_id,
+                "lease": lease,
+                "now": now,
+                "lead": self.decision.lead_id,
+                "campaigns": campaigns,
+                "version": self.decision.policy_version_id,
+                "band": self.decision.band,
+                "score": score,
+                "log_score": self.decision.log_score,
+                "key": self.decision.priority_key,
+                "reasons": json.dumps(self.decision.reasons),
+            },
+            prepare=True,
+            binary=True,
+        )
+
+    def claim(self) -> Claim | None:
+        """The claim; ``None`` when another claim is taking the lead or this contractor took
+        one meanwhile."""
+        row = self.cursor.fetchone()
+        self.cursor.close()
+        if row is None:
+            return None
+        self.decision.pk, *lead_values = row
+        lead = Lead.from_db(connection.alias, _LEAD_ATTNAMES, lead_values)
+        return Claim(lead=lead, decision=self.decision, repeated=False)
 
 
 # --- Holding, releasing, withdrawing ------------------------------------------------------
@@ -746,7 +762,10 @@ def record_outcome(
     """
     now = now or timezone.now()
     rng = rng or random.Random()
-    with transaction.atomic(), connection.wrap_database_errors:
+    connection.ensure_connection()
+    # Pipelined: the lock and the idempotency check go out with BEGIN, the write with
+    # COMMIT; two round trips.
+    with connection.wrap_database_errors, connection.connection.pipeline(), transaction.atomic():
         lead, hours, version_id, key_seen = _lock_for_outcome(lead_id, idempotency_key)
         if key_seen or (
             not idempotency_key
@@ -852,13 +871,12 @@ FROM unnest(%(kinds)s::text[], %(contractors)s::bigint[], %(dispositions)s::text
 
 
 def _lock_for_outcome(lead_id: int, idempotency_key: str) -> tuple[Lead, CallingHours, int | None, bool]:
-    with connection.connection.pipeline():
-        locked, seen = statement_cursor(), statement_cursor()
-        locked.execute(_LOCK_FOR_OUTCOME_SQL, {"lead": lead_id}, prepare=True, binary=True)
-        if idempotency_key:
-            seen.execute(_KEY_SEEN_SQL, {"lead": lead_id, "key": idempotency_key}, prepare=True, binary=True)
-        row = locked.fetchone()
-        key_seen = bool(idempotency_key) and bool(seen.fetchone()[0])  # type: ignore[index]
+    locked, seen = statement_cursor(), statement_cursor()
+    locked.execute(_LOCK_FOR_OUTCOME_SQL, {"lead": lead_id}, prepare=True, binary=True)
+    if idempotency_key:
+        seen.execute(_KEY_SEEN_SQL, {"lead": lead_id, "key": idempotency_key}, prepare=True, binary=True)
+    row = locked.fetchone()
+    key_seen = bool(idempotency_key) and bool(seen.fetchone()[0])  # type: ignore[index]
     if row is None:
         raise Lead.DoesNotExist(f"No lead {lead_id}.")
     count = len(_LEAD_ATTNAMES)
@@ -881,8 +899,8 @@ def _save_outcome(
         keys=[key for *_, key, _ in events],
         details=[json.dumps(detail) for *_, detail in events],
     )
-    with statement_cursor() as cursor:
-        cursor.execute(_SAVE_OUTCOME_SQL, values, prepare=True, binary=True)
+    # Sent now, executed before the COMMIT that follows it in the pipeline.
+    statement_cursor().execute(_SAVE_OUTCOME_SQL, values, prepare=True, binary=True)
 
 
 def _reschedule(lead: Lead, when: dt.datetime, now: dt.datetime) -> None:
