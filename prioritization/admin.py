@@ -29,6 +29,7 @@ from leads.admin import PG_BIGINT_MAX, EstimatedCountPaginator
 from prioritization import (
     admin_alerts,  # noqa: F401 (registers the alert admin)
     admin_models,  # noqa: F401 (registers the learned models' admin)
+    admin_simulation,  # noqa: F401 (registers the simulator's admin)
 )
 from prioritization.admin_preview import (
     clean_settings,

@@ -589,3 +589,60 @@ class ModelVersion(models.Model):
     def describe(self) -> str:
         """How explanations name the model: "learned model v3", "pooled model v3"."""
         return f"{'pooled' if self.is_pooled else 'learned'} model v{self.number}"
+
+
+class SimulationStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class SimulationRun(models.Model):
+    """One policy comparison started from the admin: a customer's draft policy against the
+    policy in force for it and FIFO, simulated in the background (prioritization.simulation)."""
+
+    customer = models.ForeignKey(
+        Customer,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Whose policy in force the draft is compared with.",
+    )
+    # The draft's settings: every PolicyVersion settings field, as JSON values.
+    draft = models.JSONField(default=dict)
+    # The policy in force for the customer when the run was asked for, and its label.
+    active = models.JSONField(default=dict)
+    active_label = models.CharField(max_length=200, blank=True, default="")
+    # Scenario options: contractors, days, seed, … (prioritization.simulation.scenario).
+    parameters = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=10, choices=SimulationStatus.choices, default=SimulationStatus.QUEUED
+    )
+    # The comparison's JSON object: figures per policy and the scenario (empty until done).
+    results = models.JSONField(default=dict, blank=True)
+    # The chart, kept in the row so that web and worker machines share no file storage (~60 kB).
+    chart_png = models.BinaryField(blank=True, default=b"")
+    message = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=SimulationStatus.values), name="simulation_run_status_valid"
+            ),
+        ]
+        indexes = [
+            # The admin list, newest first.
+            models.Index(models.F("created_at").desc(), name="simulation_run_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Simulation {self.pk} ({self.status})"

@@ -8,6 +8,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from prioritization import alerts, services, sla, training
+from prioritization.simulation import runs as simulation_runs
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
@@ -55,3 +56,10 @@ def deliver_alert_webhook(self: Task[Any, Any], alert_id: int, event: alerts.Eve
             state = alerts.record_webhook_failure(alert_id=alert_id, event=event, error=str(error))
             return {"alert_id": alert_id, "event": event, "state": state}
         raise self.retry(exc=error, countdown=alerts.webhook_retry_delay(self.request.retries)) from error
+
+
+@shared_task(acks_late=True)
+def run_simulation(run_id: int) -> dict[str, Any]:
+    """Run a policy comparison asked for in the admin (minutes; a run is started once: a
+    second delivery of the message finds it no longer queued)."""
+    return {"run_id": run_id, "status": simulation_runs.execute_simulation_run(run_id=run_id)}

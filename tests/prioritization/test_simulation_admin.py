@@ -1,0 +1,234 @@
+"""The admin's simulator screen: the form (the policy form's fields), a run recorded and
+enqueued on commit, the Celery task called directly (no eager mode), the table and the
+chart when it is done, and failures shown as admin messages."""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.messages import get_messages
+from django.test import Client
+from django.urls import reverse
+from kombu.exceptions import OperationalError as BrokerError
+
+from leads.models import Customer
+from prioritization import tasks
+from prioritization.models import (
+    PolicyVersion,
+    SimulationRun,
+    SimulationStatus,
+    version_values,
+)
+from prioritization.scoring import FIFO
+from tests.factories import CustomerFactory
+from tests.prioritization.conftest import set_policy
+from tests.prioritization.simulation_builders import write_data_dir
+
+pytestmark = pytest.mark.django_db
+
+START = reverse("admin:prioritization_simulationrun_add")
+RUNS = reverse("admin:prioritization_simulationrun_changelist")
+
+
+def run_url(run: SimulationRun) -> str:
+    return reverse("admin:prioritization_simulationrun_change", args=[run.pk])
+
+
+def chart_url(run: SimulationRun) -> str:
+    return reverse("admin:prioritization_simulationrun_chart", args=[run.pk])
+
+
+def form_data(chosen: Customer, **changes: Any) -> dict[str, Any]:
+    """What the browser posts: the default settings, a small scenario, then ``changes``."""
+    data: dict[str, Any] = {
+        "customer": chosen.pk,
+        "contractors": 3,
+        "start": "2026-02-09 08:00",
+        "days": 0.1,
+        "seed": 1,
+    }
+    for name, value in version_values(PolicyVersion()).items():
+        data[name] = json.dumps(value) if isinstance(value, dict) else ("" if value is None else value)
+    data.update(changes)
+    return data
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Run ids handed to the broker."""
+    ids: list[int] = []
+    monkeypatch.setattr(tasks.run_simulation, "delay", ids.append)
+    return ids
+
+
+def test_the_form_starts_the_draft_from_the_customers_policy_in_force(admin_client: Client) -> None:
+    customer = CustomerFactory()
+    set_policy(customer, sla_protect_minutes=17.0, source_weights={"Google": 1.5})
+    page = admin_client.get(START, {"customer": customer.pk})
+    assert page.status_code == 200
+    form = page.context["form"]
+    assert form.initial["customer"] == customer.pk
+    assert form.initial["sla_protect_minutes"] == 17.0
+    assert form.initial["source_weights"] == {"Google": 1.5}
+    assert b"Run the comparison" in page.content
+    # Without a customer (or with nonsense) the draft starts from the default policy.
+    for query in ({}, {"customer": "x"}, {"customer": "99999999999999999999"}):
+        assert admin_client.get(START, query).context["form"].initial["sla_protect_minutes"] == 10.0
+
+
+def test_starting_a_comparison_records_the_run_and_enqueues_it_on_commit(
+    admin_client: Client, sent: list[int], django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    customer = CustomerFactory()
+    active = set_policy(customer, sla_protect_minutes=15.0)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = admin_client.post(START, form_data(customer, sla_protect_minutes=20, stale_every=5))
+    run = SimulationRun.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == run_url(run)
+    assert sent == []  # nothing leaves before the commit
+    for callback in callbacks:
+        callback()
+    assert sent == [run.pk]
+    assert run.status == SimulationStatus.QUEUED
+    assert run.customer == customer
+    assert run.created_by is not None
+    assert (run.draft["sla_protect_minutes"], run.draft["stale_every"]) == (20.0, 5)
+    assert run.active["sla_protect_minutes"] == 15.0
+    assert run.active_label == f"{active.policy} v{active.number}"
+    assert run.parameters["contractors"] == 3
+    assert run.parameters["start"].startswith("2026-02-09T08:00")
+    page = admin_client.get(run_url(run))
+    assert page.status_code == 200
+    assert b'data-status="queued"' in page.content
+    assert b'http-equiv="refresh"' in page.content
+    assert b"sla_protect_minutes" in page.content  # what the draft changes
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"sla_target": 2}, "sla_target"),
+        ({"source_weights": '{"Google": 1000}'}, None),
+        ({"contractors": 0}, "contractors"),
+        ({"days": 100}, "days"),
+        ({"start": "tomorrow"}, "start"),
+        ({"customer": 999999}, "customer"),
+    ],
+)
+def test_a_bad_draft_or_scenario_is_a_form_error_and_starts_nothing(
+    admin_client: Client, sent: list[int], changes: dict[str, Any], field: str | None
+) -> None:
+    customer = CustomerFactory()
+    response = admin_client.post(START, form_data(customer, **changes))
+    assert response.status_code == 200
+    errors = response.context["form"].errors
+    assert (field in errors) if field else errors
+    assert not SimulationRun.objects.exists()
+    assert sent == []
+
+
+def test_an_unreachable_broker_fails_the_run_with_a_message(
+    admin_client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    def unreachable(run_id: int) -> None:
+        raise BrokerError("connection refused")
+
+    monkeypatch.setattr(tasks.run_simulation, "delay", unreachable)
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(START, form_data(CustomerFactory()))
+    run = SimulationRun.objects.get()
+    assert run.status == SimulationStatus.FAILED
+    assert "could not be reached" in run.message
+    page = admin_client.get(run_url(run))
+    shown = [str(message) for message in get_messages(page.wsgi_request)]
+    assert any("The simulation failed" in message and "could not be reached" in message for message in shown)
+
+
+def test_the_task_runs_the_comparison_and_the_page_shows_the_table_and_chart(
+    admin_client: Client, sent: list[int], tmp_path: Path, settings: Any
+) -> None:
+    settings.LEADRANK_DATA_DIR = write_data_dir(tmp_path / "data")
+    customer = CustomerFactory()
+    admin_client.post(START, form_data(customer, sla_protect_minutes=20))
+    run = SimulationRun.objects.get()
+
+    assert tasks.run_simulation(run.pk) == {"run_id": run.pk, "status": SimulationStatus.DONE}
+
+    run.refresh_from_db()
+    assert run.status == SimulationStatus.DONE
+    assert run.finished_at is not None
+    names = [policy["name"] for policy in run.results["policies"]]
+    assert names == ["FIFO", "in force", "draft"]
+    assert "vs FIFO" in run.message
+    page = admin_client.get(run_url(run))
+    assert page.status_code == 200
+    assert b'http-equiv="refresh"' not in page.content
+    assert b'id="simulation-table"' in page.content
+    assert b"expected conversions" in page.content
+    assert b"Landing Pages Ltd" in page.content
+    chart = admin_client.get(chart_url(run))
+    assert chart["Content-Type"] == "image/png"
+    assert chart.content.startswith(b"\x89PNG")
+    listing = admin_client.get(RUNS)
+    assert listing.status_code == 200
+    assert b"vs FIFO" in listing.content
+    # A second delivery of the message does not run it again.
+    assert tasks.run_simulation(run.pk)["status"] == "skipped"
+
+
+def test_a_run_that_cannot_be_simulated_fails_with_a_message_on_its_page(
+    admin_client: Client, sent: list[int], tmp_path: Path, settings: Any
+) -> None:
+    settings.LEADRANK_DATA_DIR = write_data_dir(tmp_path / "data")
+    admin_client.post(
+        START, form_data(CustomerFactory(), start="2026-02-20 08:00")
+    )  # no calls that day in the test log
+    run = SimulationRun.objects.get()
+    assert tasks.run_simulation(run.pk)["status"] == SimulationStatus.FAILED
+    run.refresh_from_db()
+    assert run.status == SimulationStatus.FAILED
+    assert "no calls between" in run.message
+    page = admin_client.get(run_url(run))
+    assert any("no calls between" in str(m) for m in get_messages(page.wsgi_request))
+    assert admin_client.get(chart_url(run)).status_code == 404
+
+
+def test_fifo_in_the_comparison_keeps_the_rules_of_the_policy_in_force(
+    admin_client: Client, sent: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    customer = CustomerFactory()
+    set_policy(customer, reschedule_limit=1, lease_seconds=300)
+    admin_client.post(START, form_data(customer))
+    run = SimulationRun.objects.get()
+    seen: dict[str, Any] = {}
+
+    def compare(**kwargs: Any) -> Any:
+        seen.update({entry.name: entry.values for entry in kwargs["entries"]})
+        raise ValueError("stop here")
+
+    monkeypatch.setattr("prioritization.simulation.runs.compare_policies", compare)
+    assert tasks.run_simulation(run.pk)["status"] == SimulationStatus.FAILED
+    assert seen["FIFO"]["ordering"] == FIFO
+    assert (seen["FIFO"]["reschedule_limit"], seen["FIFO"]["lease_seconds"]) == (1, 300)
+    assert seen["in force"]["ordering"] != FIFO
+
+
+def test_runs_are_read_only_records(admin_client: Client) -> None:
+    run = SimulationRun.objects.create(customer=CustomerFactory())
+    assert admin_client.get(RUNS).status_code == 200
+    assert admin_client.post(run_url(run), {}).status_code == 200  # the page, never a save
+    assert (
+        admin_client.get(reverse("admin:prioritization_simulationrun_change", args=[987654])).status_code
+        == 404
+    )
+
+
+def test_the_simulator_needs_a_staff_login(client: Client) -> None:
+    response = client.get(START)
+    assert response.status_code == 302
+    assert "/login/" in response["Location"]
