@@ -710,6 +710,7 @@ def update_lead(*, lead_id: int, changes: dict[str, object], now: dt.datetime | 
             lead.due_at = max(lead.created_at, lead.rescheduled_at)
             lead.holder = None
             lead.lease_expires_at = None
+            lead.claimed_at = None
             lead.status = QueueStatus.READY if lead.due_at <= now else QueueStatus.WAITING
         elif "rescheduled_at" in changed and lead.status in (QueueStatus.WAITING, QueueStatus.READY):
             # A reschedule withdrawn: the lead is due from its creation again. A held lead

@@ -527,7 +527,7 @@ def test_a_lead_another_transaction_is_taking_is_skipped_and_the_next_best_is_ha
     customer = CustomerFactory()
     campaign = all_day_campaign(customer)
     now = timezone.now()
-    best, second, third = add_leads(campaign, *({"created_at": now - MINUTE * i} for i in range(3)))
+    best, second, _ = add_leads(campaign, *({"created_at": now - MINUTE * i} for i in range(3)))
     contractor = ContractorFactory(campaigns=[campaign])
     other = psycopg.connect(**connection.get_connection_params())
     try:

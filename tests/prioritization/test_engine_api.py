@@ -333,6 +333,30 @@ def test_a_patch_from_the_contract_app_is_reflected_in_the_next_pick(
     assert Lead.objects.get(pk=second.pk).status == QueueStatus.WAITING
 
 
+def test_rescheduling_a_held_lead_by_patch_releases_it_completely(
+    contract_api: APIClient, campaign: Campaign, make_contractor
+) -> None:
+    contractor = make_contractor(campaign)
+    lead = add_lead(campaign)
+    claimed = contract_api.post(
+        NEXT, {"campaign_ids": [campaign.pk], "contractor_id": contractor.pk}, format="json"
+    )
+    assert claimed.json()["lead_id"] == lead.pk
+
+    response = contract_api.patch(
+        f"/api/v1/leads/{lead.pk}/", {"rescheduled_at": "2099-01-01T10:00:00Z"}, format="json"
+    )
+
+    assert response.status_code == 200, response.json()
+    lead.refresh_from_db()
+    assert (lead.status, lead.holder_id, lead.lease_expires_at, lead.claimed_at) == (
+        QueueStatus.WAITING,
+        None,
+        None,
+        None,
+    )
+
+
 def test_a_lost_database_connection_is_a_503_to_retry_not_a_500(
     contract_api: APIClient, campaign: Campaign, make_contractor, monkeypatch
 ) -> None:
