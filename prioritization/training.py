@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import connection, models, transaction
 from django.utils import timezone
 
@@ -352,7 +353,8 @@ def _train_locked(
     common = {
         "trained_at": now,
         "trigger": trigger,
-        "created_by_id": user_id,
+        # The admin who asked, unless deleted since (the task ran later).
+        "created_by_id": user_id if user_id and User.objects.filter(pk=user_id).exists() else None,
         "window_start": data.window_start,
         "window_end": data.window_end,
         "all_rows": data.outcomes,

@@ -214,6 +214,19 @@ def test_the_beat_task_trains_and_stores_versions_with_window_counts_and_metrics
 
 
 @pytest.mark.django_db
+def test_train_now_records_who_asked_unless_they_are_gone(campaign, admin_user):
+    referral_converts(campaign)
+
+    train_models(now=T0, trigger=TrainingTrigger.ADMIN, user_id=admin_user.pk)
+    train_models(now=T0, trigger=TrainingTrigger.ADMIN, user_id=admin_user.pk + 1000)
+
+    assert list(ModelVersion.objects.filter(customer=None).values_list("number", "created_by")) == [
+        (2, None),
+        (1, admin_user.pk),
+    ]
+
+
+@pytest.mark.django_db
 def test_the_training_task_runs_daily_from_beat():
     (schedule,) = [s for s in SCHEDULES if s.task == "prioritization.tasks.train_models"]
     assert schedule.every_seconds == 24 * 3600
