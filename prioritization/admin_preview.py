@@ -126,6 +126,9 @@ class _PreviewFormBase(forms.Form):
         self.policy = policy
         field = cast(forms.ModelChoiceField, self.fields["preview_customer"])  # type: ignore[type-arg]
         field.queryset = customers_for_preview(policy)
+        if "learned_model" in self.fields:  # each option's label names the model's customer
+            models_field = cast(forms.ModelChoiceField, self.fields["learned_model"])  # type: ignore[type-arg]
+            models_field.queryset = models_field.queryset.select_related("customer")
         if policy is not None and policy.customer_id is not None:
             field.initial = policy.customer_id
             field.disabled = True

@@ -15,6 +15,7 @@ Locking rules (every function here follows them):
 """
 
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -71,18 +72,16 @@ MAX_TAKE_ATTEMPTS = 8
 
 # --- Policies in force ------------------------------------------------------------------
 
-_params_by_version: dict[int, PolicyParams] = {}
+# Versions never change, so what is read of one is kept; a bounded number of them, since
+# learned policies add a version per customer at every training.
+VERSION_CACHE_SIZE = 4096
 
 
+@functools.lru_cache(maxsize=VERSION_CACHE_SIZE)
 def params_for_version(version_id: int) -> PolicyParams:
-    """PolicyParams of a version; versions never change, so they are cached for good."""
-    params = _params_by_version.get(version_id)
-    if params is None:
-        params = _params_by_version[version_id] = version_by_id(version_id).params()
-    return params
+    """PolicyParams of a version (cached: versions are immutable)."""
+    return version_by_id(version_id).params()
 
-
-_versions_by_id: dict[int, PolicyVersion] = {}
 
 # The version in force per customer: its own policy's current version, else the default's.
 _VERSIONS_IN_FORCE_SQL = """
@@ -93,12 +92,10 @@ LEFT JOIN prioritization_prioritypolicy dflt ON dflt.customer_id IS NULL
 """
 
 
+@functools.lru_cache(maxsize=VERSION_CACHE_SIZE)
 def version_by_id(version_id: int) -> PolicyVersion:
-    """A policy version; versions never change, so they are cached for good."""
-    version = _versions_by_id.get(version_id)
-    if version is None:
-        version = _versions_by_id[version_id] = PolicyVersion.objects.get(pk=version_id)
-    return version
+    """A policy version, with its learned model (cached: versions are immutable)."""
+    return PolicyVersion.objects.select_related("learned_model").get(pk=version_id)
 
 
 def current_versions(customer_ids: Iterable[int]) -> dict[int, PolicyVersion]:
@@ -589,7 +586,7 @@ class _Take:
         now: dt.datetime,
     ) -> None:
         params = chosen.candidate.policy
-        version = _versions_by_id.get(params.version_id) or next(iter(versions.values()))
+        version = version_by_id(params.version_id) if params.version_id else next(iter(versions.values()))
         lease = now + dt.timedelta(seconds=version.lease_seconds)
         score = math.exp(max(chosen.log_score, -700.0))
         self.decision = Decision(

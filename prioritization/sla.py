@@ -289,6 +289,8 @@ WITH w AS (
     SELECT f.*,
            (f.lead_type = 'live' OR became.stale IS NOT NULL)
            AND NOT (f.closed_reason = 'withdrawn' AND f.first_call IS NULL AND f.closed_at <= f.deadline)
+           -- Imported past outcomes (training history) were never in our queue.
+           AND f.closed_reason NOT IN ('past_converted', 'past_not_converted')
            AS counted
     FROM f LEFT JOIN LATERAL (
         SELECT true AS stale FROM leads_leadevent e

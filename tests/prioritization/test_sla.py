@@ -383,3 +383,13 @@ def test_a_callback_keeps_the_lead_counted_by_its_first_call(all_day_campaign, m
     assert Lead.objects.get(pk=lead.pk).status == QueueStatus.WAITING
 
     assert counts(T0 + dt.timedelta(hours=1)) == SlaCounts(live_leads=1, in_sla=1)
+
+
+def test_imported_past_outcomes_never_count(all_day_campaign) -> None:
+    live_lead(all_day_campaign, T0)
+    Lead.objects.filter(campaign=all_day_campaign).update(
+        status="closed", closed_reason="past_converted", closed_at=T0
+    )
+    live_lead(all_day_campaign, T0)
+
+    assert counts(T0 + dt.timedelta(hours=1)) == SlaCounts(live_leads=1, missed=1)
