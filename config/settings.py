@@ -177,9 +177,9 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- leadrank -------------------------------------------------------------------------
-# Largest batch accepted by POST /api/v1/leads/ (the API contract says 10,000).
 # Seconds a web process trusts an API key it has verified (revocation takes this long).
 LEADRANK_API_KEY_CACHE_SECONDS = env_int("LEADRANK_API_KEY_CACHE_SECONDS", 30, minimum=0)
+# Largest batch accepted by POST /api/v1/leads/ (the API contract says 10,000).
 LEADRANK_API_BATCH_MAX = env_int("LEADRANK_API_BATCH_MAX", 10_000, minimum=1)
 # Largest file the admin import accepts; the CLI reads files of any size.
 LEADRANK_IMPORT_MAX_BYTES = env_int("LEADRANK_IMPORT_MAX_BYTES", 200 * 1024 * 1024, minimum=1)

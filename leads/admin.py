@@ -450,10 +450,10 @@ class ApiKeyAdmin(APIKeyModelAdmin):
     @admin.action(description="Revoke selected API keys (cannot be undone)", permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         revoked = queryset.filter(revoked=False).update(revoked=True)
-        self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)
-
         # Other web processes stop trusting the keys within LEADRANK_API_KEY_CACHE_SECONDS.
         forget_verified_keys()
+        self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)
+
 
 # --- Imports -------------------------------------------------------------------------------
 
