@@ -14,6 +14,7 @@ Locking rules (every function here follows them):
   only one rescoring runs at a time (an advisory lock; a second run returns at once).
 """
 
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -23,7 +24,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -377,6 +378,26 @@ def statement_cursor() -> psycopg.Cursor[Any]:
     return psycopg.Cursor(connection.connection)
 
 
+class _NoDefaultPolicy(Exception):
+    """Raised inside a pipelined transaction that found no policy in force: the default
+    policy is created outside it (a migration makes it; this covers a database without)."""
+
+
+@contextlib.contextmanager
+def pipelined() -> Iterator[psycopg.Connection[Any]]:
+    """Django's connection in pipeline mode, for a short transaction whose statements
+    travel together: open it with the yielded connection's ``transaction()`` (psycopg's
+    transaction control: BEGIN goes out with the first statements, COMMIT with the last
+    ones, so a read-then-write transaction costs two round trips; a savepoint inside a
+    Django atomic block, as in tests). Django's ``atomic()`` would spend a round trip each
+    way switching autocommit in pipeline mode: do not enter it inside. Database errors
+    come out as Django's, as from any query.
+    """
+    connection.ensure_connection()
+    with connection.wrap_database_errors, connection.connection.pipeline():
+        yield connection.connection
+
+
 def claim_next_lead(
     *, contractor_id: int, campaign_ids: Sequence[int], now: dt.datetime | None = None
 ) -> Claim | None:
@@ -396,7 +417,11 @@ def claim_next_lead(
     campaigns = sorted(set(campaign_ids))
     excluded: list[int] = []
     for _ in range(MAX_TAKE_ATTEMPTS):
-        result = _claim_once(contractor_id=contractor_id, campaigns=campaigns, now=now, excluded=excluded)
+        try:
+            result = _claim_once(contractor_id=contractor_id, campaigns=campaigns, now=now, excluded=excluded)
+        except _NoDefaultPolicy:
+            ensure_default_policy()
+            continue
         if not isinstance(result, int):
             return result
         held = _held_claim_now(contractor_id, now)
@@ -417,9 +442,8 @@ def _claim_once(
     """One claim transaction: the claim, ``None`` when nothing is eligible, or the id of
     the chosen lead when the take found it gone (another claim took it meanwhile)."""
     params = {"contractor": contractor_id, "campaigns": campaigns, "now": now, "excluded": excluded}
-    connection.ensure_connection()
-    with connection.wrap_database_errors, connection.connection.pipeline():
-        with transaction.atomic():
+    with pipelined() as database:
+        with database.transaction():
             contractor, versions_of, woken, found = (statement_cursor() for _ in range(4))
             contractor.execute(_CONTRACTOR_SQL, params, prepare=True, binary=True)
             versions_of.execute(_CAMPAIGN_VERSIONS_SQL, params, prepare=True, binary=True)
@@ -460,7 +484,7 @@ def _claim_once(
                 versions=versions,
                 now=now,
             )
-        # The atomic block's COMMIT went out with the take: its row arrives now.
+        # The COMMIT went out with the take: the take's row has arrived.
         return take.claim() or chosen.candidate.lead_id
 
 
@@ -524,11 +548,8 @@ def _versions_of_campaigns(
 ) -> dict[int, PolicyVersion]:
     """The policy version in force for each campaign's customer, from
     ``_CAMPAIGN_VERSIONS_SQL``'s rows."""
-    if any(version_id is None for _, version_id in rows):  # no default policy yet
-        ensure_default_policy()
-        with statement_cursor() as cursor:
-            cursor.execute(_CAMPAIGN_VERSIONS_SQL, {"campaigns": campaigns})
-            rows = cursor.fetchall()
+    if any(version_id is None for _, version_id in rows):
+        raise _NoDefaultPolicy
     return {campaign_id: version_by_id(version_id) for campaign_id, version_id in rows if version_id}
 
 
@@ -759,10 +780,42 @@ def record_outcome(
     """
     now = now or timezone.now()
     rng = rng or random.Random()
-    connection.ensure_connection()
+    try:
+        return _record_outcome(
+            lead_id=lead_id,
+            contractor_id=contractor_id,
+            disposition=disposition,
+            callback_at=callback_at,
+            idempotency_key=idempotency_key,
+            now=now,
+            rng=rng,
+        )
+    except _NoDefaultPolicy:
+        ensure_default_policy()
+        return _record_outcome(
+            lead_id=lead_id,
+            contractor_id=contractor_id,
+            disposition=disposition,
+            callback_at=callback_at,
+            idempotency_key=idempotency_key,
+            now=now,
+            rng=rng,
+        )
+
+
+def _record_outcome(
+    *,
+    lead_id: int,
+    contractor_id: int,
+    disposition: str,
+    callback_at: dt.datetime | None,
+    idempotency_key: str,
+    now: dt.datetime,
+    rng: random.Random,
+) -> OutcomeResult:
     # Pipelined: the lock and the idempotency check go out with BEGIN, the write with
     # COMMIT; two round trips.
-    with connection.wrap_database_errors, connection.connection.pipeline(), transaction.atomic():
+    with pipelined() as database, database.transaction():
         lead, hours, version_id, key_seen = _lock_for_outcome(lead_id, idempotency_key)
         if key_seen or (
             not idempotency_key
@@ -778,7 +831,9 @@ def record_outcome(
         lead.last_attempt_at = called_at
         if lead.first_attempt_at is None:
             lead.first_attempt_at = called_at
-        version = version_by_id(version_id) if version_id else ensure_default_policy()
+        if version_id is None:
+            raise _NoDefaultPolicy
+        version = version_by_id(version_id)
         detail: dict[str, Any] = {"called_at": called_at.isoformat()}
 
         if disposition in _CLOSING:

@@ -12,7 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 from leads.models import ALL_WEEKDAYS, Campaign, Contractor, EventKind, Lead, LeadEvent, QueueStatus
-from prioritization.models import Decision
+from prioritization.models import Decision, PolicyVersion, PriorityPolicy
 from prioritization.scoring import Band, wants_stale
 from prioritization.services import (
     ClaimRefused,
@@ -542,3 +542,25 @@ def test_a_lead_another_transaction_is_taking_is_skipped_and_the_next_best_is_ha
     assert claim.lead.pk == second.pk
     assert Lead.objects.get(pk=best.pk).status == QueueStatus.READY
     assert list(Decision.objects.values_list("lead_id", flat=True)) == [second.pk]
+
+
+@pytest.mark.django_db
+def test_without_any_policy_the_default_one_is_made_and_claims_and_outcomes_work(make_contractor) -> None:
+    campaign = all_day_campaign(CustomerFactory())
+    lead = add_lead(campaign)
+    # A database where no policy was ever made (migrations make the default one) and the
+    # lead was never scored.
+    Lead.objects.update(scored_version=None, priority_key=None)
+    PriorityPolicy.objects.update(current_version=None)
+    PolicyVersion.objects.all().delete()
+    PriorityPolicy.objects.all().delete()
+    contractor = make_contractor(campaign)
+
+    claim = claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk])
+    assert claim is not None
+    assert claim.lead.pk == lead.pk
+    result = record_outcome(lead_id=lead.pk, contractor_id=contractor.pk, disposition="no_answer")
+
+    assert result.lead.status == QueueStatus.WAITING
+    default = PriorityPolicy.objects.get(customer__isnull=True)
+    assert claim.decision.policy_version_id == default.current_version_id
