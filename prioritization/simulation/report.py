@@ -141,10 +141,10 @@ def render_chart(policies: Sequence[dict[str, Any]], *, sla_target: float, sla_m
         100 * sla_target, color="black", linestyle="--", linewidth=1, label=f"target {100 * sla_target:.0f}%"
     )
     sla.set_xticks([g + width * (len(policies) - 1) / 2 for g in range(len(groups))], groups, fontsize=8)
-    sla.set_ylim(0, 105)
+    sla.set_ylim(0, 119)  # room above 100% for the legend
     sla.set_ylabel(f"% first called within {sla_minutes:g} min")
     sla.set_title("SLA attainment")
-    sla.legend(fontsize=8, loc="lower right")
+    sla.legend(fontsize=8, loc="upper center", ncol=len(policies) + 1)
 
     conversions = axes[0][1]
     expected = [p.get("expected_conversions") or 0 for p in policies]

@@ -449,8 +449,7 @@ class Simulation:
             total.picked_up += tally.picked_up
             total.expected_conversions += tally.expected_conversions
             total.conversions += tally.conversions
-        result = overall.as_dict(total)
-        result["name"] = self.policy_name
+        result: dict[str, Any] = {"name": self.policy_name, **overall.as_dict(total)}
         result["customers"] = {
             name: figures.as_dict(tally)
             for (name, _), figures, tally in zip(scenario.customers, by_customer, self._tallies, strict=True)

@@ -232,3 +232,9 @@ def test_the_simulator_needs_a_staff_login(client: Client) -> None:
     response = client.get(START)
     assert response.status_code == 302
     assert "/login/" in response["Location"]
+
+
+def test_the_admin_index_links_to_the_simulator(admin_client: Client) -> None:
+    page = admin_client.get(reverse("admin:index"))
+    assert b'id="policy-simulator-link"' in page.content
+    assert START.encode() in page.content
