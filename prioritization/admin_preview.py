@@ -13,7 +13,6 @@ and as a draft policy would rank them (keys recomputed from the draft with
 
 import dataclasses
 import datetime as dt
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -35,6 +34,7 @@ from prioritization.scoring import (
     explain,
     priority_key,
     rank,
+    score_from_log,
     sla_deadline,
 )
 
@@ -128,6 +128,7 @@ class _PreviewFormBase(forms.Form):
         field.queryset = customers_for_preview(policy)
         if "learned_model" in self.fields:  # each option's label names the model's customer
             models_field = cast(forms.ModelChoiceField, self.fields["learned_model"])  # type: ignore[type-arg]
+            assert models_field.queryset is not None
             models_field.queryset = models_field.queryset.select_related("customer")
         if policy is not None and policy.customer_id is not None:
             field.initial = policy.customer_id
@@ -198,7 +199,7 @@ class Preview:
 
 
 def _score(ranked: Ranked) -> float:
-    return math.exp(max(ranked.log_score, -700.0))
+    return score_from_log(ranked.log_score)
 
 
 def build_preview(

@@ -276,6 +276,16 @@ def sla_deadline(facts: LeadFacts, policy: PolicyParams) -> dt.datetime | None:
     return facts.created_at + dt.timedelta(minutes=policy.sla_window_minutes)
 
 
+# exp() of a log score outside this range over- or underflows a float.
+_LOG_SCORE_LIMIT = 700.0
+
+
+def score_from_log(log_score: float) -> float:
+    """The score (relative worth of a call now) of a log score, kept within a float's range:
+    FIFO keys are minus minutes since 2020, far below any exp() can represent."""
+    return math.exp(min(max(log_score, -_LOG_SCORE_LIMIT), _LOG_SCORE_LIMIT))
+
+
 def log_score_at(key: float, lead_type: str, policy: PolicyParams, now: dt.datetime) -> float:
     """The log score at ``now`` of a lead with stored key ``key``."""
     return key - minutes_since_epoch(now) * decay_rate(lead_type, policy)

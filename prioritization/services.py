@@ -56,6 +56,7 @@ from prioritization.scoring import (
     explain,
     priority_key,
     rank,
+    score_from_log,
     sla_deadline,
 )
 
@@ -609,7 +610,7 @@ class _Take:
         params = chosen.candidate.policy
         version = version_by_id(params.version_id) if params.version_id else next(iter(versions.values()))
         lease = now + dt.timedelta(seconds=version.lease_seconds)
-        score = math.exp(max(chosen.log_score, -700.0))
+        score = score_from_log(chosen.log_score)
         self.decision = Decision(
             lead_id=chosen.candidate.lead_id,
             contractor_id=contractor_id,

@@ -264,9 +264,7 @@ def test_the_database_refuses_a_second_open_alert_for_one_condition() -> None:
 
 def test_an_evaluation_running_elsewhere_makes_a_second_one_skip() -> None:
     asked(all_day_campaign(CustomerFactory()), T0)
-    db = connection.settings_dict
-    conninfo = {"host": db["HOST"], "port": db["PORT"], "user": db["USER"], "password": db["PASSWORD"]}
-    with psycopg.connect(dbname=db["NAME"], autocommit=True, **conninfo) as other:
+    with psycopg.connect(**{**connection.get_connection_params(), "autocommit": True}) as other:
         other.execute("SELECT pg_advisory_lock(%s)", [alerts.ALERT_LOCK_KEY])
         assert evaluate().skipped is True
         assert not Alert.objects.exists()

@@ -20,6 +20,7 @@ from prioritization.scoring import (
     minutes_since_epoch,
     priority_key,
     rank,
+    score_from_log,
     sla_deadline,
     wants_stale,
 )
@@ -394,3 +395,10 @@ def test_fifo_orders_a_rescheduled_lead_by_when_it_became_due() -> None:
     # Created long ago but due only 5 minutes ago: it queues behind the lead due 10 minutes ago.
     assert priority_key(fresh, FIFO_POLICY) > priority_key(rescheduled, FIFO_POLICY)
     assert explain(fresh, FIFO_POLICY, now=NOW, band=Band.LIVE) == ["first in, first out: due 10 min ago"]
+
+
+@pytest.mark.parametrize(
+    ("log_score", "expected"), [(0.0, 1.0), (-1e9, math.exp(-700.0)), (1e9, math.exp(700.0))]
+)
+def test_a_score_stays_a_finite_number_whatever_the_log_score(log_score: float, expected: float) -> None:
+    assert score_from_log(log_score) == expected

@@ -254,7 +254,8 @@ def test_queue_at_risk_and_contractor_figures_walk_the_queue_indexes(all_day_cam
     assert "lead_claim_sla" in at_risk
     assert "lead_waiting_due" in at_risk
     active = plan(sla._ACTIVE_SQL, {**campaigns, "since": NOW - 15 * MINUTE})
-    assert "decision_recent" in active
+    # decision_recent or decision_contractor, as the planner likes on an empty table.
+    assert "Seq Scan on prioritization_decision" not in active
 
 
 def test_a_claimed_lead_of_a_past_day_counts_in_its_rollup(all_day_campaign, make_contractor) -> None:
