@@ -34,7 +34,7 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: bench-ingest bench-claim
+bench: bench-ingest bench-claim bench-model
 
 bench-ingest: install
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py bench ingest $(BENCH_ARGS)
