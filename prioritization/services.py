@@ -321,6 +321,10 @@ CROSS JOIN LATERAL (
 ) x
 """  # noqa: S608 (constant column list)
 
+# The lead's row as statements return it, and the attribute names Lead.from_db() takes.
+_LEAD_COLUMNS = [field.column for field in Lead._meta.concrete_fields]
+_LEAD_ATTNAMES = [field.attname for field in Lead._meta.concrete_fields]
+
 _TAKE_SQL = f"""
 WITH taken AS (
     UPDATE leads_lead
@@ -353,7 +357,7 @@ WITH taken AS (
     FROM taken
     RETURNING id
 )
-SELECT decided.id, {", ".join(f"taken.{c}" for c in [f.column for f in Lead._meta.concrete_fields])}
+SELECT decided.id, {", ".join(f"taken.{c}" for c in _LEAD_COLUMNS)}
 FROM decided, taken
 """  # noqa: S608 (column names from the model, no input)
 _CLAIMS_SINCE_SQL = """
@@ -559,38 +563,30 @@ def _check_caps(*, contractor_id: int, versions: Iterable[PolicyVersion], now: d
     daily = [v.claims_per_day_cap for v in versions if v.claims_per_day_cap is not None]
     if not hourly and not daily:
         return
-    with connection.cursor() as cursor:
-        _refuse_over_cap(cursor, contractor_id=contractor_id, hourly=hourly, daily=daily, now=now)
-
-
-def _refuse_over_cap(
-    cursor: Any, *, contractor_id: int, hourly: list[int], daily: list[int], now: dt.datetime
-) -> None:
-    """Raise 429 with the moment the oldest counted claim leaves its window."""
+    # Over a cap: 429 with the moment the oldest counted claim leaves its window.
     hour, day = now - dt.timedelta(hours=1), now - dt.timedelta(days=1)
-    cursor.execute(_CLAIMS_SINCE_SQL, {"contractor": contractor_id, "hour": hour, "day": day})
-    last_hour, last_day = cursor.fetchone()
-    for cap, used, window in (
-        (min(hourly, default=None), last_hour, hour),
-        (min(daily, default=None), last_day, day),
-    ):
-        if cap is not None and used >= cap:
-            cursor.execute(
-                "SELECT decided_at FROM prioritization_decision WHERE contractor_id = %s AND decided_at > %s "
-                "ORDER BY decided_at DESC OFFSET %s LIMIT 1",
-                [contractor_id, window, cap - 1],
-            )
-            oldest_counted = cursor.fetchone()
-            retry = (oldest_counted[0] if oldest_counted else now) + (now - window)
-            raise ClaimRefused(
-                f"Contractor {contractor_id} reached the cap of {cap} claims per "
-                f"{'hour' if window == hour else 'day'}.",
-                status=429,
-                retry_after=retry,
-            )
-
-
-_LEAD_ATTNAMES = [field.attname for field in Lead._meta.concrete_fields]
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIMS_SINCE_SQL, {"contractor": contractor_id, "hour": hour, "day": day})
+        last_hour, last_day = cursor.fetchone()
+        for cap, used, window in (
+            (min(hourly, default=None), last_hour, hour),
+            (min(daily, default=None), last_day, day),
+        ):
+            if cap is not None and used >= cap:
+                cursor.execute(
+                    "SELECT decided_at FROM prioritization_decision "
+                    "WHERE contractor_id = %s AND decided_at > %s "
+                    "ORDER BY decided_at DESC OFFSET %s LIMIT 1",
+                    [contractor_id, window, cap - 1],
+                )
+                oldest_counted = cursor.fetchone()
+                retry = (oldest_counted[0] if oldest_counted else now) + (now - window)
+                raise ClaimRefused(
+                    f"Contractor {contractor_id} reached the cap of {cap} claims per "
+                    f"{'hour' if window == hour else 'day'}.",
+                    status=429,
+                    retry_after=retry,
+                )
 
 
 class _Take:
@@ -664,9 +660,7 @@ class LeadStateConflict(Exception):
 
 
 def _locked_lead(lead_id: int) -> Lead:
-    return (
-        Lead.objects.select_for_update(of=("self",), no_key=True).select_related("campaign").get(pk=lead_id)
-    )
+    return Lead.objects.select_for_update(of=("self",), no_key=True).get(pk=lead_id)
 
 
 def _require_holder(lead: Lead, contractor_id: int) -> None:
@@ -781,27 +775,20 @@ def record_outcome(
     """
     now = now or timezone.now()
     rng = rng or random.Random()
+    arguments: dict[str, Any] = {
+        "lead_id": lead_id,
+        "contractor_id": contractor_id,
+        "disposition": disposition,
+        "callback_at": callback_at,
+        "idempotency_key": idempotency_key,
+        "now": now,
+        "rng": rng,
+    }
     try:
-        return _record_outcome(
-            lead_id=lead_id,
-            contractor_id=contractor_id,
-            disposition=disposition,
-            callback_at=callback_at,
-            idempotency_key=idempotency_key,
-            now=now,
-            rng=rng,
-        )
+        return _record_outcome(**arguments)
     except _NoDefaultPolicy:
         ensure_default_policy()
-        return _record_outcome(
-            lead_id=lead_id,
-            contractor_id=contractor_id,
-            disposition=disposition,
-            callback_at=callback_at,
-            idempotency_key=idempotency_key,
-            now=now,
-            rng=rng,
-        )
+    return _record_outcome(**arguments)
 
 
 def _record_outcome(
@@ -875,7 +862,6 @@ def _record_outcome(
 # The lead (locked), its campaign's calling hours, the policy version in force for its
 # customer and, when the outcome carries an idempotency key, whether it was seen: one
 # round trip (pipelined; the key is checked after the lock, with a fresh snapshot).
-_LEAD_COLUMNS = [field.column for field in Lead._meta.concrete_fields]
 _LOCK_FOR_OUTCOME_SQL = f"""
 SELECT {", ".join(f"l.{c}" for c in _LEAD_COLUMNS)},
        cp.time_zone, cp.calling_hours_start, cp.calling_hours_end, cp.calling_days,
