@@ -89,6 +89,20 @@ DATABASES = {
         conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", False),
     )
 }
+# The next-lead engine prepares its hot statements (``prepare=True``, see
+# prioritization.services.statement_cursor): planning one cost more than running it.
+# Django turns psycopg's prepared statements off (threshold None); a threshold no query
+# reaches keeps Django's own queries unprepared while allowing explicit preparation. The
+# engine's statements look up one campaign's index at a time; PostgreSQL's choice between
+# a generic and a per-call plan keeps re-planning some of them forever (a generic plan's
+# estimate for an array parameter is pessimistic), so prepared statements use the generic
+# plan. Only parameterised statements are affected: Django binds its parameters on the
+# client.
+_database_options = DATABASES["default"].setdefault("OPTIONS", {})
+_database_options["prepare_threshold"] = 1 << 30
+_database_options["options"] = " ".join(
+    filter(None, [_database_options.get("options"), "-c plan_cache_mode=force_generic_plan"])
+)
 if not DATABASES["default"]["ENGINE"].endswith("postgresql"):
     raise ImproperlyConfigured("leadrank runs on PostgreSQL only: DATABASE_URL must be postgres://")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -225,6 +225,14 @@ class Lead(models.Model):
                 | (~Q(status=QueueStatus.CLOSED) & Q(closed_reason="")),
                 name="lead_closed_iff_reason",
             ),
+            # A contractor holds one lead at a time. Claims take leads without locking the
+            # contractor, so this is what stops two concurrent requests of one contractor
+            # from taking two leads: the second take waits for the first to commit and
+            # fails here (the engine then answers with the lead the first one took). It is
+            # also the "which lead does contractor X hold?" lookup of a retried next-lead.
+            models.UniqueConstraint(
+                fields=["holder"], condition=Q(status=QueueStatus.HELD), name="lead_one_held_per_holder"
+            ),
         ]
         indexes = [
             # Claim path, "best live/stale lead of campaign C now":
@@ -260,8 +268,6 @@ class Lead(models.Model):
                 name="lead_held_lease",
                 condition=Q(status=QueueStatus.HELD),
             ),
-            # "Which lead does contractor X hold?" (a retried next-lead returns it).
-            models.Index("holder", name="lead_holder", condition=Q(status=QueueStatus.HELD)),
             # SLA figures (prioritization.sla), "leads of customers K created in [a, b)": today's
             # figures are computed live through it and each day is rolled up through it once.
             # The other indexes are partial on the queue state and know nothing of creation

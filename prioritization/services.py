@@ -2,19 +2,21 @@
 
 Locking rules (every function here follows them):
 
-- A claim locks the contractor's row first (``FOR NO KEY UPDATE``): one contractor's
-  concurrent requests queue up behind each other, so a retried request finds the lead
-  the first one took instead of taking a second.
+- The hot paths (claim, outcome) are single statements, each its own short transaction:
+  a read, a decision in Python, then a conditional write that checks, in the same
+  statement, that what the decision rested on still holds.
 - Lead rows are taken with ``SKIP LOCKED`` on the claim path: a lead another claim (or
   a rescoring batch) holds is skipped, never waited for, so no two contractors get one
-  lead and no claim waits on another.
-- Outcomes, releases and extensions lock the one lead row they change (``select_for_update``)
-  and check that the caller holds it.
+  lead and no claim waits on another. A contractor holds one lead at a time by a unique
+  index (``lead_one_held_per_holder``): of two concurrent requests of one contractor the
+  second take fails there and answers with the lead the first one took.
+- Outcomes write the lead only if it is still held by the same contractor under the same
+  claim; releases, extensions and withdrawals lock the one lead row they change
+  (``select_for_update``) and check that the caller holds it.
 - Rescoring works in batches of ``RESCORE_BATCH`` rows, one short transaction each, and
   only one rescoring runs at a time (an advisory lock; a second run returns at once).
 """
 
-import contextlib
 import datetime as dt
 import functools
 import json
@@ -24,13 +26,13 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from django.contrib.auth.models import AnonymousUser, User
-from django.db import connection, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
@@ -70,6 +72,9 @@ MAX_TUPLE_CAMPAIGNS = 50
 # A claim whose chosen lead is being taken by another claim re-reads its candidates
 # without it, at most this many times.
 MAX_TAKE_ATTEMPTS = 8
+# An outcome whose lead changed between its read and its write reads it again, at most
+# this many times.
+MAX_OUTCOME_ATTEMPTS = 4
 
 
 # --- Policies in force ------------------------------------------------------------------
@@ -235,27 +240,22 @@ class Claim:
     repeated: bool  # the contractor already held this lead (a retried request)
 
 
-# The contractor's row is locked (FOR NO KEY UPDATE), so one contractor's requests queue
-# behind each other. In READ COMMITTED a statement that waited for a row lock reads the
-# other tables with the snapshot it took before waiting, so the lead a queued retry finds
-# held here may be stale; the take below checks again with a fresh snapshot.
-_CONTRACTOR_SQL = """
-SELECT c.active, c.claims_made,
-       ARRAY(SELECT q.campaign_id FROM leads_contractor_campaigns q
-             WHERE q.contractor_id = c.id AND q.campaign_id = ANY(%(campaigns)s::bigint[])),
-       (SELECT l.id FROM leads_lead l
-        WHERE l.holder_id = c.id AND l.status = 'held' AND l.lease_expires_at > %(now)s
-        ORDER BY l.claimed_at DESC LIMIT 1)
-FROM leads_contractor c WHERE c.id = %(contractor)s
-FOR NO KEY UPDATE OF c
-"""
+_CANDIDATE_COLUMNS = (
+    "id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version, "
+    "city, source, stage, pricing_plan, created_at, due_at, last_activity"
+)
 
-# Leads that became due (reschedules, callbacks) and leads whose lease ran out return
-# to the claim index now, for the campaigns asked about: nothing waits for a beat task.
-# One equality lookup per campaign (lead_waiting_due, lead_held_lease): `campaign_id =
-# ANY(...)` lets the planner pick another index and filter every held lead.
-_WAKE_SQL = """
-WITH due AS (
+# Leads that became due (reschedules, callbacks) and leads whose lease ran out return to
+# the claim index now, for the campaigns asked about: nothing waits for a beat task. One
+# equality lookup per campaign (lead_waiting_due, lead_held_lease): `campaign_id =
+# ANY(...)` lets the planner pick another index and filter every held lead. A claim also
+# frees its own contractor's expired lead, whatever its campaign (lead_one_held_per_holder:
+# a contractor may hold one lead, and an expired one must not stop the next). The woken rows
+# come back with the candidate columns: a statement reads the snapshot it started with, in
+# which they were not ready yet. Shared by the claim and the beat task (which passes no
+# contractor and all campaigns).
+_WAKE_CTES = f"""
+due AS (
     SELECT l.id FROM unnest(%(campaigns)s::bigint[]) AS c(campaign_id)
     CROSS JOIN LATERAL (
         SELECT id FROM leads_lead
@@ -269,77 +269,109 @@ WITH due AS (
         WHERE campaign_id = c.campaign_id AND status = 'held' AND lease_expires_at <= %(now)s
         FOR NO KEY UPDATE SKIP LOCKED
     ) l
+    UNION
+    SELECT * FROM (
+        SELECT id, holder_id FROM leads_lead
+        WHERE holder_id = %(contractor)s AND status = 'held' AND lease_expires_at <= %(now)s
+        FOR NO KEY UPDATE SKIP LOCKED
+    ) own
 ), woken AS (
     UPDATE leads_lead l
     SET status = 'ready', holder_id = NULL, lease_expires_at = NULL, claimed_at = NULL
     WHERE l.id IN (SELECT id FROM due UNION ALL SELECT id FROM expired)
-    RETURNING l.id
+    RETURNING l.campaign_id, {_CANDIDATE_COLUMNS}
 ), logged AS (
     INSERT INTO leads_leadevent (lead_id, kind, at, contractor_id, disposition, idempotency_key, detail)
-    SELECT id, 'lease_expired', %(now)s, holder_id, '', '', '{}' FROM expired
-)
-SELECT count(*) FROM woken
-"""
+    SELECT id, 'lease_expired', %(now)s, holder_id, '', '', '{{}}' FROM expired
+)"""  # noqa: S608 (constant column list)
 
-# Per campaign of the tuple, three index lookups of one row each: the best live lead, the
-# best stale lead (both on lead_claim_ready, by stored key) and the never-called live lead
-# with the nearest SLA deadline still ahead (lead_claim_sla). Python then compares these
-# few candidates at the instant. They are read, not locked: locking 3 rows per campaign
-# would write (and WAL-log) 15 rows per claim for one taken. The take locks the chosen
-# lead with SKIP LOCKED and re-checks it is still ready; a lead another claim is taking
-# meanwhile is excluded and the candidates are read again.
-_CANDIDATE_COLUMNS = (
-    "id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version, "
-    "city, source, stage, pricing_plan, created_at, due_at, last_activity"
+_WAKE_SQL = f"WITH {_WAKE_CTES} SELECT count(*) FROM woken"  # noqa: S608 (constant text)
+
+# Everything a claim decides on, in one statement (no row locks but the wake's): the
+# contractor (active, claims so far, which of the campaigns it is qualified for, the lead
+# it holds), the policy version in force for each campaign's customer, and the candidates.
+# One row per candidate with the contractor's and the versions' columns repeated, or one
+# row with NULL candidate columns when there is none; no row for an unknown contractor.
+#
+# Candidates: per campaign of the tuple, three index lookups of one row each: the best
+# live lead, the best stale lead (both on lead_claim_ready, by stored key) and the
+# never-called live lead with the nearest SLA deadline still ahead (lead_claim_sla); plus
+# the leads just woken. Python compares these few at the instant. They are read, not
+# locked: the take locks the chosen lead with SKIP LOCKED and re-checks it is still ready;
+# a lead another claim took meanwhile is excluded and the candidates are read again.
+_CLAIM_READ_SQL = f"""
+WITH {_WAKE_CTES}, me AS (
+    SELECT c.active, c.claims_made,
+           ARRAY(SELECT q.campaign_id FROM leads_contractor_campaigns q
+                 WHERE q.contractor_id = c.id AND q.campaign_id = ANY(%(campaigns)s::bigint[])) AS qualified,
+           (SELECT l.id FROM leads_lead l
+            WHERE l.holder_id = c.id AND l.status = 'held' AND l.lease_expires_at > %(now)s) AS held
+    FROM leads_contractor c WHERE c.id = %(contractor)s
+), versions AS (
+    SELECT array_agg(cp.id ORDER BY cp.id) AS campaign_ids,
+           array_agg(COALESCE(own.current_version_id, dflt.current_version_id) ORDER BY cp.id) AS version_ids
+    FROM leads_campaign cp
+    LEFT JOIN prioritization_prioritypolicy own ON own.customer_id = cp.customer_id
+    LEFT JOIN prioritization_prioritypolicy dflt ON dflt.customer_id IS NULL
+    WHERE cp.id = ANY(%(campaigns)s::bigint[])
+), found AS (
+    SELECT x.*
+    FROM unnest(%(campaigns)s::bigint[]) AS c(campaign_id)
+    CROSS JOIN LATERAL (
+        SELECT * FROM (
+            SELECT {_CANDIDATE_COLUMNS}
+            FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
+              AND id <> ALL(%(excluded)s::bigint[])
+            ORDER BY priority_key DESC NULLS LAST, id LIMIT 1
+        ) live
+        UNION ALL
+        SELECT * FROM (
+            SELECT {_CANDIDATE_COLUMNS}
+            FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'stale'
+              AND id <> ALL(%(excluded)s::bigint[])
+            ORDER BY priority_key DESC NULLS LAST, id LIMIT 1
+        ) stale
+        UNION ALL
+        SELECT * FROM (
+            SELECT {_CANDIDATE_COLUMNS}
+            FROM leads_lead
+            WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
+              AND first_attempt_at IS NULL AND sla_deadline > %(now)s
+              AND id <> ALL(%(excluded)s::bigint[])
+            ORDER BY sla_deadline, id LIMIT 1
+        ) at_risk
+    ) x
+    UNION ALL
+    SELECT {_CANDIDATE_COLUMNS} FROM woken
+    WHERE campaign_id = ANY(%(campaigns)s::bigint[]) AND id <> ALL(%(excluded)s::bigint[])
 )
-_CANDIDATES_SQL = f"""
-SELECT x.*
-FROM unnest(%(campaigns)s::bigint[]) AS c(campaign_id)
-CROSS JOIN LATERAL (
-    SELECT * FROM (
-        SELECT {_CANDIDATE_COLUMNS}
-        FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
-          AND id <> ALL(%(excluded)s::bigint[])
-        ORDER BY priority_key DESC NULLS LAST, id LIMIT 1
-    ) live
-    UNION ALL
-    SELECT * FROM (
-        SELECT {_CANDIDATE_COLUMNS}
-        FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'stale'
-          AND id <> ALL(%(excluded)s::bigint[])
-        ORDER BY priority_key DESC NULLS LAST, id LIMIT 1
-    ) stale
-    UNION ALL
-    SELECT * FROM (
-        SELECT {_CANDIDATE_COLUMNS}
-        FROM leads_lead
-        WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
-          AND first_attempt_at IS NULL AND sla_deadline > %(now)s
-          AND id <> ALL(%(excluded)s::bigint[])
-        ORDER BY sla_deadline, id LIMIT 1
-    ) at_risk
-) x
+SELECT me.active, me.claims_made, me.qualified, me.held, versions.campaign_ids, versions.version_ids,
+       found.*
+FROM me CROSS JOIN versions LEFT JOIN found ON true
 """  # noqa: S608 (constant column list)
+# psycopg converts a statement's placeholders once and caches the result, for statements
+# up to 4 KiB; this one is longer with its indentation (and has no comments or quoted
+# spaces).
+_CLAIM_READ_SQL = " ".join(_CLAIM_READ_SQL.split())
+
 
 # The lead's row as statements return it, and the attribute names Lead.from_db() takes.
 _LEAD_COLUMNS = [field.column for field in Lead._meta.concrete_fields]
 _LEAD_ATTNAMES = [field.attname for field in Lead._meta.concrete_fields]
 
+# Takes the chosen lead if it is still ready and nobody is taking it (SKIP LOCKED), counts
+# the contractor's claim and logs the decision; returns the decision's id and the lead's
+# row as the UPDATE left it, or nothing when the lead was gone. A second lead for the same
+# contractor fails on lead_one_held_per_holder.
 _TAKE_SQL = f"""
 WITH taken AS (
     UPDATE leads_lead
     SET status = 'held', holder_id = %(contractor)s, lease_expires_at = %(lease)s,
         claimed_at = %(now)s, updated_at = %(now)s
     WHERE id = (
-          SELECT id FROM leads_lead WHERE id = %(lead)s AND status = 'ready'
-          FOR NO KEY UPDATE SKIP LOCKED
-      )
-      -- One lead per contractor: a retried request that queued behind the first one on
-      -- the contractor's row lock finds the lead that one took (fresh snapshot here).
-      AND NOT EXISTS (
-          SELECT 1 FROM leads_lead h
-          WHERE h.holder_id = %(contractor)s AND h.status = 'held' AND h.lease_expires_at > %(now)s
-      )
+        SELECT id FROM leads_lead WHERE id = %(lead)s AND status = 'ready'
+        FOR NO KEY UPDATE SKIP LOCKED
+    )
     RETURNING *
 ), logged AS (
     INSERT INTO leads_leadevent (lead_id, kind, at, contractor_id, disposition, idempotency_key, detail)
@@ -364,6 +396,7 @@ _CLAIMS_SINCE_SQL = """
 SELECT count(*) FILTER (WHERE decided_at > %(hour)s), count(*)
 FROM prioritization_decision WHERE contractor_id = %(contractor)s AND decided_at > %(day)s
 """
+ONE_HELD_PER_HOLDER = "lead_one_held_per_holder"
 
 
 def _no_nan(value: float) -> float:
@@ -372,8 +405,9 @@ def _no_nan(value: float) -> float:
 
 def statement_cursor() -> psycopg.Cursor[Any]:
     """A cursor for the engine's hot statements, on Django's connection (so inside its
-    transactions): server-side parameter binding, so that ``execute(..., prepare=True)``
-    plans each statement once per connection instead of once per request.
+    transactions when there is one): server-side parameter binding, so that
+    ``execute(..., prepare=True)`` plans each statement once per connection instead of once
+    per request (settings allow explicit preparation; see ``DATABASES``).
 
     Django's own cursors bind parameters on the client and never prepare; on the claim
     path planning cost more than executing. Statements run here are not seen by Django's
@@ -383,24 +417,29 @@ def statement_cursor() -> psycopg.Cursor[Any]:
     return psycopg.Cursor(connection.connection)
 
 
+def run_statement(query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """One prepared statement on Django's connection, its rows fetched; errors come out as
+    Django's. Outside a transaction it commits alone (autocommit): the engine's hot paths
+    are single statements, which spares BEGIN and COMMIT their round trips. Inside an
+    atomic block (tests, callers composing operations) a failing statement rolls back
+    only itself (a savepoint), as an ORM query inside ``atomic()`` would have to be
+    handled."""
+    with connection.wrap_database_errors:
+        if connection.in_atomic_block:
+            with transaction.atomic():
+                return _execute(query, params)
+        return _execute(query, params)
+
+
+def _execute(query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    with statement_cursor() as cursor:
+        cursor.execute(query, params, prepare=True, binary=True)
+        return cursor.fetchall()
+
+
 class _NoDefaultPolicy(Exception):
-    """Raised inside a pipelined transaction that found no policy in force: the default
-    policy is created outside it (a migration makes it; this covers a database without)."""
-
-
-@contextlib.contextmanager
-def pipelined() -> Iterator[psycopg.Connection[Any]]:
-    """Django's connection in pipeline mode, for a short transaction whose statements
-    travel together: open it with the yielded connection's ``transaction()`` (psycopg's
-    transaction control: BEGIN goes out with the first statements, COMMIT with the last
-    ones, so a read-then-write transaction costs two round trips; a savepoint inside a
-    Django atomic block, as in tests). Django's ``atomic()`` would spend a round trip each
-    way switching autocommit in pipeline mode: do not enter it inside. Database errors
-    come out as Django's, as from any query.
-    """
-    connection.ensure_connection()
-    with connection.wrap_database_errors, connection.connection.pipeline():
-        yield connection.connection
+    """Raised when no policy is in force: the default policy is created (a migration makes
+    it; this covers a database without) and the operation runs again."""
 
 
 def claim_next_lead(
@@ -408,13 +447,13 @@ def claim_next_lead(
 ) -> Claim | None:
     """Hand the best lead of the campaigns to the contractor; ``None`` when none is eligible.
 
-    One short transaction in two round trips to PostgreSQL: (1) lock the contractor's row
-    and read what it holds, the policy versions in force, wake due and expired leads of
-    these campaigns and read the few candidates, all pipelined; choose at ``now`` with
-    :func:`prioritization.scoring.choose`; (2) take the chosen lead with a conditional
-    UPDATE (SKIP LOCKED, still ready, the contractor holds nothing) that also logs the
-    decision and returns the lead's row, pipelined with the COMMIT. When another claim
-    was taking the chosen lead at that moment, the claim runs again without it.
+    Two statements, each its own short transaction: (1) read what the contractor holds,
+    the policy versions in force and the few candidates, waking due and expired leads of
+    these campaigns on the way; choose at ``now`` with :func:`prioritization.scoring.choose`;
+    (2) take the chosen lead with a conditional UPDATE (SKIP LOCKED, still ready) that also
+    logs the decision and returns the lead's row. When another claim took the chosen lead
+    in between, the claim runs again without it. When another request of the same
+    contractor took a lead in between (lead_one_held_per_holder), that lead is the answer.
 
     Raises :class:`ClaimRefused` for an unknown, inactive, unqualified or capped contractor.
     """
@@ -430,9 +469,10 @@ def claim_next_lead(
         if not isinstance(result, int):
             return result
         held = _held_claim_now(contractor_id, now)
-        if held is not None:  # an earlier copy of this request took a lead meanwhile
+        if held is not None:  # another request of this contractor took a lead meanwhile
             return held
-        excluded.append(result)
+        if result:
+            excluded.append(result)
     # Every attempt lost its lead to another claim: answer as if empty; the Contract app
     # asks again.
     logger.warning(
@@ -444,53 +484,43 @@ def claim_next_lead(
 def _claim_once(
     *, contractor_id: int, campaigns: list[int], now: dt.datetime, excluded: list[int]
 ) -> Claim | int | None:
-    """One claim transaction: the claim, ``None`` when nothing is eligible, or the id of
-    the chosen lead when the take found it gone (another claim took it meanwhile)."""
-    params = {"contractor": contractor_id, "campaigns": campaigns, "now": now, "excluded": excluded}
-    with pipelined() as database:
-        with database.transaction():
-            contractor, versions_of, woken, found = (statement_cursor() for _ in range(4))
-            contractor.execute(_CONTRACTOR_SQL, params, prepare=True, binary=True)
-            versions_of.execute(_CAMPAIGN_VERSIONS_SQL, params, prepare=True, binary=True)
-            woken.execute(_WAKE_SQL, params, prepare=True, binary=True)
-            found.execute(_CANDIDATES_SQL, params, prepare=True, binary=True)
-            row = contractor.fetchone()
-            version_rows = versions_of.fetchall()
-            candidate_rows = found.fetchall()
-            if row is None:
-                raise ClaimRefused(f"Unknown contractor {contractor_id}.", status=404)
-            active, claims_made, qualified, held_id = row
-            if not active:
-                raise ClaimRefused(f"Contractor {contractor_id} is inactive.", status=403)
-            missing = sorted(set(campaigns) - set(qualified))
-            if missing:
-                raise ClaimRefused(
-                    f"Contractor {contractor_id} is not qualified for campaign(s) "
-                    f"{', '.join(map(str, missing))}.",
-                    status=403,
-                )
-            if held_id is not None:
-                repeated = _held_claim(held_id, contractor_id)
-                if repeated is not None:
-                    return repeated
+    """One read and one take: the claim, ``None`` when nothing is eligible, or the id of the
+    chosen lead when the take lost it (0 when this contractor's other request took one)."""
+    rows = run_statement(
+        _CLAIM_READ_SQL,
+        {"contractor": contractor_id, "campaigns": campaigns, "now": now, "excluded": excluded},
+    )
+    if not rows:
+        raise ClaimRefused(f"Unknown contractor {contractor_id}.", status=404)
+    active, claims_made, qualified, held_id, version_campaigns, version_ids = rows[0][:6]
+    if not active:
+        raise ClaimRefused(f"Contractor {contractor_id} is inactive.", status=403)
+    missing = sorted(set(campaigns) - set(qualified))
+    if missing:
+        raise ClaimRefused(
+            f"Contractor {contractor_id} is not qualified for campaign(s) {', '.join(map(str, missing))}.",
+            status=403,
+        )
+    if held_id is not None:
+        repeated = _held_claim(held_id, contractor_id)
+        if repeated is not None:
+            return repeated
 
-            versions = _versions_of_campaigns(version_rows, campaigns)
-            _check_caps(contractor_id=contractor_id, versions=versions.values(), now=now)
-            stale_every = max((v.stale_every for v in versions.values()), default=0)
-            candidates, facts = _candidates(candidate_rows, versions)
-            chosen = choose(candidates, now=now, claims_so_far=claims_made, stale_every=stale_every)
-            if chosen is None:
-                return None
-            take = _Take(
-                chosen,
-                facts[chosen.candidate.lead_id],
-                contractor_id=contractor_id,
-                campaigns=campaigns,
-                versions=versions,
-                now=now,
-            )
-        # The COMMIT went out with the take: the take's row has arrived.
-        return take.claim() or chosen.candidate.lead_id
+    versions = _versions_of_campaigns(version_campaigns or [], version_ids or [])
+    _check_caps(contractor_id=contractor_id, versions=versions.values(), now=now)
+    stale_every = max((v.stale_every for v in versions.values()), default=0)
+    candidates, facts = _candidates([row[6:] for row in rows if row[6] is not None], versions)
+    chosen = choose(candidates, now=now, claims_so_far=claims_made, stale_every=stale_every)
+    if chosen is None:
+        return None
+    return _take(
+        chosen,
+        facts[chosen.candidate.lead_id],
+        contractor_id=contractor_id,
+        campaigns=campaigns,
+        versions=versions,
+        now=now,
+    )
 
 
 def _candidates(
@@ -518,11 +548,9 @@ def _candidates(
 
 
 def _held_claim_now(contractor_id: int, now: dt.datetime) -> Claim | None:
-    lead = (
-        Lead.objects.filter(holder_id=contractor_id, status=QueueStatus.HELD, lease_expires_at__gt=now)
-        .order_by("-claimed_at")
-        .first()
-    )
+    lead = Lead.objects.filter(
+        holder_id=contractor_id, status=QueueStatus.HELD, lease_expires_at__gt=now
+    ).first()
     return _held_claim(lead.pk, contractor_id) if lead is not None else None
 
 
@@ -539,23 +567,17 @@ def _fallback_params(versions: dict[int, PolicyVersion]) -> PolicyParams:
     return next(iter(versions.values())).params()
 
 
-_CAMPAIGN_VERSIONS_SQL = """
-SELECT cp.id, COALESCE(own.current_version_id, dflt.current_version_id)
-FROM leads_campaign cp
-LEFT JOIN prioritization_prioritypolicy own ON own.customer_id = cp.customer_id
-LEFT JOIN prioritization_prioritypolicy dflt ON dflt.customer_id IS NULL
-WHERE cp.id = ANY(%(campaigns)s::bigint[])
-"""
-
-
 def _versions_of_campaigns(
-    rows: list[tuple[int, int | None]], campaigns: list[int]
+    campaign_ids: list[int], version_ids: list[int | None]
 ) -> dict[int, PolicyVersion]:
-    """The policy version in force for each campaign's customer, from
-    ``_CAMPAIGN_VERSIONS_SQL``'s rows."""
-    if any(version_id is None for _, version_id in rows):
+    """The policy version in force for each campaign's customer."""
+    if any(version_id is None for version_id in version_ids):
         raise _NoDefaultPolicy
-    return {campaign_id: version_by_id(version_id) for campaign_id, version_id in rows if version_id}
+    return {
+        campaign_id: version_by_id(version_id)
+        for campaign_id, version_id in zip(campaign_ids, version_ids, strict=True)
+        if version_id is not None
+    }
 
 
 def _check_caps(*, contractor_id: int, versions: Iterable[PolicyVersion], now: dt.datetime) -> None:
@@ -589,67 +611,66 @@ def _check_caps(*, contractor_id: int, versions: Iterable[PolicyVersion], now: d
                 )
 
 
-class _Take:
-    """Takes the chosen lead and logs the decision: one statement, sent now, whose row
-    (the lead's, as the UPDATE left it) is read by :meth:`claim` after the COMMIT."""
-
-    def __init__(
-        self,
-        chosen: Ranked,
-        facts: LeadFacts,
-        *,
-        contractor_id: int,
-        campaigns: list[int],
-        versions: dict[int, PolicyVersion],
-        now: dt.datetime,
-    ) -> None:
-        params = chosen.candidate.policy
-        version = version_by_id(params.version_id) if params.version_id else next(iter(versions.values()))
-        lease = now + dt.timedelta(seconds=version.lease_seconds)
-        score = score_from_log(chosen.log_score)
-        self.decision = Decision(
-            lead_id=chosen.candidate.lead_id,
-            contractor_id=contractor_id,
-            campaign_ids=campaigns,
-            decided_at=now,
-            policy_version_id=params.version_id or version.pk,
-            band=chosen.band.name.lower(),
-            score=score,
-            log_score=_no_nan(chosen.log_score),
-            priority_key=chosen.candidate.key,
-            reasons=explain(facts, params, now=now, band=chosen.band),
-            lease_expires_at=lease,
-        )
-        self.cursor = statement_cursor()
-        self.cursor.execute(
+def _take(
+    chosen: Ranked,
+    facts: LeadFacts,
+    *,
+    contractor_id: int,
+    campaigns: list[int],
+    versions: dict[int, PolicyVersion],
+    now: dt.datetime,
+) -> Claim | int:
+    """Take the chosen lead and log the decision in one statement: the claim, the lead's id
+    when another claim took it first, or 0 when this contractor's other request took a
+    lead first."""
+    params = chosen.candidate.policy
+    version = version_by_id(params.version_id) if params.version_id else next(iter(versions.values()))
+    lease = now + dt.timedelta(seconds=version.lease_seconds)
+    score = score_from_log(chosen.log_score)
+    decision = Decision(
+        lead_id=chosen.candidate.lead_id,
+        contractor_id=contractor_id,
+        campaign_ids=campaigns,
+        decided_at=now,
+        policy_version_id=params.version_id or version.pk,
+        band=chosen.band.name.lower(),
+        score=score,
+        log_score=_no_nan(chosen.log_score),
+        priority_key=chosen.candidate.key,
+        reasons=explain(facts, params, now=now, band=chosen.band),
+        lease_expires_at=lease,
+    )
+    try:
+        rows = run_statement(
             _TAKE_SQL,
             {
                 "contractor": contractor_id,
                 "lease": lease,
                 "now": now,
-                "lead": self.decision.lead_id,
+                "lead": decision.lead_id,
                 "campaigns": campaigns,
-                "version": self.decision.policy_version_id,
-                "band": self.decision.band,
+                "version": decision.policy_version_id,
+                "band": decision.band,
                 "score": score,
-                "log_score": self.decision.log_score,
-                "key": self.decision.priority_key,
-                "reasons": json.dumps(self.decision.reasons),
+                "log_score": decision.log_score,
+                "key": decision.priority_key,
+                "reasons": json.dumps(decision.reasons),
             },
-            prepare=True,
-            binary=True,
         )
+    except IntegrityError as error:
+        if _violated_constraint(error) != ONE_HELD_PER_HOLDER:
+            raise
+        return 0
+    if not rows:
+        return decision.lead_id
+    decision.pk, *lead_values = rows[0]
+    lead = Lead.from_db(connection.alias, _LEAD_ATTNAMES, lead_values)
+    return Claim(lead=lead, decision=decision, repeated=False)
 
-    def claim(self) -> Claim | None:
-        """The claim; ``None`` when another claim is taking the lead or this contractor took
-        one meanwhile."""
-        row = self.cursor.fetchone()
-        self.cursor.close()
-        if row is None:
-            return None
-        self.decision.pk, *lead_values = row
-        lead = Lead.from_db(connection.alias, _LEAD_ATTNAMES, lead_values)
-        return Claim(lead=lead, decision=self.decision, repeated=False)
+
+def _violated_constraint(error: IntegrityError) -> str | None:
+    cause = error.__cause__
+    return cause.diag.constraint_name if isinstance(cause, psycopg.Error) else None
 
 
 # --- Holding, releasing, withdrawing ------------------------------------------------------
@@ -801,10 +822,12 @@ def _record_outcome(
     now: dt.datetime,
     rng: random.Random,
 ) -> OutcomeResult:
-    # Pipelined: the lock and the idempotency check go out with BEGIN, the write with
-    # COMMIT; two round trips.
-    with pipelined() as database, database.transaction():
-        lead, hours, version_id, key_seen = _lock_for_outcome(lead_id, idempotency_key)
+    # Two statements, no explicit transaction: read the lead, decide in Python, write it
+    # back only if it is still held by this contractor under the same claim (a conditional
+    # UPDATE: a concurrent change in between, such as the same outcome sent twice, sends
+    # this round back to the read, which then sees what that change did).
+    for _ in range(MAX_OUTCOME_ATTEMPTS):
+        lead, hours, version_id, key_seen = _read_for_outcome(lead_id, idempotency_key)
         if key_seen or (
             not idempotency_key
             and _repeated_without_key(lead, contractor_id=contractor_id, disposition=disposition)
@@ -813,71 +836,98 @@ def _record_outcome(
         _require_holder(lead, contractor_id)
         if disposition == Disposition.CALLBACK and callback_at is None:
             raise ValueError("callback_at is required for a callback.")
-
-        called_at = lead.claimed_at or now
-        lead.attempt_count += 1
-        lead.last_attempt_at = called_at
-        if lead.first_attempt_at is None:
-            lead.first_attempt_at = called_at
         if version_id is None:
             raise _NoDefaultPolicy
-        version = version_by_id(version_id)
-        detail: dict[str, Any] = {"called_at": called_at.isoformat()}
+        claimed_at = lead.claimed_at
+        events = _apply_outcome(
+            lead,
+            version=version_by_id(version_id),
+            hours=hours,
+            contractor_id=contractor_id,
+            disposition=disposition,
+            callback_at=callback_at,
+            idempotency_key=idempotency_key,
+            now=now,
+            rng=rng,
+        )
+        if _save_outcome(lead, events, now, holder_id=contractor_id, claimed_at=claimed_at):
+            return OutcomeResult(lead=lead, repeated=False)
+    raise LeadStateConflict(f"Lead {lead_id} kept changing while its outcome was recorded; send it again.")
 
-        if disposition in _CLOSING:
-            _close(lead, _CLOSING[Disposition(disposition)], now)
-        elif disposition == Disposition.CALLBACK:
-            assert callback_at is not None
-            _reschedule(lead, next_opening(max(callback_at, now), hours), now)
-            detail["callback_at"] = lead.due_at.isoformat()
-        elif disposition in _NO_CONTACT:
-            if lead.lead_type == LeadType.LIVE and lead.reschedule_count >= version.reschedule_limit:
-                lead.lead_type = LeadType.STALE
-                _requeue(lead, now)
-                detail["became_stale"] = True
-            else:
-                low, high = version.reschedule_window
-                delay = low + (high - low) * rng.random()
-                _reschedule(lead, next_opening(now + delay, hours), now)
-                lead.reschedule_count += 1
-                detail["rescheduled_at"] = lead.due_at.isoformat()
+
+def _apply_outcome(
+    lead: Lead,
+    *,
+    version: PolicyVersion,
+    hours: CallingHours,
+    contractor_id: int,
+    disposition: str,
+    callback_at: dt.datetime | None,
+    idempotency_key: str,
+    now: dt.datetime,
+    rng: random.Random,
+) -> list[tuple[str, int | None, str, str, dict[str, Any]]]:
+    """Move the lead on after the attempt (not saved); the events to log."""
+    called_at = lead.claimed_at or now
+    lead.attempt_count += 1
+    lead.last_attempt_at = called_at
+    if lead.first_attempt_at is None:
+        lead.first_attempt_at = called_at
+    detail: dict[str, Any] = {"called_at": called_at.isoformat()}
+
+    if disposition in _CLOSING:
+        _close(lead, _CLOSING[Disposition(disposition)], now)
+    elif disposition == Disposition.CALLBACK:
+        assert callback_at is not None
+        _reschedule(lead, next_opening(max(callback_at, now), hours), now)
+        detail["callback_at"] = lead.due_at.isoformat()
+    elif disposition in _NO_CONTACT:
+        if lead.lead_type == LeadType.LIVE and lead.reschedule_count >= version.reschedule_limit:
+            lead.lead_type = LeadType.STALE
+            _requeue(lead, now)
+            detail["became_stale"] = True
         else:
-            raise ValueError(f"Unknown disposition {disposition!r}.")
+            low, high = version.reschedule_window
+            delay = low + (high - low) * rng.random()
+            _reschedule(lead, next_opening(now + delay, hours), now)
+            lead.reschedule_count += 1
+            detail["rescheduled_at"] = lead.due_at.isoformat()
+    else:
+        raise ValueError(f"Unknown disposition {disposition!r}.")
 
-        if lead.status != QueueStatus.CLOSED:
-            score_lead(lead, params_for_version(version.pk))
-        events: list[tuple[str, int | None, str, str, dict[str, Any]]] = [
-            (EventKind.ATTEMPT, contractor_id, disposition, idempotency_key, detail)
-        ]
-        if detail.get("became_stale"):
-            events.append((EventKind.BECAME_STALE, None, "", "", {}))
-        elif "rescheduled_at" in detail or "callback_at" in detail:
-            events.append((EventKind.RESCHEDULED, None, "", "", detail))
-        elif lead.status == QueueStatus.CLOSED:
-            events.append((EventKind.CLOSED, None, "", "", {"reason": lead.closed_reason}))
-        _save_outcome(lead, events, now)
-    return OutcomeResult(lead=lead, repeated=False)
+    if lead.status != QueueStatus.CLOSED:
+        score_lead(lead, params_for_version(version.pk))
+    events: list[tuple[str, int | None, str, str, dict[str, Any]]] = [
+        (EventKind.ATTEMPT, contractor_id, disposition, idempotency_key, detail)
+    ]
+    if detail.get("became_stale"):
+        events.append((EventKind.BECAME_STALE, None, "", "", {}))
+    elif "rescheduled_at" in detail or "callback_at" in detail:
+        events.append((EventKind.RESCHEDULED, None, "", "", detail))
+    elif lead.status == QueueStatus.CLOSED:
+        events.append((EventKind.CLOSED, None, "", "", {"reason": lead.closed_reason}))
+    return events
 
 
-# The lead (locked), its campaign's calling hours, the policy version in force for its
-# customer and, when the outcome carries an idempotency key, whether it was seen: one
-# round trip (pipelined; the key is checked after the lock, with a fresh snapshot).
-_LOCK_FOR_OUTCOME_SQL = f"""
+# The lead, its campaign's calling hours, the policy version in force for its customer
+# and whether the outcome's idempotency key was seen, in one statement.
+_READ_FOR_OUTCOME_SQL = f"""
 SELECT {", ".join(f"l.{c}" for c in _LEAD_COLUMNS)},
        cp.time_zone, cp.calling_hours_start, cp.calling_hours_end, cp.calling_days,
-       COALESCE(own.current_version_id, dflt.current_version_id)
+       COALESCE(own.current_version_id, dflt.current_version_id),
+       %(key)s <> '' AND EXISTS (
+           SELECT 1 FROM leads_leadevent WHERE lead_id = l.id AND idempotency_key = %(key)s
+       )
 FROM leads_lead l
 JOIN leads_campaign cp ON cp.id = l.campaign_id
 LEFT JOIN prioritization_prioritypolicy own ON own.customer_id = l.customer_id
 LEFT JOIN prioritization_prioritypolicy dflt ON dflt.customer_id IS NULL
 WHERE l.id = %(lead)s
-FOR NO KEY UPDATE OF l
 """  # noqa: S608 (column names from the model, no input)
-_KEY_SEEN_SQL = (
-    "SELECT EXISTS (SELECT 1 FROM leads_leadevent WHERE lead_id = %(lead)s AND idempotency_key = %(key)s)"
-)
 
-# What an outcome may change on the lead, written with its events in one statement.
+# What an outcome may change on the lead, written with its events in one statement, only
+# while the lead is still held by the same contractor under the same claim; returns a
+# row per event written (none when the lead changed since it was read).
 _OUTCOME_FIELDS = [
     "lead_type",
     "status",
@@ -900,46 +950,61 @@ _OUTCOME_FIELDS = [
 _SAVE_OUTCOME_SQL = f"""
 WITH updated AS (
     UPDATE leads_lead SET {", ".join(f"{name} = %({name})s" for name in _OUTCOME_FIELDS)}
-    WHERE id = %(lead)s
+    WHERE id = %(lead)s AND status = 'held' AND holder_id = %(read_holder_id)s
+      AND claimed_at IS NOT DISTINCT FROM %(read_claimed_at)s
+    RETURNING id
 )
 INSERT INTO leads_leadevent (lead_id, kind, at, contractor_id, disposition, idempotency_key, detail)
-SELECT %(lead)s, e.kind, %(now)s, e.contractor_id, e.disposition, e.idempotency_key, e.detail::jsonb
-FROM unnest(%(kinds)s::text[], %(contractors)s::bigint[], %(dispositions)s::text[], %(keys)s::text[],
-            %(details)s::text[]) AS e(kind, contractor_id, disposition, idempotency_key, detail)
+SELECT updated.id, e.kind, %(now)s, e.contractor_id, e.disposition, e.idempotency_key, e.detail::jsonb
+FROM updated CROSS JOIN unnest(
+    %(kinds)s::text[], %(contractors)s::bigint[], %(dispositions)s::text[], %(keys)s::text[],
+    %(details)s::text[]
+) AS e(kind, contractor_id, disposition, idempotency_key, detail)
+RETURNING 1
 """  # noqa: S608 (field names from a constant list, no input)
 
 
-def _lock_for_outcome(lead_id: int, idempotency_key: str) -> tuple[Lead, CallingHours, int | None, bool]:
-    locked, seen = statement_cursor(), statement_cursor()
-    locked.execute(_LOCK_FOR_OUTCOME_SQL, {"lead": lead_id}, prepare=True, binary=True)
-    if idempotency_key:
-        seen.execute(_KEY_SEEN_SQL, {"lead": lead_id, "key": idempotency_key}, prepare=True, binary=True)
-    row = locked.fetchone()
-    key_seen = bool(idempotency_key) and bool(seen.fetchone()[0])  # type: ignore[index]
-    if row is None:
+def _read_for_outcome(lead_id: int, idempotency_key: str) -> tuple[Lead, CallingHours, int | None, bool]:
+    rows = run_statement(_READ_FOR_OUTCOME_SQL, {"lead": lead_id, "key": idempotency_key})
+    if not rows:
         raise Lead.DoesNotExist(f"No lead {lead_id}.")
+    row = rows[0]
     count = len(_LEAD_ATTNAMES)
     lead = Lead.from_db(connection.alias, _LEAD_ATTNAMES, row[:count])
-    time_zone, start, end, days, version_id = row[count:]
+    time_zone, start, end, days, version_id, key_seen = row[count:]
     hours = CallingHours(time_zone=time_zone, start=start, end=end, days=frozenset(days))
-    return lead, hours, version_id, key_seen
+    return lead, hours, version_id, bool(key_seen)
 
 
 def _save_outcome(
-    lead: Lead, events: list[tuple[str, int | None, str, str, dict[str, Any]]], now: dt.datetime
-) -> None:
+    lead: Lead,
+    events: list[tuple[str, int | None, str, str, dict[str, Any]]],
+    now: dt.datetime,
+    *,
+    holder_id: int,
+    claimed_at: dt.datetime | None,
+) -> bool:
+    """Write the lead and its events if the lead is still as read; whether it was."""
     values: dict[str, Any] = {name: getattr(lead, name) for name in _OUTCOME_FIELDS}
     values.update(
         lead=lead.pk,
         now=now,
+        read_holder_id=holder_id,
+        read_claimed_at=claimed_at,
         kinds=[kind for kind, *_ in events],
         contractors=[contractor for _, contractor, *_ in events],
         dispositions=[disposition for _, _, disposition, _, _ in events],
         keys=[key for *_, key, _ in events],
         details=[json.dumps(detail) for *_, detail in events],
     )
-    # Sent now, executed before the COMMIT that follows it in the pipeline.
-    statement_cursor().execute(_SAVE_OUTCOME_SQL, values, prepare=True, binary=True)
+    try:
+        return bool(run_statement(_SAVE_OUTCOME_SQL, values))
+    except IntegrityError as error:
+        # The same idempotency key written meanwhile by a copy of this request: the next
+        # round reads it and answers as a repeat.
+        if _violated_constraint(error) != "lead_event_idempotency_unique":
+            raise
+        return False
 
 
 def _reschedule(lead: Lead, when: dt.datetime, now: dt.datetime) -> None:
@@ -981,7 +1046,7 @@ def wake_due_leads(*, now: dt.datetime | None = None) -> int:
         (campaigns,) = cursor.fetchone()
         if not campaigns:
             return 0
-        cursor.execute(_WAKE_SQL, {"campaigns": campaigns, "now": now})
+        cursor.execute(_WAKE_SQL, {"campaigns": campaigns, "now": now, "contractor": None})
         (woken,) = cursor.fetchone()
     return int(woken)
 

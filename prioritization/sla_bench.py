@@ -80,11 +80,16 @@ SELECT recent.id, 1 + n %% %(contractors)s, '{}', now() - n * interval '1 second
        'live', 1, 0, 0, '[]', now()
 FROM recent, version
 """
+# One lead per contractor (a contractor holds one lead at a time).
 _HELD_SQL = """
-UPDATE leads_lead SET status = 'held', holder_id = 1 + id %% %(contractors)s, claimed_at = now(),
+WITH picked AS (
+    SELECT id, row_number() OVER (ORDER BY created_at DESC) AS n FROM leads_lead
+    WHERE status = 'ready' AND first_attempt_at IS NULL AND lead_type = 'live'
+    ORDER BY created_at DESC LIMIT LEAST(50, %(contractors)s)
+)
+UPDATE leads_lead l SET status = 'held', holder_id = picked.n, claimed_at = now(),
     lease_expires_at = now() + interval '10 minutes'
-WHERE id IN (SELECT id FROM leads_lead WHERE status = 'ready' AND first_attempt_at IS NULL
-             AND lead_type = 'live' ORDER BY created_at DESC LIMIT 50)
+FROM picked WHERE l.id = picked.id
 """
 # An attempt event per called stale lead: the became_stale lookup has rows to walk past.
 _EVENTS_SQL = """

@@ -8,7 +8,7 @@ from collections import Counter
 import psycopg
 import pytest
 import time_machine
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from leads.models import ALL_WEEKDAYS, Campaign, Contractor, EventKind, Lead, LeadEvent, QueueStatus
@@ -564,3 +564,41 @@ def test_without_any_policy_the_default_one_is_made_and_claims_and_outcomes_work
     assert result.lead.status == QueueStatus.WAITING
     default = PriorityPolicy.objects.get(customer__isnull=True)
     assert claim.decision.policy_version_id == default.current_version_id
+
+
+@pytest.mark.django_db
+def test_a_contractor_whose_lease_ran_out_elsewhere_gets_a_new_lead_and_the_old_one_returns(
+    make_contractor,
+) -> None:
+    customer = CustomerFactory()
+    set_policy(customer, lease_seconds=120)
+    first_campaign, second_campaign = all_day_campaign(customer), all_day_campaign(customer)
+    contractor = make_contractor(first_campaign, second_campaign)
+    with time_machine.travel(T0, tick=False):
+        old = add_lead(first_campaign)
+        new = add_lead(second_campaign)
+        assert claim_next_lead(contractor_id=contractor.pk, campaign_ids=[first_campaign.pk])
+    with time_machine.travel(T0 + dt.timedelta(seconds=121), tick=False):
+        claim = claim_next_lead(contractor_id=contractor.pk, campaign_ids=[second_campaign.pk])
+    assert claim is not None
+    assert claim.lead.pk == new.pk
+    assert not claim.repeated
+    old.refresh_from_db()
+    assert old.status == QueueStatus.READY
+    assert old.holder_id is None
+    assert LeadEvent.objects.get(lead=old, kind=EventKind.LEASE_EXPIRED).contractor_id == contractor.pk
+
+
+@pytest.mark.django_db
+def test_the_database_refuses_a_second_held_lead_for_one_contractor(make_contractor) -> None:
+    campaign = all_day_campaign(CustomerFactory())
+    contractor = make_contractor(campaign)
+    first, second = add_leads(campaign, {}, {})
+    lease = timezone.now() + MINUTE
+    Lead.objects.filter(pk=first.pk).update(
+        status=QueueStatus.HELD, holder=contractor, lease_expires_at=lease
+    )
+    with pytest.raises(IntegrityError, match="lead_one_held_per_holder"), transaction.atomic():
+        Lead.objects.filter(pk=second.pk).update(
+            status=QueueStatus.HELD, holder=contractor, lease_expires_at=lease
+        )

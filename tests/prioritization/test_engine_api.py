@@ -25,7 +25,8 @@ def outcome_url(lead_id: int) -> str:
 @pytest.fixture
 def queue(campaign: Campaign, make_contractor):
     contractor = make_contractor(campaign)
-    lead = add_lead(campaign, city="Pune")
+    # Received before T0: tests travel to T0 and later, and the lead must be due by then.
+    lead = add_lead(campaign, now=T0 - dt.timedelta(minutes=1), city="Pune")
     return contractor, lead
 
 

@@ -2,11 +2,14 @@
 
 import datetime as dt
 import random
+import threading
 
 import pytest
 import time_machine
+from django.db import connection
 
 from leads.models import Campaign, CloseReason, EventKind, Lead, LeadEvent, QueueStatus
+from prioritization import services
 from prioritization.services import (
     LeadStateConflict,
     claim_next_lead,
@@ -375,3 +378,76 @@ def test_a_withdrawn_lead_is_closed_and_never_handed_out_again(
     with time_machine.travel(T0 + dt.timedelta(days=2), tick=False):
         assert claim_next_lead(contractor_id=contractor.pk, campaign_ids=[all_day_campaign.pk]) is None
     assert LeadEvent.objects.filter(kind=EventKind.WITHDRAWN).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("idempotency_key", ["attempt-1", ""])
+def test_the_same_outcome_sent_from_many_connections_at_once_is_recorded_once(
+    idempotency_key: str, all_day_campaign: Campaign, make_contractor
+) -> None:
+    contractor = make_contractor(all_day_campaign)
+    lead = add_lead(all_day_campaign)
+    claim(contractor, all_day_campaign)
+    results: list[bool] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def send() -> None:
+        try:
+            start.wait()
+            outcome = record_outcome(
+                lead_id=lead.pk,
+                contractor_id=contractor.pk,
+                disposition="no_answer",
+                idempotency_key=idempotency_key,
+            )
+            results.append(outcome.repeated)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert sorted(results) == [False] + [True] * 5
+    lead.refresh_from_db()
+    assert lead.attempt_count == 1
+    assert lead.reschedule_count == 1
+    assert LeadEvent.objects.filter(lead=lead, kind=EventKind.ATTEMPT).count() == 1
+    assert LeadEvent.objects.filter(lead=lead, kind=EventKind.RESCHEDULED).count() == 1
+
+
+def test_an_outcome_whose_lead_changed_after_it_was_read_reads_it_again(
+    all_day_campaign: Campaign, make_contractor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write is conditional on the lead still being held under the same claim: here the
+    lease ran out and another contractor took the lead between the outcome's read and its
+    write, so the outcome is refused instead of overwriting the new holder's claim."""
+    holder, other = make_contractor(all_day_campaign), make_contractor(all_day_campaign)
+    with time_machine.travel(T0, tick=False):
+        lead = add_lead(all_day_campaign)
+        claim(holder, all_day_campaign)
+    read = services._read_for_outcome
+    interfered: list[bool] = []
+
+    def read_then_lose_the_lead(lead_id: int, key: str):  # type: ignore[no-untyped-def]
+        result = read(lead_id, key)
+        if not interfered:
+            interfered.append(True)
+            with time_machine.travel(T0 + dt.timedelta(hours=1), tick=False):
+                assert claim_next_lead(contractor_id=other.pk, campaign_ids=[all_day_campaign.pk])
+        return result
+
+    monkeypatch.setattr(services, "_read_for_outcome", read_then_lose_the_lead)
+    with time_machine.travel(T0 + dt.timedelta(hours=1), tick=False):
+        with pytest.raises(LeadStateConflict, match="does not hold"):
+            record_outcome(lead_id=lead.pk, contractor_id=holder.pk, disposition="converted")
+    lead.refresh_from_db()
+    assert lead.status == QueueStatus.HELD
+    assert lead.holder_id == other.pk
+    assert lead.attempt_count == 0
+    assert not LeadEvent.objects.filter(lead=lead, kind=EventKind.ATTEMPT).exists()
