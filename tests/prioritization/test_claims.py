@@ -595,10 +595,7 @@ def test_the_database_refuses_a_second_held_lead_for_one_contractor(make_contrac
     contractor = make_contractor(campaign)
     first, second = add_leads(campaign, {}, {})
     lease = timezone.now() + MINUTE
-    Lead.objects.filter(pk=first.pk).update(
-        status=QueueStatus.HELD, holder=contractor, lease_expires_at=lease
-    )
+    held = {"status": QueueStatus.HELD, "holder": contractor, "lease_expires_at": lease}
+    Lead.objects.filter(pk=first.pk).update(**held)
     with pytest.raises(IntegrityError, match="lead_one_held_per_holder"), transaction.atomic():
-        Lead.objects.filter(pk=second.pk).update(
-            status=QueueStatus.HELD, holder=contractor, lease_expires_at=lease
-        )
+        Lead.objects.filter(pk=second.pk).update(**held)

@@ -443,9 +443,11 @@ def test_an_outcome_whose_lead_changed_after_it_was_read_reads_it_again(
         return result
 
     monkeypatch.setattr(services, "_read_for_outcome", read_then_lose_the_lead)
-    with time_machine.travel(T0 + dt.timedelta(hours=1), tick=False):
-        with pytest.raises(LeadStateConflict, match="does not hold"):
-            record_outcome(lead_id=lead.pk, contractor_id=holder.pk, disposition="converted")
+    with (
+        time_machine.travel(T0 + dt.timedelta(hours=1), tick=False),
+        pytest.raises(LeadStateConflict, match="does not hold"),
+    ):
+        record_outcome(lead_id=lead.pk, contractor_id=holder.pk, disposition="converted")
     lead.refresh_from_db()
     assert lead.status == QueueStatus.HELD
     assert lead.holder_id == other.pk
