@@ -1,5 +1,5 @@
-"""What the benchmarks share: the synthetic customers and campaigns, an API key and a
-gunicorn server, all on a throwaway database."""
+"""What the benchmarks share: the synthetic customers and campaigns, an API key and the
+production web server (granian, as in the Procfile), all on a throwaway database."""
 
 import http.client
 import socket
@@ -85,27 +85,32 @@ def _wait_for_health(port: int) -> None:
         except OSError:
             pass
         time.sleep(0.2)
-    raise RuntimeError("gunicorn did not become healthy")
+    raise RuntimeError("the web server did not become healthy")
 
 
 @contextmanager
-def gunicorn(url: str, *, workers: int, **env: str) -> Iterator[int]:
-    """A production server (DEBUG off) on the database at ``url``; yields its port."""
+def web_server(url: str, *, workers: int, **env: str) -> Iterator[int]:
+    """The production server (granian, DEBUG off, as the Procfile runs it) on the database
+    at ``url``; yields its port."""
     port = _free_port()
     server = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "gunicorn",
-            "config.wsgi",
+            "granian",
+            "--interface",
+            "wsgi",
+            "config.wsgi:application",
             "--workers",
             str(workers),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--timeout",
-            "120",
-            # Load generators may leave idle connections open at the end; do not wait 30 s.
-            "--graceful-timeout",
+            "--blocking-threads",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            # Load generators may leave idle connections open at the end; do not wait.
+            "--workers-kill-timeout",
             "3",
             "--log-level",
             "warning",

@@ -42,7 +42,7 @@ def _admin_connection() -> psycopg.Connection[tuple[object, ...]]:
 
 
 def child_environment(url: str, **extra: str) -> dict[str, str]:
-    """The environment for a subprocess (manage.py, gunicorn) that must use ``url``."""
+    """The environment for a subprocess (manage.py, the web server) that must use ``url``."""
     env = dict(os.environ)
     env.update(
         DATABASE_URL=url,

@@ -5,7 +5,7 @@ throwaway database on the project's PostgreSQL, measured in one run:
 
 1. raw COPY of the rows, already in the table's own format (the physical limit);
 2. the CLI import (`manage.py import_leads`, a subprocess) of the same rows as a CSV file;
-3. the API (`POST /api/v1/leads/` under gunicorn) in batches of 10,000 over HTTP.
+3. the API (`POST /api/v1/leads/` under granian) in batches of 10,000 over HTTP.
 """
 
 import datetime as dt
@@ -33,7 +33,7 @@ from config.bench_server import (
     STAGES,
     create_api_key,
     create_owners,
-    gunicorn,
+    web_server,
 )
 from config.throwaway_database import child_environment, throwaway_database
 from leads.importers import LEAD_FIELDS, LeadInput
@@ -183,7 +183,7 @@ def run_cli(url: str, csv_path: Path) -> float:
 
 
 def run_api(url: str, leads: list[SyntheticLead], *, batch: int, clients: int, workers: int) -> float:
-    """Seconds to POST every lead in batches under gunicorn, from `clients` keep-alive clients."""
+    """Seconds to POST every lead in batches under granian, from `clients` keep-alive clients."""
     key = create_api_key(url, name="bench", scope="admin")
     bodies = [
         json.dumps(
@@ -206,7 +206,7 @@ def run_api(url: str, leads: list[SyntheticLead], *, batch: int, clients: int, w
         ).encode()
         for start in range(0, len(leads), batch)
     ]
-    with gunicorn(url, workers=workers, DATA_UPLOAD_MAX_MEMORY_SIZE=str(64 << 20)) as port:
+    with web_server(url, workers=workers, DATA_UPLOAD_MAX_MEMORY_SIZE=str(64 << 20)) as port:
         pending = list(reversed(bodies))
         lock = threading.Lock()
         failures: list[str] = []

@@ -6,6 +6,9 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,6 +17,21 @@ from leads.api import LeadOutputSerializer, leads_visible_to
 from leads.models import Disposition, Lead
 from leads.permissions import CanIngest, IsContractApp
 from prioritization import metrics, services
+
+
+class JsonOnly(BaseContentNegotiation):
+    """The Contract app's endpoints read and answer JSON whatever the request's Accept header
+    says (DRF's "ignore the client" negotiation): nothing else is offered, and parsing the
+    header on every next-lead and outcome request is work for nothing."""
+
+    def select_parser(self, request: Request, parsers: list[BaseParser]) -> BaseParser | None:
+        return parsers[0] if parsers else None
+
+    def select_renderer(
+        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        return renderers[0], renderers[0].media_type
+
 
 NextLeadOutput = inline_serializer(
     "NextLead",
@@ -42,6 +60,7 @@ class NextLeadView(APIView):
     """The best lead to call now for a contractor qualified for these campaigns."""
 
     permission_classes = [IsContractApp]
+    content_negotiation_class = JsonOnly
 
     @extend_schema(
         request=NextLeadInput,
@@ -102,6 +121,7 @@ class OutcomeView(APIView):
     """Report a call attempt of the lead the contractor holds."""
 
     permission_classes = [IsContractApp]
+    content_negotiation_class = JsonOnly
 
     @extend_schema(request=OutcomeInput, responses=LeadOutputSerializer)
     def post(self, request: Request, lead_id: int) -> Response:
@@ -125,6 +145,7 @@ class _HolderActionView(APIView):
     """A POST by the contractor holding the lead: ``{"contractor_id": N}``."""
 
     permission_classes = [IsContractApp]
+    content_negotiation_class = JsonOnly
 
     def act(self, *, lead_id: int, contractor_id: int) -> Lead:
         raise NotImplementedError

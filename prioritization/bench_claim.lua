@@ -11,8 +11,8 @@
 --                  qualification is the tuple (j*k + i) % 200 + 1, i = 0..k-1.
 --   target_per_thread > 0: after that many units (cycles or claims) append a line to
 --                  done_file and keep going (the caller stops wrk once every thread is
---                  done, so the load stays the same to the end; a stopped wrk thread would
---                  leave a connection open that pins a gunicorn sync worker). The windows
+--                  done, so the load stays the same to the end: a stopped wrk thread would
+--                  leave its connection idle and the others would run faster). The windows
 --                  of the first and last 10% of the units are timed here, client side.
 -- done() prints one line "BENCH {json}" with the counts and next-lead latency histogram.
 

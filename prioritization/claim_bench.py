@@ -7,7 +7,8 @@ Everything runs in throwaway databases on the project's PostgreSQL, in one sessi
    ``rescore_leads()`` (the full rescoring pass), compared with one raw UPDATE writing the
    same columns of the same rows;
 2. ``claim_limit.sh``, the reference claim on the same server (pgbench, no Django);
-3. gunicorn (4 sync workers) driven by wrk (``prioritization/bench_claim.lua``): a second
+3. granian (``WEB_WORKERS`` workers, one request at a time each, keep-alive) driven by wrk
+   (``prioritization/bench_claim.lua``): a second
    rescoring pass under a new policy version while contractors claim; the matrix of 1, 8
    and 32 clients × tuples of 1, 5 and 20 campaigns, each client running claim cycles
    (next lead, then its outcome); claims alone; a long run checking that throughput does
@@ -42,7 +43,7 @@ from config.bench_server import (
     STAGES,
     create_api_key,
     create_owners,
-    gunicorn,
+    web_server,
 )
 from config.throwaway_database import child_environment, throwaway_database
 
@@ -54,6 +55,9 @@ CLAIMS_BASE = 100_000
 CLAIMS_TUPLE = 5
 CLAIMS_POOL_PER_RUN = 40_000  # a multiple of 40 keeps (j * 5) % 200 aligned across runs
 CLAIMS_RUNS = 2
+# Web server processes: one more than the 2 cores, so a core has work while a worker waits
+# for PostgreSQL (measured: 3 and 4 within noise of each other, 2 about 10% slower).
+WEB_WORKERS = 3
 LUA_SCRIPT = Path(__file__).resolve().parent / "bench_claim.lua"
 # Latency histogram of the Lua script: bucket b covers [e^(b/50), e^((b+1)/50)) µs.
 BUCKETS_PER_E = 50
@@ -458,7 +462,7 @@ def run_claim_benchmark(
             "wrk is not installed: the claim benchmark drives the API with it. "
             "Install it with `apt-get install -y wrk` (Debian/Ubuntu) and run again."
         )
-    result: dict[str, Any] = {"leads": leads, "seconds": seconds, "web_workers": 4}
+    result: dict[str, Any] = {"leads": leads, "seconds": seconds, "web_workers": WEB_WORKERS}
     matrix: list[WrkResult] = []
     with throwaway_database("leadrank_bench_claim") as url:
         prepared = _prepare(url, leads, write)
@@ -477,7 +481,7 @@ def run_claim_benchmark(
             f"p99 {reference['p99_ms']} ms  (8 clients, 5 campaigns)"
         )
         key = create_api_key(url, name="claim-bench", scope="contract-app")
-        with gunicorn(url, workers=4) as port:
+        with web_server(url, workers=WEB_WORKERS) as port:
             _wrk(port, key, mode="cycle", clients=8, campaigns=5, seconds=2)  # warm-up
             rescore2, during = _rescore_under_load(url, port, key)
             write(
@@ -523,7 +527,7 @@ def run_claim_benchmark(
     with throwaway_database("leadrank_bench_claim_small") as small_url:
         _prepare(small_url, small_leads, write)
         small_key = create_api_key(small_url, name="claim-bench", scope="contract-app")
-        with gunicorn(small_url, workers=4) as port:
+        with web_server(small_url, workers=WEB_WORKERS) as port:
             _wrk(port, small_key, mode="cycle", clients=8, campaigns=5, seconds=2)  # warm-up
             small = _wrk(port, small_key, mode="cycle", clients=8, campaigns=5, seconds=seconds)
             write(_row(f"cycles, {small_leads:,} leads", small, "cycles"))

@@ -54,7 +54,7 @@ class DemandRecorder:
         self._asked: dict[int, float] = {}  # not yet written: campaign -> last asked
         self._empty: dict[int, float] = {}  # not yet written: campaign -> last empty answer
         self._written: dict[int, float] = {}  # campaign -> when this process last wrote it
-        # gunicorn's threaded workers may record from several threads at once.
+        # A web server with several threads per worker may record from several threads at once.
         self._lock = threading.Lock()
 
     def record(self, campaign_ids: Iterable[int], *, empty: bool, at: float) -> bool:

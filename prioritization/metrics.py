@@ -5,7 +5,7 @@ Two kinds of figures, for two reasons:
 
 - Events on the request path (next-lead answers and their latency) and in workers (import
   rows) are prometheus_client counters and histograms: an in-memory add of about a
-  microsecond, no query. Production runs several gunicorn workers and Celery workers, so
+  microsecond, no query. Production runs several web server workers and Celery workers, so
   with ``PROMETHEUS_MULTIPROC_DIR`` set (``make run`` sets it) each process writes its
   values to its own memory-mapped file in that folder and ``/metrics`` sums the files of
   every process on the machine, dead ones included (counters never go backwards when a

@@ -267,6 +267,7 @@ due AS (
     CROSS JOIN LATERAL (
         SELECT id, holder_id FROM leads_lead
         WHERE campaign_id = c.campaign_id AND status = 'held' AND lease_expires_at <= %(now)s
+        ORDER BY lease_expires_at
         FOR NO KEY UPDATE SKIP LOCKED
     ) l
     UNION
@@ -300,7 +301,7 @@ _WAKE_SQL = f"WITH {_WAKE_CTES} SELECT count(*) FROM woken"  # noqa: S608 (const
 # locked: the take locks the chosen lead with SKIP LOCKED and re-checks it is still ready;
 # a lead another claim took meanwhile is excluded and the candidates are read again.
 _CLAIM_READ_SQL = f"""
-WITH {_WAKE_CTES}, me AS (
+WITH {_WAKE_CTES}, me AS MATERIALIZED (
     SELECT c.active, c.claims_made,
            ARRAY(SELECT q.campaign_id FROM leads_contractor_campaigns q
                  WHERE q.contractor_id = c.id AND q.campaign_id = ANY(%(campaigns)s::bigint[])) AS qualified,
@@ -309,11 +310,13 @@ WITH {_WAKE_CTES}, me AS (
     FROM leads_contractor c WHERE c.id = %(contractor)s
 ), versions AS (
     SELECT array_agg(cp.id ORDER BY cp.id) AS campaign_ids,
-           array_agg(COALESCE(own.current_version_id, dflt.current_version_id) ORDER BY cp.id) AS version_ids
-    FROM leads_campaign cp
-    LEFT JOIN prioritization_prioritypolicy own ON own.customer_id = cp.customer_id
-    LEFT JOIN prioritization_prioritypolicy dflt ON dflt.customer_id IS NULL
-    WHERE cp.id = ANY(%(campaigns)s::bigint[])
+           array_agg(COALESCE(
+               (SELECT p.current_version_id FROM prioritization_prioritypolicy p
+                WHERE p.customer_id = cp.customer_id),
+               (SELECT p.current_version_id FROM prioritization_prioritypolicy p WHERE p.customer_id IS NULL)
+           ) ORDER BY cp.id) AS version_ids
+    FROM unnest(%(campaigns)s::bigint[]) AS k(campaign_id)
+    JOIN leads_campaign cp ON cp.id = k.campaign_id
 ), found AS (
     SELECT x.*
     FROM unnest(%(campaigns)s::bigint[]) AS c(campaign_id)

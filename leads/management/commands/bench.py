@@ -16,8 +16,8 @@ class Command(BaseCommand):
         ingest.add_argument("--rows", type=int, default=1_000_000)
         ingest.add_argument("--batch", type=int, default=10_000, help="leads per API request")
         ingest.add_argument("--clients", type=int, default=2, help="concurrent API clients")
-        ingest.add_argument("--workers", type=int, default=2, help="gunicorn workers")
-        claim = sub.add_parser("claim", help="next-lead cycles under gunicorn + wrk vs claim_limit.sh")
+        ingest.add_argument("--workers", type=int, default=2, help="web server (granian) workers")
+        claim = sub.add_parser("claim", help="next-lead cycles under granian + wrk vs claim_limit.sh")
         claim.add_argument("--leads", type=int, default=1_000_000, help="queued leads")
         claim.add_argument("--seconds", type=int, default=10, help="length of each load run")
         claim.add_argument(
