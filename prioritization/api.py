@@ -1,5 +1,6 @@
 """The Contract app's engine API: next lead, outcomes, release, lease extension, withdrawal."""
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.shortcuts import get_object_or_404
@@ -24,13 +25,14 @@ class JsonOnly(BaseContentNegotiation):
     says (DRF's "ignore the client" negotiation): nothing else is offered, and parsing the
     header on every next-lead and outcome request is work for nothing."""
 
-    def select_parser(self, request: Request, parsers: list[BaseParser]) -> BaseParser | None:
-        return parsers[0] if parsers else None
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
 
     def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
     ) -> tuple[BaseRenderer, str]:
-        return renderers[0], renderers[0].media_type
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 NextLeadOutput = inline_serializer(

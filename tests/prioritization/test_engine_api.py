@@ -374,3 +374,18 @@ def test_a_lost_database_connection_is_a_503_to_retry_not_a_500(
     assert response.status_code == 503
     assert response["Retry-After"] == "1"
     assert response.json() == {"detail": "The database is unavailable; retry shortly."}
+
+
+def test_the_engine_answers_json_whatever_the_accept_header_asks(
+    contract_api: APIClient, campaign: Campaign, queue
+) -> None:
+    contractor, lead = queue
+    response = contract_api.post(
+        NEXT,
+        {"campaign_ids": [campaign.pk], "contractor_id": contractor.pk},
+        format="json",
+        HTTP_ACCEPT="text/html",
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["lead_id"] == lead.pk
