@@ -90,13 +90,19 @@ def params_for_version(version_id: int) -> PolicyParams:
     return version_by_id(version_id).params()
 
 
-# The version in force per customer: its own policy's current version, else the default's.
-_VERSIONS_IN_FORCE_SQL = """
-SELECT k.customer_id, COALESCE(own.current_version_id, dflt.current_version_id)
+def _version_in_force_sql(customer: str) -> str:
+    """The SQL expression of the policy version in force for the customer whose id is in
+    ``customer`` (a column): its own policy's current version, else the default policy's
+    (NULL when neither exists). One policy per customer and one default
+    (priority_policy_one_per_customer): each lookup is one row of that unique index."""
+    policy = "SELECT p.current_version_id FROM prioritization_prioritypolicy p WHERE p.customer_id"
+    return f"COALESCE(({policy} = {customer}), ({policy} IS NULL))"
+
+
+_VERSIONS_IN_FORCE_SQL = f"""
+SELECT k.customer_id, {_version_in_force_sql("k.customer_id")}
 FROM unnest(%(customers)s::bigint[]) AS k(customer_id)
-LEFT JOIN prioritization_prioritypolicy own ON own.customer_id = k.customer_id
-LEFT JOIN prioritization_prioritypolicy dflt ON dflt.customer_id IS NULL
-"""
+"""  # noqa: S608 (constant text)
 
 
 @functools.lru_cache(maxsize=VERSION_CACHE_SIZE)
@@ -310,11 +316,7 @@ WITH {_WAKE_CTES}, me AS MATERIALIZED (
     FROM leads_contractor c WHERE c.id = %(contractor)s
 ), versions AS (
     SELECT array_agg(cp.id ORDER BY cp.id) AS campaign_ids,
-           array_agg(COALESCE(
-               (SELECT p.current_version_id FROM prioritization_prioritypolicy p
-                WHERE p.customer_id = cp.customer_id),
-               (SELECT p.current_version_id FROM prioritization_prioritypolicy p WHERE p.customer_id IS NULL)
-           ) ORDER BY cp.id) AS version_ids
+           array_agg({_version_in_force_sql("cp.customer_id")} ORDER BY cp.id) AS version_ids
     FROM unnest(%(campaigns)s::bigint[]) AS k(campaign_id)
     JOIN leads_campaign cp ON cp.id = k.campaign_id
 ), found AS (
@@ -917,14 +919,12 @@ def _apply_outcome(
 _READ_FOR_OUTCOME_SQL = f"""
 SELECT {", ".join(f"l.{c}" for c in _LEAD_COLUMNS)},
        cp.time_zone, cp.calling_hours_start, cp.calling_hours_end, cp.calling_days,
-       COALESCE(own.current_version_id, dflt.current_version_id),
+       {_version_in_force_sql("l.customer_id")},
        %(key)s <> '' AND EXISTS (
            SELECT 1 FROM leads_leadevent WHERE lead_id = l.id AND idempotency_key = %(key)s
        )
 FROM leads_lead l
 JOIN leads_campaign cp ON cp.id = l.campaign_id
-LEFT JOIN prioritization_prioritypolicy own ON own.customer_id = l.customer_id
-LEFT JOIN prioritization_prioritypolicy dflt ON dflt.customer_id IS NULL
 WHERE l.id = %(lead)s
 """  # noqa: S608 (column names from the model, no input)
 
