@@ -860,6 +860,10 @@ def _record_outcome(
     raise LeadStateConflict(f"Lead {lead_id} kept changing while its outcome was recorded; send it again.")
 
 
+# A lead event an outcome writes: kind, contractor, disposition, idempotency key, detail.
+_OutcomeEvent = tuple[str, int | None, str, str, dict[str, Any]]
+
+
 def _apply_outcome(
     lead: Lead,
     *,
@@ -871,7 +875,7 @@ def _apply_outcome(
     idempotency_key: str,
     now: dt.datetime,
     rng: random.Random,
-) -> list[tuple[str, int | None, str, str, dict[str, Any]]]:
+) -> list[_OutcomeEvent]:
     """Move the lead on after the attempt (not saved); the events to log."""
     called_at = lead.claimed_at or now
     lead.attempt_count += 1
@@ -902,9 +906,7 @@ def _apply_outcome(
 
     if lead.status != QueueStatus.CLOSED:
         score_lead(lead, params_for_version(version.pk))
-    events: list[tuple[str, int | None, str, str, dict[str, Any]]] = [
-        (EventKind.ATTEMPT, contractor_id, disposition, idempotency_key, detail)
-    ]
+    events: list[_OutcomeEvent] = [(EventKind.ATTEMPT, contractor_id, disposition, idempotency_key, detail)]
     if detail.get("became_stale"):
         events.append((EventKind.BECAME_STALE, None, "", "", {}))
     elif "rescheduled_at" in detail or "callback_at" in detail:
@@ -981,7 +983,7 @@ def _read_for_outcome(lead_id: int, idempotency_key: str) -> tuple[Lead, Calling
 
 def _save_outcome(
     lead: Lead,
-    events: list[tuple[str, int | None, str, str, dict[str, Any]]],
+    events: list[_OutcomeEvent],
     now: dt.datetime,
     *,
     holder_id: int,
