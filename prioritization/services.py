@@ -296,7 +296,8 @@ _WAKE_SQL = f"WITH {_WAKE_CTES} SELECT count(*) FROM woken"  # noqa: S608 (const
 
 # Everything a claim decides on, in one statement (no row locks but the wake's): the
 # contractor (active, claims so far, which of the campaigns it is qualified for, the lead
-# it holds), the policy version in force for each campaign's customer, and the candidates.
+# it holds), the policy version in force for each campaign's customer (each campaign looked up
+# by its key: a join may scan the campaign table), and the candidates.
 # One row per candidate with the contractor's and the versions' columns repeated, or one
 # row with NULL candidate columns when there is none; no row for an unknown contractor.
 #
@@ -314,11 +315,14 @@ WITH {_WAKE_CTES}, me AS MATERIALIZED (
            (SELECT l.id FROM leads_lead l
             WHERE l.holder_id = c.id AND l.status = 'held' AND l.lease_expires_at > %(now)s) AS held
     FROM leads_contractor c WHERE c.id = %(contractor)s
-), versions AS (
-    SELECT array_agg(cp.id ORDER BY cp.id) AS campaign_ids,
-           array_agg({_version_in_force_sql("cp.customer_id")} ORDER BY cp.id) AS version_ids
+), owners AS MATERIALIZED (
+    SELECT k.campaign_id,
+           (SELECT cp.customer_id FROM leads_campaign cp WHERE cp.id = k.campaign_id) AS customer_id
     FROM unnest(%(campaigns)s::bigint[]) AS k(campaign_id)
-    JOIN leads_campaign cp ON cp.id = k.campaign_id
+), versions AS (
+    SELECT array_agg(o.campaign_id ORDER BY o.campaign_id) AS campaign_ids,
+           array_agg({_version_in_force_sql("o.customer_id")} ORDER BY o.campaign_id) AS version_ids
+    FROM owners o WHERE o.customer_id IS NOT NULL
 ), found AS (
     SELECT x.*
     FROM unnest(%(campaigns)s::bigint[]) AS c(campaign_id)
