@@ -408,6 +408,9 @@ class ImportJob(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
+    # The running job's last sign of life (its start, then every stored chunk): a job whose
+    # worker died stops renewing it and is failed by leads.tasks.fail_stalled_imports.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -1,10 +1,12 @@
-"""Background work of the leads app: running a confirmed admin file import.
+"""Background work of the leads app: running a confirmed admin file import, and failing
+imports whose worker died.
 
 The task is one more interface over :func:`leads.services.import_leads`: it takes the job's
 id, runs the service, and keeps the :class:`~leads.models.ImportJob` row up to date
 (progress while it runs, counts and the error report when it ends).
 """
 
+import datetime as dt
 import io
 import logging
 import shutil
@@ -14,8 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from celery import shared_task
+from django.conf import settings
 from django.core.files import File
-from django.db.models import F
+from django.db.models import F, Q, QuerySet
 from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
@@ -35,8 +38,9 @@ def run_import_job(job_id: int) -> dict[str, int | str]:
     makes a second delivery of the same message (acks_late redelivery, a double click
     that slipped through) a no-op instead of a second import.
     """
+    now = timezone.now()
     started = ImportJob.objects.filter(pk=job_id, status=ImportStatus.QUEUED).update(
-        status=ImportStatus.RUNNING, started_at=timezone.now(), processed_rows=0
+        status=ImportStatus.RUNNING, started_at=now, heartbeat_at=now, processed_rows=0
     )
     if not started:
         logger.info("import job %s is not queued; nothing to do", job_id)
@@ -46,7 +50,9 @@ def run_import_job(job_id: int) -> dict[str, int | str]:
     def on_progress(rows_done: int) -> None:
         # Called once per stored chunk, possibly from the import's writer thread (which
         # has its own connection): an atomic increment, never a read-modify-write.
-        ImportJob.objects.filter(pk=job_id).update(processed_rows=F("processed_rows") + rows_done)
+        ImportJob.objects.filter(pk=job_id).update(
+            processed_rows=F("processed_rows") + rows_done, heartbeat_at=timezone.now()
+        )
 
     try:
         mapping = LeadMapping.from_json(job.mapping)
@@ -123,8 +129,33 @@ def enqueue_import_job(job_id: int) -> None:
         _fail(job_id, f"The background queue could not be reached ({exc}); upload the file again later.")
 
 
-def _fail(job_id: int, reason: str) -> None:
-    """Mark a job failed; says how many rows were already stored (chunks commit on their own)."""
+@shared_task
+def fail_stalled_imports() -> int:
+    """Beat task: fail the running jobs whose worker gave no sign of life for
+    ``LEADRANK_IMPORT_STALL_MINUTES`` (a killed or restarted worker process leaves its job
+    "running", and a redelivered message does not restart a job that is not queued).
+    Returns how many jobs were failed."""
+    minutes: int = settings.LEADRANK_IMPORT_STALL_MINUTES
+    cutoff = timezone.now() - dt.timedelta(minutes=minutes)
+    stalled = ImportJob.objects.filter(status=ImportStatus.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    )
+    reason = (
+        f"The import stopped: its background worker gave no sign of life for {minutes} minutes "
+        "(the worker process was probably restarted or killed)."
+    )
+    failed = 0
+    for job_id in stalled.values_list("pk", flat=True):
+        # Only while it is still as found: a job that finished meanwhile keeps its result.
+        failed += _fail(job_id, reason, only_if=stalled)
+    if failed:
+        logger.warning("failed %s stalled import job(s)", failed)
+    return failed
+
+
+def _fail(job_id: int, reason: str, *, only_if: QuerySet[ImportJob] | None = None) -> int:
+    """Mark a job failed; says how many rows were already stored (chunks commit on their own).
+    With ``only_if``, only while the job is still in that queryset. Returns 1 when marked."""
     processed = ImportJob.objects.filter(pk=job_id).values_list("processed_rows", flat=True).first() or 0
     message = reason
     if processed:
@@ -132,7 +163,8 @@ def _fail(job_id: int, reason: str) -> None:
             f" The valid rows among the first {processed:,} had already been stored; "
             "importing the file again is safe (rows are matched by external id)."
         )
-    ImportJob.objects.filter(pk=job_id).update(
+    jobs = only_if if only_if is not None else ImportJob.objects.all()
+    return jobs.filter(pk=job_id).update(
         status=ImportStatus.FAILED, finished_at=timezone.now(), message=message
     )
 

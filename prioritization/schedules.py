@@ -51,4 +51,11 @@ SCHEDULES = (
         every_seconds=60,
         description="Open, refresh and close alerts: SLA projected below target, empty queues asked for.",
     ),
+    Schedule(
+        name="leadrank: fail stalled imports",
+        task="leads.tasks.fail_stalled_imports",
+        # A job is failed within LEADRANK_IMPORT_STALL_MINUTES plus this period of its worker's death.
+        every_seconds=300,
+        description="Fail admin file imports whose background worker gave no sign of life.",
+    ),
 )

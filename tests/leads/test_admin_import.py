@@ -1,6 +1,7 @@
 """The admin's file import: upload → preview → confirm → background run → summary."""
 
 import csv
+import datetime as dt
 import io
 import json
 import os
@@ -13,13 +14,16 @@ import openpyxl
 import pytest
 import xlwt
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 from kombu.exceptions import OperationalError as BrokerError
 
 from leads.models import ImportJob, ImportStatus, Lead, LeadType
-from leads.tasks import enqueue_import_job, run_import_job
+from leads.tasks import _fail, enqueue_import_job, fail_stalled_imports, run_import_job
 from tests.factories import CampaignFactory, CustomerFactory, LeadFactory
 
 UPLOAD_URL = reverse("admin:leads_importjob_upload")
@@ -763,3 +767,85 @@ def test_the_upload_still_checks_the_csrf_token(admin_user, campaign):
     assert without.status_code == 403
     assert with_token.status_code == 302
     assert ImportJob.objects.count() == 1
+
+
+# --- Jobs whose worker died -----------------------------------------------------------------
+
+
+def running_job(
+    *, heartbeat_minutes_ago: float | None, started_minutes_ago: float = 30, **fields
+) -> ImportJob:
+    now = timezone.now()
+    return ImportJob.objects.create(
+        original_name="leads.csv",
+        status=fields.pop("status", ImportStatus.RUNNING),
+        started_at=now - dt.timedelta(minutes=started_minutes_ago),
+        heartbeat_at=None
+        if heartbeat_minutes_ago is None
+        else now - dt.timedelta(minutes=heartbeat_minutes_ago),
+        **fields,
+    )
+
+
+@pytest.mark.django_db
+def test_a_running_job_renews_its_heartbeat_as_chunks_are_stored(admin_client, campaign):
+    job = job_from(upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\n", campaign=campaign.pk))
+    admin_client.get(preview_url(job))
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.QUEUED)
+    before = timezone.now()
+
+    run_import_job(job.pk)
+
+    job.refresh_from_db()
+    assert job.status == ImportStatus.DONE
+    assert job.heartbeat_at is not None
+    assert job.heartbeat_at >= before
+    assert job.heartbeat_at >= job.started_at
+
+
+@pytest.mark.django_db
+def test_a_running_job_without_a_sign_of_life_is_failed_with_what_was_stored(settings):
+    settings.LEADRANK_IMPORT_STALL_MINUTES = 15
+    stalled = running_job(heartbeat_minutes_ago=20, processed_rows=40_000)
+    never_beat = running_job(heartbeat_minutes_ago=None, started_minutes_ago=20)
+    alive = running_job(heartbeat_minutes_ago=1)
+    long_queued = running_job(heartbeat_minutes_ago=None, status=ImportStatus.QUEUED, started_minutes_ago=60)
+    done = running_job(heartbeat_minutes_ago=60, status=ImportStatus.DONE)
+
+    assert fail_stalled_imports() == 2
+
+    stalled.refresh_from_db()
+    assert stalled.status == ImportStatus.FAILED
+    assert stalled.finished_at is not None
+    assert "no sign of life for 15 minutes" in stalled.message
+    assert "first 40,000 had already been stored" in stalled.message
+    assert "importing the file again is safe" in stalled.message
+    assert ImportJob.objects.get(pk=never_beat.pk).status == ImportStatus.FAILED
+    for untouched, status in (
+        (alive, ImportStatus.RUNNING),
+        (long_queued, ImportStatus.QUEUED),
+        (done, ImportStatus.DONE),
+    ):
+        assert ImportJob.objects.get(pk=untouched.pk).status == status
+    assert fail_stalled_imports() == 0  # nothing left to fail
+
+
+@pytest.mark.django_db
+def test_a_job_that_finished_meanwhile_keeps_its_result(settings):
+    # The sweep selects a stalled job, then the job's worker finishes before the sweep writes.
+    settings.LEADRANK_IMPORT_STALL_MINUTES = 15
+    job = running_job(heartbeat_minutes_ago=20)
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.DONE, message="10 rows: 10 created.")
+
+    assert _fail(job.pk, "stalled", only_if=ImportJob.objects.filter(status=ImportStatus.RUNNING)) == 0
+
+    job.refresh_from_db()
+    assert (job.status, job.message) == (ImportStatus.DONE, "10 rows: 10 created.")
+
+
+@pytest.mark.django_db
+def test_the_stalled_import_sweep_is_a_periodic_task():
+    call_command("setup_periodic_tasks")
+    task = PeriodicTask.objects.get(task="leads.tasks.fail_stalled_imports")
+    assert task.enabled
+    assert (task.interval.every, task.interval.period) == (300, "seconds")
