@@ -3,17 +3,21 @@
 The decision log only has answers that handed out a lead, so a campaign that nobody can
 be given anything from leaves no trace there. Each web process therefore remembers, in
 memory, when each campaign was last asked for (and last answered with nothing) and
-writes that to :class:`prioritization.models.CampaignDemand` in one small upsert, at
-most once per ``MAX_LAG_SECONDS`` per campaign and process — never a write per request.
+writes all of that to :class:`prioritization.models.CampaignDemand` in one small upsert,
+at most once per ``MAX_LAG_SECONDS`` per process — never a write per request.
 
-The rule that keeps the table honest: a campaign this process has not written for
-``MAX_LAG_SECONDS`` is written by the request that asks for it, so the table is never
-more than that behind what any process has seen. A failed write is logged and retried
-by the next request; it never fails the request that triggered it.
+The rules that keep the table honest: the first request ``MAX_LAG_SECONDS`` after this
+process's last write writes everything remembered, so the table is never more than that
+behind what any process has seen; a campaign this process has never written is written
+by the request that asks for it, so a new campaign shows at once. One clock per process,
+not one per campaign: per-campaign clocks drift apart and end in a write every few
+requests. A failed write is logged and retried by the next request; it never fails the
+request that triggered it.
 """
 
 import datetime as dt
 import logging
+import math
 import threading
 from collections.abc import Iterable
 
@@ -53,21 +57,22 @@ class DemandRecorder:
         self.max_lag_seconds = max_lag_seconds
         self._asked: dict[int, float] = {}  # not yet written: campaign -> last asked
         self._empty: dict[int, float] = {}  # not yet written: campaign -> last empty answer
-        self._written: dict[int, float] = {}  # campaign -> when this process last wrote it
+        self._written: set[int] = set()  # campaigns this process has written
+        self._last_write = -math.inf  # when this process last wrote (or tried to)
         # A web server with several threads per worker may record from several threads at once.
         self._lock = threading.Lock()
 
     def record(self, campaign_ids: Iterable[int], *, empty: bool, at: float) -> bool:
         """Remember that these campaigns were asked for at ``at``; write to the database when
-        one of them has not been written for ``max_lag_seconds``. Returns whether it wrote."""
-        stale_before = at - self.max_lag_seconds
-        due = False
+        this process's last write is ``max_lag_seconds`` old or one of them was never
+        written. Returns whether it wrote."""
         with self._lock:
+            due = at - self._last_write >= self.max_lag_seconds
             for campaign_id in campaign_ids:
                 self._asked[campaign_id] = at
                 if empty:
                     self._empty[campaign_id] = at
-                if self._written.get(campaign_id, -1.0) < stale_before:
+                if campaign_id not in self._written:
                     due = True
         return self.flush(at=at) if due else False
 
@@ -76,9 +81,9 @@ class DemandRecorder:
         with self._lock:
             asked, empty = self._asked, self._empty
             self._asked, self._empty = {}, {}
-            for campaign_id in asked:
-                # Claimed before the write: a concurrent request must not start a second one.
-                self._written[campaign_id] = at
+            # Claimed before the write: a concurrent request must not start a second one.
+            self._written.update(asked)
+            self._last_write = at
         if not asked:
             return False
         campaigns = sorted(asked)
@@ -97,9 +102,9 @@ class DemandRecorder:
         except DatabaseError:
             logger.warning("Could not record campaign demand; will retry.", exc_info=True)
             with self._lock:
+                self._last_write = -math.inf  # the next request tries again
                 for campaign_id, when in asked.items():
                     self._asked[campaign_id] = max(when, self._asked.get(campaign_id, when))
-                    self._written.pop(campaign_id, None)
                 for campaign_id, when in empty.items():
                     self._empty[campaign_id] = max(when, self._empty.get(campaign_id, when))
             return False
@@ -111,6 +116,7 @@ class DemandRecorder:
             self._asked.clear()
             self._empty.clear()
             self._written.clear()
+            self._last_write = -math.inf
 
 
 recorder = DemandRecorder()

@@ -42,7 +42,8 @@ def time_recording(*, calls: int) -> dict[str, float]:
     from prioritization import demand, metrics
 
     demand.recorder = demand.DemandRecorder(max_lag_seconds=1e12)
-    demand.recorder._written.update(dict.fromkeys(TUPLE, time.time()))
+    demand.recorder._written.update(TUPLE)
+    demand.recorder._last_write = time.time()
     record = metrics.record_next_lead
     started = time.perf_counter()
     for _ in range(calls):

@@ -397,6 +397,30 @@ def test_a_campaign_is_written_when_first_asked_for_then_at_most_once_per_lag() 
 
 
 @pytest.mark.django_db
+def test_campaigns_first_asked_at_different_times_share_one_write_per_lag() -> None:
+    a, b, c = CampaignFactory(), CampaignFactory(), CampaignFactory()
+    recorder = demand.DemandRecorder(max_lag_seconds=30)
+    t = T0.timestamp()
+    at = lambda seconds: T0 + dt.timedelta(seconds=seconds)  # noqa: E731
+
+    # Each is new to this process when first asked for: written at once.
+    assert [recorder.record([x.pk], empty=False, at=t + s) for x, s in ((a, 0), (b, 5), (c, 10))] == [
+        True,
+        True,
+        True,
+    ]
+    # Asked again and again: nothing is written until 30 s after the last write (+10), even
+    # though a and b were first written earlier than that.
+    for second in range(12, 40):
+        assert recorder.record([a.pk, b.pk, c.pk], empty=second == 39, at=t + second) is False
+    assert _demand() == {a.pk: (at(0), None), b.pk: (at(5), None), c.pk: (at(10), None)}
+    # Then one write carries all three.
+    assert recorder.record([a.pk], empty=False, at=t + 40) is True
+    assert _demand() == {a.pk: (at(40), at(39)), b.pk: (at(39), at(39)), c.pk: (at(39), at(39))}
+    assert recorder.record([b.pk], empty=False, at=t + 45) is False
+
+
+@pytest.mark.django_db
 def test_a_slower_process_never_moves_the_times_back() -> None:
     campaign = CampaignFactory()
     demand.DemandRecorder().record([campaign.pk], empty=True, at=T0.timestamp() + 60)
