@@ -24,6 +24,7 @@ from rest_framework_api_key.models import APIKey
 
 from leads.admin_import import import_urls, job_url
 from leads.authentication import forget_verified_keys
+from leads.importers import TIMESTAMP_RANGE_ERROR, timestamp_in_range
 from leads.models import (
     ApiKey,
     ApiScope,
@@ -271,6 +272,14 @@ class LeadAdminForm(forms.ModelForm[Lead]):
         ):
             raise forms.ValidationError("The lead is closed; it cannot be rescheduled.")
         return value
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        for name in ("last_activity", "rescheduled_at"):
+            value = cleaned.get(name)
+            if value is not None and not timestamp_in_range(value):
+                self.add_error(name, TIMESTAMP_RANGE_ERROR)
+        return cleaned
 
 
 @admin.register(Lead)

@@ -11,15 +11,15 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import PermissionDenied, ValidationError
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from leads import services
 from leads.authentication import request_customer_id
-from leads.importers import LEAD_FIELDS
+from leads.importers import LEAD_FIELDS, TIMESTAMP_RANGE_ERROR, timestamp_in_range
 from leads.models import (
     DEFAULT_CALLING_END,
     DEFAULT_CALLING_START,
@@ -77,6 +77,18 @@ class LeadOutputSerializer(serializers.ModelSerializer[Lead]):
         return {name: _render(getattr(instance, name)) for name in self.Meta.fields}
 
 
+class TimestampField(serializers.DateTimeField):
+    """A DateTimeField limited to the years leads may carry (see ``leads.importers``)."""
+
+    default_error_messages = {"range": TIMESTAMP_RANGE_ERROR}
+
+    def to_internal_value(self, value: Any) -> dt.datetime:
+        parsed = super().to_internal_value(value)
+        if not timestamp_in_range(parsed):
+            self.fail("range")
+        return parsed
+
+
 class LeadInputSerializer(serializers.Serializer[Any]):
     """Documents the lead object for OpenAPI; validation is :func:`leads.importers.parse_lead`."""
 
@@ -89,11 +101,11 @@ class LeadInputSerializer(serializers.Serializer[Any]):
     source = serializers.CharField(  # type: ignore[assignment]
         required=False, allow_blank=True, allow_null=True
     )
-    last_activity = serializers.DateTimeField(required=False, allow_null=True)
+    last_activity = TimestampField(required=False, allow_null=True)
     stage = serializers.CharField(required=False, allow_blank=True, allow_null=True)
     pricing_plan = serializers.ChoiceField(choices=PricingPlan.choices, required=False, allow_null=True)
-    rescheduled_at = serializers.DateTimeField(required=False, allow_null=True)
-    created_at = serializers.DateTimeField(required=False, allow_null=True)
+    rescheduled_at = TimestampField(required=False, allow_null=True)
+    created_at = TimestampField(required=False, allow_null=True)
 
 
 _BatchItem = inline_serializer(
@@ -126,6 +138,15 @@ class LeadPagination(CursorPagination):
     page_size = 100
     max_page_size = 1000
     page_size_query_param = "limit"
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        # DRF checks the cursor's offset and direction, not its position: a crafted cursor
+        # whose position is not a lead id (the cursor is ASCII) would fail in the query.
+        cursor = super().decode_cursor(request)
+        position = None if cursor is None else cursor.position
+        if position is not None and not (position.isdigit() and len(position) <= 18):
+            raise NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 def leads_visible_to(request: Request) -> QuerySet[Lead]:
@@ -232,13 +253,13 @@ class _LeadFilterSerializer(serializers.Serializer[Any]):
 
 class LeadPatchSerializer(serializers.Serializer[Any]):
     lead_type = serializers.ChoiceField(choices=LeadType.choices, required=False)
-    rescheduled_at = serializers.DateTimeField(required=False, allow_null=True)
+    rescheduled_at = TimestampField(required=False, allow_null=True)
     city = serializers.CharField(required=False, allow_blank=True, max_length=200)
     source = serializers.CharField(  # type: ignore[assignment]  # see LeadInputSerializer
         required=False, allow_blank=True, max_length=200
     )
     stage = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    last_activity = serializers.DateTimeField(required=False, allow_null=True)
+    last_activity = TimestampField(required=False, allow_null=True)
     pricing_plan = serializers.ChoiceField(choices=PricingPlan.choices, required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

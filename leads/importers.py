@@ -82,6 +82,12 @@ _REQUIRED = "This field is required."
 _TOO_LONG = f"Ensure this field has no more than {TEXT_MAX_LENGTH} characters."
 _TIMESTAMP_ERROR = "Enter an ISO 8601 timestamp, e.g. 2026-11-24T09:30:00Z."
 
+# The timestamps a lead or an outcome may carry. Python's datetime ends at 9999-12-31, so a
+# value near that end overflows once a deadline or a calling-hours opening is computed from it.
+EARLIEST_TIMESTAMP = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+LATEST_TIMESTAMP = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+TIMESTAMP_RANGE_ERROR = "Enter a timestamp in the years 1900 to 2099."
+
 
 _SCALARS = (str, int, float, dt.date)
 
@@ -181,9 +187,40 @@ def _optional_timestamp(value: object) -> dt.datetime | None:
     if value is None or (value.__class__ is str and not value.strip()):
         return None
     try:
-        return parse_timestamp(value)
+        parsed = parse_timestamp(value)
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{_show(value)} is not a valid timestamp. {_TIMESTAMP_ERROR}") from None
+    if not timestamp_in_range(parsed):
+        raise ValueError(f"{_show(value)} is out of range. {TIMESTAMP_RANGE_ERROR}")
+    return parsed
+
+
+def timestamp_in_range(value: dt.datetime) -> bool:
+    return EARLIEST_TIMESTAMP <= value < LATEST_TIMESTAMP
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_lone_surrogate(data: object) -> bool:
+    """Whether any string (key or value) in parsed JSON holds a UTF-16 surrogate.
+
+    JSON may spell one as an escape ("\\ud800") without its pair; Python decodes it to a
+    string no UTF-8 encoder accepts, so PostgreSQL and every renderer refuse it later.
+    Iterative, so JSON nested as deep as the decoder allows cannot overflow the stack here.
+    """
+    pending = [data]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii() and _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def _lead_type(value: object) -> str | None:
@@ -284,6 +321,8 @@ class LeadMapping:
             return cls()
         if not isinstance(data, dict):
             raise MappingError("The mapping must be a JSON object.")
+        if has_lone_surrogate(data):
+            raise MappingError("The mapping holds a lone UTF-16 surrogate escape (\\ud800-\\udfff).")
         unknown = set(data) - {"columns", "constants", "empty_values", "encoding"}
         if unknown:
             raise MappingError(f"Unknown mapping keys: {', '.join(sorted(unknown))}.")

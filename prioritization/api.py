@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from leads.api import LeadOutputSerializer, leads_visible_to
+from leads.api import LeadOutputSerializer, TimestampField, leads_visible_to
 from leads.models import Disposition, Lead
 from leads.permissions import CanIngest, IsContractApp
 from prioritization import metrics, services
@@ -110,7 +110,7 @@ class NextLeadView(APIView):
 class OutcomeInput(serializers.Serializer[Any]):
     contractor_id = serializers.IntegerField(min_value=1)
     disposition = serializers.ChoiceField(choices=Disposition.choices)
-    callback_at = serializers.DateTimeField(required=False, allow_null=True)
+    callback_at = TimestampField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(required=False, allow_blank=True, max_length=100)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -472,6 +472,22 @@ def test_a_closed_lead_cannot_be_rescheduled_from_the_admin(admin_client):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("field", "day"), [("rescheduled_at", "9999-12-31"), ("last_activity", "1899-12-31")]
+)
+def test_a_lead_timestamp_outside_the_supported_years_is_a_form_error(admin_client, field, day):
+    lead = LeadFactory(rescheduled_at=None)
+    data = {**_lead_form_data(admin_client, lead), f"{field}_0": day, f"{field}_1": "23:00:00"}
+
+    response = admin_client.post(reverse("admin:leads_lead_change", args=[lead.pk]), data)
+
+    assert response.status_code == 200
+    assert "years 1900 to 2099" in str(response.context["adminform"].form.errors[field])
+    lead.refresh_from_db()
+    assert lead.rescheduled_at is None
+
+
+@pytest.mark.django_db
 def test_a_lead_page_shows_its_latest_events_read_only(admin_client):
     lead = LeadFactory()
     contractor = ContractorFactory()

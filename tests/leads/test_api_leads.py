@@ -1,5 +1,6 @@
 """POST / GET / PATCH /api/v1/leads/: single pushes, batches, field errors, updates."""
 
+import base64
 import datetime as dt
 import json
 
@@ -331,6 +332,14 @@ def test_a_lead_in_a_campaign_of_another_customer_is_a_campaign_id_error(admin_a
         ("rescheduled_at", 1767225600, "is not a valid timestamp"),
         ("rescheduled_at", "9999-12-31T23:00:00-05:00", "is not a valid timestamp"),
         ("last_activity", "0001-01-01T00:00:00+01:00", "is not a valid timestamp"),
+        # Valid dates whose SLA deadline or calling-hours opening would overflow.
+        (
+            "created_at",
+            "9999-12-31T23:59:59Z",
+            "is out of range. Enter a timestamp in the years 1900 to 2099.",
+        ),
+        ("rescheduled_at", "2100-01-01T00:00:00Z", "is out of range"),
+        ("last_activity", "1899-12-31T23:59:59Z", "is out of range"),
         ("customer_id", "seven", "A positive integer id is required"),
         ("campaign_id", -3, "A positive integer id is required"),
         ("customer_id", True, "A positive integer id is required"),
@@ -412,6 +421,39 @@ def test_a_json_body_that_is_not_an_object_is_a_400(admin_api, db, body):
 
     assert response.status_code == 400
     assert "non_field_errors" in response.json()
+
+
+def test_a_lone_surrogate_escape_is_a_400_that_stores_nothing(admin_api, campaign):
+    # Python decodes "\\ud800" to a string PostgreSQL and the renderer cannot encode.
+    batch = {"leads": [lead_body(campaign, external_id="GOOD"), lead_body(campaign, external_id="BAD")]}
+    text = json.dumps(batch).replace('"BAD"', '"BAD\\ud800"')
+
+    response = admin_api.post(LEADS_URL, text, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "lone UTF-16 surrogate" in response.json()["detail"]
+    assert not Lead.objects.exists()
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "utf-16"])
+def test_a_lone_surrogate_in_a_key_is_a_400_in_any_charset(admin_api, campaign, charset):
+    text = json.dumps(lead_body(campaign)).replace('"external_id"', '"external\\udfff_id"')
+
+    response = admin_api.post(
+        LEADS_URL, text.encode(charset), content_type=f"application/json; charset={charset}"
+    )
+
+    assert response.status_code == 400
+    assert "lone UTF-16 surrogate" in response.json()["detail"]
+
+
+def test_a_surrogate_pair_escape_is_the_character_it_spells(admin_api, campaign):
+    text = json.dumps(lead_body(campaign, city="Pune")).replace('"Pune"', '"Pune \\ud83d\\ude00"')
+
+    response = admin_api.post(LEADS_URL, text, content_type="application/json")
+
+    assert response.status_code == 201, response.json()
+    assert Lead.objects.get().city == "Pune \U0001f600"
 
 
 def test_a_body_that_is_not_json_is_refused_without_a_server_error(admin_api, db):
@@ -676,6 +718,16 @@ def test_listing_leads_walks_every_lead_once_through_cursor_pages(admin_api, cam
     assert seen == sorted(created, reverse=True)
 
 
+@pytest.mark.parametrize("query", ["p=abc", "p=-1", "p=" + "9" * 30, "o=1&p=1.5"])
+def test_listing_leads_with_a_well_formed_cursor_at_no_lead_id_is_refused(admin_api, db, query):
+    cursor = base64.b64encode(query.encode()).decode()
+
+    response = admin_api.get(LEADS_URL, {"cursor": cursor})
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Invalid cursor"}
+
+
 def test_listing_leads_with_a_forged_cursor_is_refused_without_a_server_error(admin_api, db):
     response = admin_api.get(f"{LEADS_URL}?cursor=not-a-cursor")
 
@@ -843,6 +895,8 @@ def test_patching_an_unknown_or_read_only_field_is_a_400_naming_it(contract_api,
         ({"lead_type": "warm"}, "lead_type"),
         ({"rescheduled_at": "tomorrow"}, "rescheduled_at"),
         ({"rescheduled_at": "9999-12-31T23:00:00-05:00"}, "rescheduled_at"),
+        ({"rescheduled_at": "9999-12-31T23:59:59Z"}, "rescheduled_at"),
+        ({"last_activity": "1899-12-31T23:59:59Z"}, "last_activity"),
         ({"last_activity": "0001-01-01T00:00:00+01:00"}, "last_activity"),
         ({"pricing_plan": "gold"}, "pricing_plan"),
         ({"city": "x" * 201}, "city"),
@@ -857,6 +911,16 @@ def test_patching_a_bad_value_is_a_400_naming_the_field(contract_api, campaign, 
 
     assert response.status_code == 400
     assert field in response.json()
+
+
+def test_patching_with_a_lone_surrogate_in_an_unknown_key_is_a_400(contract_api, campaign):
+    # The error would name the key, which the renderer cannot encode.
+    lead = LeadFactory(campaign=campaign)
+
+    response = contract_api.patch(lead_url(lead.pk), '{"\\ud800": 1}', content_type="application/json")
+
+    assert response.status_code == 400
+    assert "lone UTF-16 surrogate" in response.json()["detail"]
 
 
 @pytest.mark.parametrize("body", ["{}", ""])

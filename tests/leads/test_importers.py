@@ -97,6 +97,9 @@ def test_mapping_rejects_unknown_fields_and_keys():
         LeadMapping.from_json({"encoding": "klingon"})
     with pytest.raises(MappingError, match="JSON object"):
         LeadMapping.from_json([1, 2])
+    # As json.loads decodes an unpaired "\\ud800" escape: text nothing can store or show.
+    with pytest.raises(MappingError, match="lone UTF-16 surrogate"):
+        LeadMapping.from_json({"columns": {"city": "Town\ud800"}})
 
 
 def test_headers_match_ignoring_case_spacing_and_punctuation():

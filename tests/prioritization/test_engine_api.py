@@ -179,6 +179,9 @@ def test_a_callback_outcome_over_http_makes_the_lead_wait(
         ({"disposition": ""}, "disposition"),
         ({"disposition": "callback"}, "callback_at"),
         ({"disposition": "callback", "callback_at": "tomorrow"}, "callback_at"),
+        # Near the end of Python's calendar: moving it into calling hours would overflow.
+        ({"disposition": "callback", "callback_at": "9999-12-31T23:59:59Z"}, "callback_at"),
+        ({"disposition": "callback", "callback_at": "2100-01-01T00:00:00Z"}, "callback_at"),
         ({}, "disposition"),
     ],
 )

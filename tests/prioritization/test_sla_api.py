@@ -204,6 +204,9 @@ def test_a_campaign_of_another_customer_is_a_field_error(admin_api: APIClient, t
         ({"at_risk_minutes": "nan"}, "at_risk_minutes", "A valid number is required."),
         ({"active_minutes": "1.5"}, "active_minutes", "A valid integer is required."),
         ({"customer": "3"}, "customer", "Unknown parameter."),
+        ({"to": "9999-12-31"}, "to", "Enter a day in the years 1900 to 2099."),
+        ({"from": "9999-12-31"}, "from", "Enter a day in the years 1900 to 2099."),
+        ({"from": "0001-01-01", "to": "0001-01-02"}, "from", "Enter a day in the years 1900 to 2099."),
     ],
 )
 def test_bad_parameters_are_400_with_field_errors(
