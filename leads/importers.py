@@ -87,6 +87,7 @@ _TIMESTAMP_ERROR = "Enter an ISO 8601 timestamp, e.g. 2026-11-24T09:30:00Z."
 EARLIEST_TIMESTAMP = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
 LATEST_TIMESTAMP = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 TIMESTAMP_RANGE_ERROR = "Enter a timestamp in the years 1900 to 2099."
+DAY_RANGE_ERROR = "Enter a day in the years 1900 to 2099."
 
 
 _SCALARS = (str, int, float, dt.date)
@@ -197,6 +198,10 @@ def _optional_timestamp(value: object) -> dt.datetime | None:
 
 def timestamp_in_range(value: dt.datetime) -> bool:
     return EARLIEST_TIMESTAMP <= value < LATEST_TIMESTAMP
+
+
+def day_in_range(day: dt.date) -> bool:
+    return EARLIEST_TIMESTAMP.date() <= day < LATEST_TIMESTAMP.date()
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -26,6 +26,7 @@ from django.urls import URLPattern, path
 from django.utils import timezone
 from matplotlib.figure import Figure
 
+from leads.importers import DAY_RANGE_ERROR, day_in_range
 from leads.models import Campaign, Customer
 from prioritization.sla import (
     MAX_RANGE_DAYS,
@@ -101,6 +102,9 @@ class DashboardFilterForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         start, end = data.get("from"), data.get("to")
+        for name, day in (("from", start), ("to", end)):
+            if day is not None and not day_in_range(day):
+                self.add_error(name, DAY_RANGE_ERROR)
         if "from" in self.errors or "to" in self.errors:
             return data
         end = end or self.today

@@ -18,6 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from leads.importers import TIMESTAMP_RANGE_ERROR, timestamp_in_range
 from leads.models import Customer
 from prioritization.admin_preview import clean_settings, default_settings, settings_form_fields
 from prioritization.models import SimulationRun, SimulationStatus, version_values
@@ -59,6 +60,8 @@ class _SimulationFormBase(forms.Form):
 
     def clean_start(self) -> dt.datetime:
         start: dt.datetime = self.cleaned_data["start"]
+        if not timestamp_in_range(start):
+            raise forms.ValidationError(TIMESTAMP_RANGE_ERROR)
         return start.astimezone(dt.UTC)
 
     def clean(self) -> dict[str, Any]:

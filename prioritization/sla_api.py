@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from leads.authentication import request_customer_id
-from leads.importers import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+from leads.importers import DAY_RANGE_ERROR, day_in_range
 from leads.models import Campaign, Customer
 from leads.permissions import AnyValidKey
 from prioritization.sla import (
@@ -55,8 +55,8 @@ class SlaQuerySerializer(serializers.Serializer[Any]):
         start, end = attrs.pop("from", None), attrs.pop("to", None)
         for name, day in (("from", start), ("to", end)):
             # The same years as lead timestamps; a day near 9999-12-31 overflows the walk.
-            if day is not None and not EARLIEST_TIMESTAMP.date() <= day < LATEST_TIMESTAMP.date():
-                raise ValidationError({name: ["Enter a day in the years 1900 to 2099."]})
+            if day is not None and not day_in_range(day):
+                raise ValidationError({name: [DAY_RANGE_ERROR]})
         if start is None and end is None:
             start = end = today
         elif start is None:

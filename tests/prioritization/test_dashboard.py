@@ -137,6 +137,7 @@ def test_filtering_by_customer_narrows_figures_and_campaign_choices(staff: Clien
         ),
         ({"from": "yesterday"}, "From (UTC day): Enter a valid date."),
         ({"from": "2024-01-01", "to": "2026-11-24"}, "A range is at most 366 days."),
+        ({"from": "9999-12-31", "to": "9999-12-31"}, "Enter a day in the years 1900 to 2099."),
         ({"customer": "999"}, "Select a valid choice."),
     ],
 )

@@ -115,6 +115,7 @@ def test_starting_a_comparison_records_the_run_and_enqueues_it_on_commit(
         ({"contractors": 0}, "contractors"),
         ({"days": 100}, "days"),
         ({"start": "tomorrow"}, "start"),
+        ({"start": "9999-12-31 23:00"}, "start"),
         ({"customer": 999999}, "customer"),
     ],
 )

@@ -120,6 +120,7 @@ def test_a_bad_policy_file_is_one_readable_error(tmp_path: Path, content: str | 
         (["--jobs", "0"], "--jobs"),
         (["--pickup", "2"], "pick-up"),
         (["--start", "2026-06-01"], "no calls between"),
+        (["--start", "9999-12-31"], "years 1900 to 2099"),
     ],
 )
 def test_bad_options_are_one_readable_error(tmp_path: Path, args: list[str], error: str) -> None:

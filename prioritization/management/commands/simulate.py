@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection
 
+from leads.importers import TIMESTAMP_RANGE_ERROR, timestamp_in_range
 from prioritization.simulation.arrivals import DataError
 from prioritization.simulation.comparison import (
     DATABASE_PREFIX,
@@ -38,7 +39,10 @@ def _moment(text: str) -> dt.datetime:
         moment = dt.datetime.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from exc
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+    if not timestamp_in_range(moment):
+        raise argparse.ArgumentTypeError(f"{text!r}: {TIMESTAMP_RANGE_ERROR}")
+    return moment
 
 
 class Command(BaseCommand):
