@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
@@ -18,12 +18,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from leads import services
+from leads.api_errors import FIELD_ERRORS_SCHEMA, error_responses
 from leads.authentication import request_customer_id
 from leads.importers import LEAD_FIELDS, TIMESTAMP_RANGE_ERROR, timestamp_in_range
 from leads.models import (
     DEFAULT_CALLING_END,
     DEFAULT_CALLING_START,
     Campaign,
+    CloseReason,
     Contractor,
     Customer,
     Lead,
@@ -49,6 +51,8 @@ class LeadOutputSerializer(serializers.ModelSerializer[Lead]):
     customer_id = serializers.IntegerField(read_only=True)
     campaign_id = serializers.IntegerField(read_only=True)
     holder_id = serializers.IntegerField(read_only=True, allow_null=True)
+    # Blank while the lead is open; declared so the schema's enum includes "".
+    closed_reason = serializers.ChoiceField(choices=CloseReason.choices, allow_blank=True, read_only=True)
 
     class Meta:
         model = Lead
@@ -163,6 +167,8 @@ def leads_visible_to(request: Request) -> QuerySet[Lead]:
 class LeadCollectionView(APIView):
     """POST one lead or ``{"leads": [...]}``; GET leads, newest first."""
 
+    pagination_class = LeadPagination  # used by get(), and shown in the schema
+
     def get_permissions(self) -> list[Any]:
         if self.request.method == "POST":
             return [CanIngest()]
@@ -170,7 +176,15 @@ class LeadCollectionView(APIView):
 
     @extend_schema(
         request=LeadInputSerializer,
-        responses={201: LeadOutputSerializer, 200: _BatchResult, 400: _BatchResult},
+        responses={
+            **error_responses(403),
+            201: LeadOutputSerializer,
+            200: _BatchResult,
+            400: OpenApiResponse(
+                {"oneOf": [FIELD_ERRORS_SCHEMA, {"$ref": "#/components/schemas/LeadBatchResult"}]},
+                "A single lead: its field errors. A batch: the batch result, every item rejected.",
+            ),
+        },
         description=(
             'One lead object, or `{"leads": [...]}` with up to 10,000 of them. Upsert by '
             "(customer_id, external_id). A single lead answers 201 (created) or 200 (updated) with "
@@ -231,7 +245,10 @@ class LeadCollectionView(APIView):
             OpenApiParameter("external_id", str),
             OpenApiParameter("status", str, enum=["waiting", "ready", "held", "closed"]),
         ],
-        responses=LeadOutputSerializer(many=True),
+        responses={
+            200: LeadOutputSerializer(many=True),
+            **error_responses(400, 403, 404, descriptions={404: "Invalid cursor."}),
+        },
     )
     def get(self, request: Request) -> Response:
         queryset = leads_visible_to(request)
@@ -239,7 +256,7 @@ class LeadCollectionView(APIView):
         filters.is_valid(raise_exception=True)
         for name, value in filters.validated_data.items():
             queryset = queryset.filter(**{name: value})
-        paginator = LeadPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(LeadOutputSerializer(page, many=True).data)
 
@@ -279,12 +296,15 @@ class LeadDetailView(APIView):
             return [IsContractApp()]
         return [CanReadLeads()]
 
-    @extend_schema(responses=LeadOutputSerializer)
+    @extend_schema(responses={200: LeadOutputSerializer, **error_responses(403, 404)})
     def get(self, request: Request, lead_id: int) -> Response:
         lead = get_object_or_404(leads_visible_to(request), pk=lead_id)
         return Response(LeadOutputSerializer(lead).data)
 
-    @extend_schema(request=LeadPatchSerializer, responses=LeadOutputSerializer)
+    @extend_schema(
+        request=LeadPatchSerializer,
+        responses={200: LeadOutputSerializer, **error_responses(400, 403, 404, 409)},
+    )
     def patch(self, request: Request, lead_id: int) -> Response:
         get_object_or_404(leads_visible_to(request), pk=lead_id)
         changes = LeadPatchSerializer(data=request.data)

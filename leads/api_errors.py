@@ -6,7 +6,8 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import Http404
-from rest_framework import exceptions, status
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
@@ -52,3 +53,31 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             status=status.HTTP_409_CONFLICT,
         )
     return drf_exception_handler(exc, context)
+
+
+# --- The same errors, described for the OpenAPI schema ----------------------------------------
+
+FIELD_ERRORS_SCHEMA = {
+    "type": "object",
+    "description": "Field name → messages; `non_field_errors` for the body as a whole.",
+    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+}
+_DETAIL = inline_serializer("ErrorDetail", fields={"detail": serializers.CharField()})
+_ERRORS = {
+    400: OpenApiResponse(FIELD_ERRORS_SCHEMA, "Invalid input, with a message per field."),
+    401: OpenApiResponse(_DETAIL, "No API key, or one that is unknown, revoked or expired."),
+    403: OpenApiResponse(_DETAIL, "The key's scope or customer does not allow this."),
+    404: OpenApiResponse(_DETAIL, "No such object visible to this key."),
+    409: OpenApiResponse(_DETAIL, "The lead's state does not allow this (held by another; closed)."),
+    429: OpenApiResponse(_DETAIL, "Over a claim cap; `Retry-After` says when to come back."),
+    503: OpenApiResponse(_DETAIL, "The database is unavailable; retry after `Retry-After` seconds."),
+}
+
+
+def error_responses(*codes: int, descriptions: dict[int, str] | None = None) -> dict[int, OpenApiResponse]:
+    """Schema entries for the errors an operation answers, besides the 401 and 503 every
+    operation may; ``descriptions`` words a code for this operation."""
+    responses = {code: _ERRORS[code] for code in (*codes, 401, 503)}
+    for code, description in (descriptions or {}).items():
+        responses[code] = OpenApiResponse(_ERRORS[code].response, description)
+    return responses

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from leads.api import LeadOutputSerializer, TimestampField, leads_visible_to
+from leads.api_errors import error_responses
 from leads.models import Disposition, Lead
 from leads.permissions import CanIngest, IsContractApp
 from prioritization import metrics, services
@@ -66,7 +67,20 @@ class NextLeadView(APIView):
 
     @extend_schema(
         request=NextLeadInput,
-        responses={200: NextLeadOutput, 204: None},
+        responses={
+            200: NextLeadOutput,
+            204: None,
+            **error_responses(
+                400,
+                403,
+                404,
+                429,
+                descriptions={
+                    403: "The contractor is inactive or not qualified for a campaign of the tuple.",
+                    404: "Unknown contractor.",
+                },
+            ),
+        },
         description=(
             "200 with the lead, its score, the reasons and the lease deadline; 204 when nothing is "
             "eligible. A contractor who already holds a lead gets that same lead again. 404 for an "
@@ -125,7 +139,10 @@ class OutcomeView(APIView):
     permission_classes = [IsContractApp]
     content_negotiation_class = JsonOnly
 
-    @extend_schema(request=OutcomeInput, responses=LeadOutputSerializer)
+    @extend_schema(
+        request=OutcomeInput,
+        responses={200: LeadOutputSerializer, **error_responses(400, 403, 404, 409)},
+    )
     def post(self, request: Request, lead_id: int) -> Response:
         body = OutcomeInput(data=request.data)
         body.is_valid(raise_exception=True)
@@ -152,7 +169,10 @@ class _HolderActionView(APIView):
     def act(self, *, lead_id: int, contractor_id: int) -> Lead:
         raise NotImplementedError
 
-    @extend_schema(request=HolderInput, responses=LeadOutputSerializer)
+    @extend_schema(
+        request=HolderInput,
+        responses={200: LeadOutputSerializer, **error_responses(400, 403, 404, 409)},
+    )
     def post(self, request: Request, lead_id: int) -> Response:
         body = HolderInput(data=request.data)
         body.is_valid(raise_exception=True)
@@ -179,7 +199,7 @@ class WithdrawView(APIView):
 
     permission_classes = [CanIngest]
 
-    @extend_schema(request=None, responses=LeadOutputSerializer)
+    @extend_schema(request=None, responses={200: LeadOutputSerializer, **error_responses(403, 404)})
     def post(self, request: Request, lead_id: int) -> Response:
         get_object_or_404(leads_visible_to(request), pk=lead_id)
         lead = services.withdraw_lead(lead_id=lead_id)

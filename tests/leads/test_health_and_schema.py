@@ -95,6 +95,29 @@ def test_the_openapi_schema_documents_the_lead_object(admin_api):
     }
 
 
+def test_the_openapi_schema_documents_what_the_lead_endpoints_answer(admin_api):
+    schema = admin_api.get("/api/schema/?format=json").json()
+    components, paths = schema["components"]["schemas"], schema["paths"]
+
+    # The list is cursor-paginated, as served.
+    listing = paths["/api/v1/leads/"]["get"]
+    page = listing["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert set(components[page]["properties"]) == {"next", "previous", "results"}
+    assert {"cursor", "limit"} <= {parameter["name"] for parameter in listing["parameters"]}
+    # An open lead's closed_reason is "".
+    closed_reason = components["LeadOutput"]["properties"]["closed_reason"]["oneOf"]
+    assert {"$ref": "#/components/schemas/BlankEnum"} in closed_reason
+    # The errors the Contract app must handle, with their shapes.
+    next_lead = paths["/api/v1/next-lead/"]["post"]["responses"]
+    assert {"200", "204", "400", "401", "403", "404", "429", "503"} == set(next_lead)
+    assert next_lead["429"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorDetail"
+    }
+    assert {"400", "404", "409"} <= set(paths["/api/v1/leads/{lead_id}/outcome/"]["post"]["responses"])
+    single_or_batch = paths["/api/v1/leads/"]["post"]["responses"]["400"]["content"]["application/json"]
+    assert len(single_or_batch["schema"]["oneOf"]) == 2
+
+
 @pytest.mark.parametrize("scope", [ApiScope.ADMIN, ApiScope.CONTRACT_APP, ApiScope.INGEST])
 def test_the_interactive_docs_are_readable_with_a_key_of_any_scope(make_client, customer, scope):
     response = make_client(scope, customer).get("/api/docs/")
