@@ -274,7 +274,7 @@ class LeadAdminForm(forms.ModelForm[Lead]):
         return value
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         for name in ("last_activity", "rescheduled_at"):
             value = cleaned.get(name)
             if value is not None and not timestamp_in_range(value):

@@ -147,9 +147,10 @@ class LeadPagination(CursorPagination):
         # DRF checks the cursor's offset and direction, not its position: a crafted cursor
         # whose position is not a lead id (the cursor is ASCII) would fail in the query.
         cursor = super().decode_cursor(request)
-        position = None if cursor is None else cursor.position
-        if position is not None and not (position.isdigit() and len(position) <= 18):
-            raise NotFound(self.invalid_cursor_message)
+        if cursor is not None and cursor.position is not None:
+            position = str(cursor.position)  # the decoded text (the stubs say int)
+            if not (position.isdigit() and len(position) <= 18):
+                raise NotFound(self.invalid_cursor_message)
         return cursor
 
 
