@@ -55,6 +55,7 @@ function init(args)
   contractor = base + thread_index
   claims_made = 0
   pending_lead = nil
+  pending_disposition = nil
   sent = nil
   started = 0
   units, claims, empty, errors, outcomes = 0, 0, 0, 0, 0
@@ -96,7 +97,7 @@ function request()
   if t_start == 0 then t_start = now_us() end
   if pending_lead then
     sent = "outcome"
-    local body = string.format('{"contractor_id":%d,"disposition":"%s"}', contractor, disposition())
+    local body = string.format('{"contractor_id":%d,"disposition":"%s"}', contractor, pending_disposition)
     return wrk.format("POST", "/api/v1/leads/" .. pending_lead .. "/outcome/", headers, body)
   end
   sent = "next"
@@ -135,7 +136,10 @@ function response(status, headers_, body)
       claims_made = claims_made + 1
       if mode == "cycle" then
         pending_lead = string.match(body, '"lead_id":%s*(%d+)')
-        if not pending_lead then errors = errors + 1 end
+        -- Drawn once per lead: after a dropped connection wrk calls request() again, and
+        -- that resend must be the same outcome (as a Contract app retry is), which the
+        -- engine answers as a repeat; a different one would be a 409 for a closed lead.
+        if pending_lead then pending_disposition = disposition() else errors = errors + 1 end
       else
         unit_done(t)
       end

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,12 @@ from config.bench_server import (
 )
 from config.throwaway_database import child_environment, throwaway_database
 
-# Contractors 1…CYCLE_CONTRACTORS are qualified for every campaign (the cycle runs).
-CYCLE_CONTRACTORS = 64
+# Contractors 1…CYCLE_CONTRACTORS × CYCLE_RUNS are qualified for every campaign, and each
+# cycle run has CYCLE_CONTRACTORS of its own: a request that wrk left in flight when the
+# run before stopped (an outcome, say) still runs on the server, and a contractor of the
+# next run holding that lead would see it closed under it (a 409, rightly).
+CYCLE_CONTRACTORS = 32
+CYCLE_RUNS = 16
 # Claims-alone runs take each lead as a fresh contractor (one who holds a lead gets that
 # lead again), qualified for one 5-campaign tuple derived from its number.
 CLAIMS_BASE = 100_000
@@ -156,12 +160,12 @@ def _create_owners(url: str) -> None:
         conn.execute(
             "INSERT INTO leads_contractor (id, name, active, created_at, claims_made) "
             "SELECT g, 'Bench contractor ' || g, true, now(), 0 FROM generate_series(1, %s) g",
-            [CYCLE_CONTRACTORS],
+            [CYCLE_CONTRACTORS * CYCLE_RUNS],
         )
         conn.execute(
             "INSERT INTO leads_contractor_campaigns (contractor_id, campaign_id) "
             "SELECT c, g FROM generate_series(1, %s) c, generate_series(1, %s) g",
-            [CYCLE_CONTRACTORS, CAMPAIGNS],
+            [CYCLE_CONTRACTORS * CYCLE_RUNS, CAMPAIGNS],
         )
         pool = CLAIMS_POOL_PER_RUN * CLAIMS_RUNS
         conn.execute(
@@ -328,7 +332,7 @@ def _wrk(
     clients: int,
     campaigns: int,
     seconds: float,
-    contractor_base: int = 1,
+    contractor_base: int,
     target_per_thread: int = 0,
     until: Callable[[], bool] | None = None,
 ) -> WrkResult:
@@ -403,7 +407,14 @@ def _wrk(
     )
 
 
-def _rescore_under_load(url: str, port: int, key: str) -> tuple[dict[str, Any], WrkResult]:
+def _cycle_bases() -> Iterator[int]:
+    """The first contractor of each successive cycle run (see CYCLE_CONTRACTORS)."""
+    return iter(range(1, CYCLE_CONTRACTORS * CYCLE_RUNS, CYCLE_CONTRACTORS))
+
+
+def _rescore_under_load(
+    url: str, port: int, key: str, contractor_base: int
+) -> tuple[dict[str, Any], WrkResult]:
     """A second full pass (a new policy version changes every key) while 8 clients run
     claim cycles, from the start of the pass to its end."""
     process = _start_rescore(url, new_version=True)
@@ -417,6 +428,7 @@ def _rescore_under_load(url: str, port: int, key: str) -> tuple[dict[str, Any], 
             clients=8,
             campaigns=5,
             seconds=3600,
+            contractor_base=contractor_base,
             until=lambda: process.poll() is not None,
         )
 
@@ -487,8 +499,9 @@ def run_claim_benchmark(
         )
         key = create_api_key(url, name="claim-bench", scope="contract-app")
         with web_server(url, workers=WEB_WORKERS) as port:
-            _wrk(port, key, mode="cycle", clients=8, campaigns=5, seconds=2)  # warm-up
-            rescore2, during = _rescore_under_load(url, port, key)
+            bases = _cycle_bases()
+            _wrk(port, key, mode="cycle", clients=8, campaigns=5, seconds=2, contractor_base=next(bases))
+            rescore2, during = _rescore_under_load(url, port, key, next(bases))
             _vacuum(url)
             write(
                 f"rescoring under load {rescore2['seconds']:.1f} s, "
@@ -498,7 +511,15 @@ def run_claim_benchmark(
             )
             for clients in (1, 8, 32):
                 for campaigns in (1, 5, 20):
-                    run = _wrk(port, key, mode="cycle", clients=clients, campaigns=campaigns, seconds=seconds)
+                    run = _wrk(
+                        port,
+                        key,
+                        mode="cycle",
+                        clients=clients,
+                        campaigns=campaigns,
+                        seconds=seconds,
+                        contractor_base=next(bases),
+                    )
                     matrix.append(run)
                     write(_row("cycles (claim + outcome)", run, "cycles"))
             claims_alone: list[WrkResult] = []
@@ -524,6 +545,7 @@ def run_claim_benchmark(
                 clients=8,
                 campaigns=5,
                 seconds=3600,
+                contractor_base=next(bases),
                 target_per_thread=per_thread,
             )
             write(_row("no-decay run", decay, "cycles"))
@@ -535,8 +557,19 @@ def run_claim_benchmark(
         _prepare(small_url, small_leads, write)
         small_key = create_api_key(small_url, name="claim-bench", scope="contract-app")
         with web_server(small_url, workers=WEB_WORKERS) as port:
-            _wrk(port, small_key, mode="cycle", clients=8, campaigns=5, seconds=2)  # warm-up
-            small = _wrk(port, small_key, mode="cycle", clients=8, campaigns=5, seconds=seconds)
+            bases = _cycle_bases()
+            _wrk(
+                port, small_key, mode="cycle", clients=8, campaigns=5, seconds=2, contractor_base=next(bases)
+            )
+            small = _wrk(
+                port,
+                small_key,
+                mode="cycle",
+                clients=8,
+                campaigns=5,
+                seconds=seconds,
+                contractor_base=next(bases),
+            )
             write(_row(f"cycles, {small_leads:,} leads", small, "cycles"))
         double_claims += _double_claims(small_url)
 
