@@ -229,9 +229,17 @@ class Lead(models.Model):
             # contractor, so this is what stops two concurrent requests of one contractor
             # from taking two leads: the second take waits for the first to commit and
             # fails here (the engine then answers with the lead the first one took). It is
-            # also the "which lead does contractor X hold?" lookup of a retried next-lead.
+            # also the "which lead does contractor X hold?" lookup of a retried next-lead:
+            #   WHERE holder_id = X [AND lease_expires_at <= / > now]
+            # Partial on "has a holder" (the same rows as status = 'held', by
+            # lead_held_iff_holder) rather than on the status, so that each lookup of held
+            # leads can use one index only: a query stating status = 'held' (per campaign,
+            # lead_held_lease) cannot use this one, and one stating holder_id = X without the
+            # status cannot use lead_held_lease. With both on the same predicate, a generic
+            # plan made while few leads were held (the statistics say both indexes are
+            # empty) could scan all held leads of one for a lookup meant for the other.
             models.UniqueConstraint(
-                fields=["holder"], condition=Q(status=QueueStatus.HELD), name="lead_one_held_per_holder"
+                fields=["holder"], condition=Q(holder__isnull=False), name="lead_one_held_per_holder"
             ),
         ]
         indexes = [
@@ -261,7 +269,9 @@ class Lead(models.Model):
             models.Index(
                 "campaign", "due_at", name="lead_waiting_due", condition=Q(status=QueueStatus.WAITING)
             ),
-            # Lease expiry, "held leads of campaigns C whose lease ran out" (claim time, beat).
+            # Lease expiry, "held leads of campaigns C whose lease ran out" (claim time, beat):
+            #   WHERE campaign_id = C AND status = 'held' AND lease_expires_at <= now
+            # (lookups by holder leave the status out: see lead_one_held_per_holder).
             models.Index(
                 "campaign",
                 "lease_expires_at",

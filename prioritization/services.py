@@ -256,7 +256,9 @@ _CANDIDATE_COLUMNS = (
 # equality lookup per campaign (lead_waiting_due, lead_held_lease): `campaign_id =
 # ANY(...)` lets the planner pick another index and filter every held lead. A claim also
 # frees its own contractor's expired lead, whatever its campaign (lead_one_held_per_holder:
-# a contractor may hold one lead, and an expired one must not stop the next). The woken rows
+# a contractor may hold one lead, and an expired one must not stop the next). Lookups by
+# holder do not state status = 'held' (a holder implies it), so that no plan can read them
+# from lead_held_lease, nor the per-campaign ones from the holder index. The woken rows
 # come back with the candidate columns: a statement reads the snapshot it started with, in
 # which they were not ready yet. Shared by the claim and the beat task (which passes no
 # contractor and all campaigns).
@@ -279,7 +281,7 @@ due AS (
     UNION
     SELECT * FROM (
         SELECT id, holder_id FROM leads_lead
-        WHERE holder_id = %(contractor)s AND status = 'held' AND lease_expires_at <= %(now)s
+        WHERE holder_id = %(contractor)s AND lease_expires_at <= %(now)s
         FOR NO KEY UPDATE SKIP LOCKED
     ) own
 ), woken AS (
@@ -313,7 +315,7 @@ WITH {_WAKE_CTES}, me AS MATERIALIZED (
            ARRAY(SELECT q.campaign_id FROM leads_contractor_campaigns q
                  WHERE q.contractor_id = c.id AND q.campaign_id = ANY(%(campaigns)s::bigint[])) AS qualified,
            (SELECT l.id FROM leads_lead l
-            WHERE l.holder_id = c.id AND l.status = 'held' AND l.lease_expires_at > %(now)s) AS held
+            WHERE l.holder_id = c.id AND l.lease_expires_at > %(now)s) AS held
     FROM leads_contractor c WHERE c.id = %(contractor)s
 ), owners AS MATERIALIZED (
     SELECT k.campaign_id,
@@ -557,9 +559,7 @@ def _candidates(
 
 
 def _held_claim_now(contractor_id: int, now: dt.datetime) -> Claim | None:
-    lead = Lead.objects.filter(
-        holder_id=contractor_id, status=QueueStatus.HELD, lease_expires_at__gt=now
-    ).first()
+    lead = Lead.objects.filter(holder_id=contractor_id, lease_expires_at__gt=now).first()
     return _held_claim(lead.pk, contractor_id) if lead is not None else None
 
 
@@ -935,7 +935,8 @@ WHERE l.id = %(lead)s
 """  # noqa: S608 (column names from the model, no input)
 
 # What an outcome may change on the lead, written with its events in one statement, only
-# while the lead is still held by the same contractor under the same claim; returns a
+# while the lead is still held by the same contractor under the same claim (a holder
+# implies status = 'held', which is left unsaid: see lead_one_held_per_holder); returns a
 # row per event written (none when the lead changed since it was read).
 _OUTCOME_FIELDS = [
     "lead_type",
@@ -959,7 +960,7 @@ _OUTCOME_FIELDS = [
 _SAVE_OUTCOME_SQL = f"""
 WITH updated AS (
     UPDATE leads_lead SET {", ".join(f"{name} = %({name})s" for name in _OUTCOME_FIELDS)}
-    WHERE id = %(lead)s AND status = 'held' AND holder_id = %(read_holder_id)s
+    WHERE id = %(lead)s AND holder_id = %(read_holder_id)s
       AND claimed_at IS NOT DISTINCT FROM %(read_claimed_at)s
     RETURNING id
 )

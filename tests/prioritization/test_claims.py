@@ -2,16 +2,20 @@
 
 import datetime as dt
 import random
+import re
 import threading
 from collections import Counter
+from typing import Any
 
 import psycopg
 import pytest
 import time_machine
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from psycopg import sql
 
 from leads.models import ALL_WEEKDAYS, Campaign, Contractor, EventKind, Lead, LeadEvent, QueueStatus
+from prioritization import services
 from prioritization.models import Decision, PolicyVersion, PriorityPolicy
 from prioritization.scoring import Band, wants_stale
 from prioritization.services import (
@@ -599,3 +603,78 @@ def test_the_database_refuses_a_second_held_lead_for_one_contractor(make_contrac
     Lead.objects.filter(pk=first.pk).update(**held)
     with pytest.raises(IntegrityError, match="lead_one_held_per_holder"), transaction.atomic():
         Lead.objects.filter(pk=second.pk).update(**held)
+
+
+def _generic_plan_nodes(query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node of the generic plan of an engine statement (``%(name)s`` placeholders),
+    as the engine's connections run it (settings force generic plans)."""
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", query)))
+    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", query)
+    values = ", ".join(sql.Literal(params[name]).as_string(connection.connection) for name in names)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        # The tables are small here; in production a sequential scan is never the cheapest.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"PREPARE engine_statement AS {numbered}")
+        try:
+            cursor.execute(f"EXPLAIN (FORMAT JSON) EXECUTE engine_statement ({values})")
+            plan = cursor.fetchone()[0][0]["Plan"]
+        finally:
+            cursor.execute("DEALLOCATE engine_statement")
+    nodes, todo = [], [plan]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        todo.extend(node.get("Plans", []))
+    return nodes
+
+
+# The partial indexes of held leads, by their first column: a scan of one that does not
+# constrain that column reads every held lead.
+_HELD_INDEX_LEADING_COLUMN = {"lead_held_lease": "campaign_id", "lead_one_held_per_holder": "holder_id"}
+
+
+def test_held_leads_are_looked_up_by_campaign_or_holder_even_when_statistics_saw_none_held(
+    make_contractor, monkeypatch
+) -> None:
+    # The statistics are taken while no lead is held (a quiet night, or the benchmark's
+    # setup): to the planner both partial indexes of held leads are empty, and a full scan
+    # of one costs less than any lookup. Then contractors hold leads. A generic plan that
+    # read the contractor's held lead, the campaigns' expired leases or the lead an outcome
+    # writes by scanning one of them whole would filter every held lead, on every claim.
+    campaigns = [all_day_campaign(CustomerFactory()) for _ in range(4)]
+    leads = add_leads(campaigns[0], *({} for _ in range(60)))
+    add_leads(campaigns[1], *({} for _ in range(60)))
+    contractors = [make_contractor(*campaigns) for _ in range(61)]
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE leads_lead")
+    lease = timezone.now() + MINUTE
+    for lead, contractor in zip(leads, contractors[:-1], strict=True):
+        Lead.objects.filter(pk=lead.pk).update(
+            status=QueueStatus.HELD, holder=contractor, lease_expires_at=lease
+        )
+    statements: list[tuple[str, dict[str, Any]]] = []
+    execute = services._execute
+
+    def recording(query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        statements.append((query, params))
+        return execute(query, params)
+
+    monkeypatch.setattr(services, "_execute", recording)
+    claim = claim_next_lead(contractor_id=contractors[-1].pk, campaign_ids=[c.pk for c in campaigns])
+    assert claim is not None
+    record_outcome(lead_id=claim.lead.pk, contractor_id=contractors[-1].pk, disposition="converted")
+    # The claim's read and take, the outcome's read and write.
+    assert len(statements) == 4
+
+    held_scans = []
+    for query, params in statements:
+        nodes = _generic_plan_nodes(query, params)
+        held_scans += [n for n in nodes if n.get("Index Name") in _HELD_INDEX_LEADING_COLUMN]
+        assert not [n for n in nodes if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "leads_lead"]
+    # The claim's read looks up the contractor's held lead and own expired lease by holder
+    # and the campaigns' expired leases by campaign; the outcome's write by id or holder.
+    assert {n["Index Name"] for n in held_scans} == set(_HELD_INDEX_LEADING_COLUMN)
+    for node in held_scans:
+        leading = _HELD_INDEX_LEADING_COLUMN[node["Index Name"]]
+        assert re.match(rf"\(+{leading} =", node.get("Index Cond", "")), node
