@@ -13,7 +13,9 @@ Everything runs in throwaway databases on the project's PostgreSQL, in one sessi
    and 32 clients × tuples of 1, 5 and 20 campaigns, each client running claim cycles
    (next lead, then its outcome); claims alone; a long run checking that throughput does
    not decay;
-4. the same cycle scenario over 10k leads, for the p99 ratio of a full queue to a small one;
+4. the 8-client, 5-campaign cycle over the full queue and over a 10k-lead one, in
+   alternating rounds (the machine's speed drifts over a run), for the p99 ratio of a full
+   queue to a small one;
 5. double claims counted in the database from the leads' event history.
 
 The last line printed is one JSON object with every figure and ratio.
@@ -29,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,8 @@ class WrkResult:
     first10_s: float
     last10_s: float
     finished_threads: int
+    # Next-lead latencies: bucket → count (see BUCKETS_PER_E).
+    histogram: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def units_s(self) -> float:
@@ -404,6 +408,33 @@ def _wrk(
         first10_s=data["first10_us"] / 1e6,
         last10_s=data["last10_us"] / 1e6,
         finished_threads=data["finished_threads"],
+        histogram=histogram,
+    )
+
+
+def _pooled(runs: list[WrkResult]) -> WrkResult:
+    """Runs of one scenario as one: counts and seconds summed, latency histograms merged
+    (the client-side figures of wrk itself, which are not mergeable, are the worst run's)."""
+    histogram: dict[str, int] = {}
+    for run in runs:
+        for bucket, count in run.histogram.items():
+            histogram[bucket] = histogram.get(bucket, 0) + count
+    return WrkResult(
+        clients=runs[0].clients,
+        campaigns=runs[0].campaigns,
+        seconds=sum(r.seconds for r in runs),
+        units=sum(r.units for r in runs),
+        claims=sum(r.claims for r in runs),
+        empty=sum(r.empty for r in runs),
+        errors=sum(r.errors for r in runs),
+        next_p50_ms=_percentile_ms(histogram, 0.50),
+        next_p99_ms=_percentile_ms(histogram, 0.99),
+        all_p50_ms=max(r.all_p50_ms for r in runs),
+        all_p99_ms=max(r.all_p99_ms for r in runs),
+        first10_s=0.0,
+        last10_s=0.0,
+        finished_threads=0,
+        histogram=histogram,
     )
 
 
@@ -441,6 +472,46 @@ def _rescore_under_load(
             process.kill()
         driver.join()
     return rescore, box["wrk"]
+
+
+QUEUE_COMPARISON_ROUNDS = 3
+
+
+def _compare_queue_sizes(
+    full: tuple[int, str, Iterator[int]], small: tuple[int, str, Iterator[int]], *, seconds: int
+) -> tuple[WrkResult, WrkResult]:
+    """8 clients × 5 campaigns of cycles on the full queue and on the small one (each a
+    (port, key, contractor bases)), in alternating rounds, each side's rounds pooled. The
+    machine's speed drifts over a run: one run of each, minutes apart, measured the drift
+    as much as the queues (a p99 ratio of 1.58 where the two queues, run side by side,
+    were within noise of each other)."""
+    small_port, small_key, small_bases = small
+    _wrk(
+        small_port,
+        small_key,
+        mode="cycle",
+        clients=8,
+        campaigns=5,
+        seconds=2,
+        contractor_base=next(small_bases),
+    )
+    runs: tuple[list[WrkResult], list[WrkResult]] = ([], [])
+    # As long in all as one cell of the matrix: the small queue must not run dry.
+    round_seconds = max(1, math.ceil(seconds / QUEUE_COMPARISON_ROUNDS))
+    for _ in range(QUEUE_COMPARISON_ROUNDS):
+        for side, (port, key, bases) in zip(runs, (full, small), strict=True):
+            side.append(
+                _wrk(
+                    port,
+                    key,
+                    mode="cycle",
+                    clients=8,
+                    campaigns=5,
+                    seconds=round_seconds,
+                    contractor_base=next(bases),
+                )
+            )
+    return _pooled(runs[0]), _pooled(runs[1])
 
 
 # --- The benchmark --------------------------------------------------------------------------
@@ -481,7 +552,10 @@ def run_claim_benchmark(
         )
     result: dict[str, Any] = {"leads": leads, "seconds": seconds, "web_workers": WEB_WORKERS}
     matrix: list[WrkResult] = []
-    with throwaway_database("leadrank_bench_claim") as url:
+    with (
+        throwaway_database("leadrank_bench_claim") as url,
+        throwaway_database("leadrank_bench_claim_small") as small_url,
+    ):
         prepared = _prepare(url, leads, write)
         rescore1 = prepared["rescore"]
         raw_seconds, raw_rows = _raw_update(url)
@@ -491,6 +565,8 @@ def run_claim_benchmark(
             f"raw UPDATE of the same rows {raw_seconds:.1f} s ({raw_rows:,}); "
             f"ratio {rescore1['seconds'] / raw_seconds:.2f}× (goal ≤ 2)"
         )
+        write(f"small queue for comparison: {small_leads:,} leads…")
+        _prepare(small_url, small_leads, write)
         write(f"reference claim_limit.sh ({leads:,} leads, {seconds} s)…")
         reference = _run_reference(url, leads=leads, seconds=seconds)
         write(
@@ -498,7 +574,11 @@ def run_claim_benchmark(
             f"p99 {reference['p99_ms']} ms  (8 clients, 5 campaigns)"
         )
         key = create_api_key(url, name="claim-bench", scope="contract-app")
-        with web_server(url, workers=WEB_WORKERS) as port:
+        small_key = create_api_key(small_url, name="claim-bench", scope="contract-app")
+        with (
+            web_server(url, workers=WEB_WORKERS) as port,
+            web_server(small_url, workers=WEB_WORKERS) as small_port,
+        ):
             bases = _cycle_bases()
             _wrk(port, key, mode="cycle", clients=8, campaigns=5, seconds=2, contractor_base=next(bases))
             rescore2, during = _rescore_under_load(url, port, key, next(bases))
@@ -522,6 +602,11 @@ def run_claim_benchmark(
                     )
                     matrix.append(run)
                     write(_row("cycles (claim + outcome)", run, "cycles"))
+            full, small = _compare_queue_sizes(
+                (port, key, bases), (small_port, small_key, _cycle_bases()), seconds=seconds
+            )
+            write(_row(f"cycles, {leads:,} leads, rounds", full, "cycles"))
+            write(_row(f"cycles, {small_leads:,} leads, rounds", small, "cycles"))
             claims_alone: list[WrkResult] = []
             for index, clients in enumerate((8, 32)):
                 run = _wrk(
@@ -550,28 +635,7 @@ def run_claim_benchmark(
             )
             write(_row("no-decay run", decay, "cycles"))
         queue_after = _queue_figures(url)
-        double_claims = _double_claims(url)
-
-    write(f"small queue: {small_leads:,} leads…")
-    with throwaway_database("leadrank_bench_claim_small") as small_url:
-        _prepare(small_url, small_leads, write)
-        small_key = create_api_key(small_url, name="claim-bench", scope="contract-app")
-        with web_server(small_url, workers=WEB_WORKERS) as port:
-            bases = _cycle_bases()
-            _wrk(
-                port, small_key, mode="cycle", clients=8, campaigns=5, seconds=2, contractor_base=next(bases)
-            )
-            small = _wrk(
-                port,
-                small_key,
-                mode="cycle",
-                clients=8,
-                campaigns=5,
-                seconds=seconds,
-                contractor_base=next(bases),
-            )
-            write(_row(f"cycles, {small_leads:,} leads", small, "cycles"))
-        double_claims += _double_claims(small_url)
+        double_claims = _double_claims(url) + _double_claims(small_url)
 
     cell = {(r.clients, r.campaigns): r for r in matrix}
     at_8x5, at_32x5 = cell[(8, 5)], cell[(32, 5)]
@@ -628,10 +692,14 @@ def run_claim_benchmark(
             "decay_ratio": decay_ratio,
             "decay_complete": decay.finished_threads == 8,
             "small_leads": small_leads,
-            "next_p99_ms_small_8x5": small.next_p99_ms,
-            "p99_ratio_full_to_small": _ratio(at_8x5.next_p99_ms, small.next_p99_ms),
+            "queue_comparison_rounds": QUEUE_COMPARISON_ROUNDS,
+            "cycles_s_full_rounds": round(full.units_s, 1),
+            "cycles_s_small_rounds": round(small.units_s, 1),
+            "next_p99_ms_full_rounds": full.next_p99_ms,
+            "next_p99_ms_small_rounds": small.next_p99_ms,
+            "p99_ratio_full_to_small": _ratio(full.next_p99_ms, small.next_p99_ms),
             "double_claims": double_claims,
-            "errors": sum(r.errors for r in [*matrix, *claims_alone, decay, small, during]),
+            "errors": sum(r.errors for r in [*matrix, *claims_alone, decay, full, small, during]),
         }
     )
     result["goals"] = {
