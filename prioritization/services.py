@@ -1067,7 +1067,7 @@ class RescoreSummary:
     rewritten: int = 0
     batches: int = 0
     skipped: bool = False  # another rescoring was running
-    # Longest time a batch held its row locks (from its UPDATE to its COMMIT).
+    # Longest time a batch held its row locks (its UPDATE, which commits as it ends).
     max_batch_seconds: float = 0.0
 
 
@@ -1178,6 +1178,12 @@ class _BatchWriter:
 
     def _run(self) -> None:
         try:
+            with connection.cursor() as cursor:
+                # Keys are derived data that the next pass computes again: a crash may lose
+                # the last batches written (never anything else), and a batch's row locks go
+                # when its UPDATE ends rather than after a WAL flush as well. This thread's
+                # connection is its own and closed at the end.
+                cursor.execute("SET synchronous_commit = off")
             while (batch := self._batches.get()) is not None:
                 if self._error is None:
                     self._write(batch)
@@ -1189,8 +1195,13 @@ class _BatchWriter:
             connection.close()
 
     def _write(self, batch: dict[str, list[Any]]) -> None:
+        # One statement in autocommit, its own transaction: it commits as it ends, in the
+        # server, so its row locks last as long as the UPDATE runs. With BEGIN and COMMIT
+        # of their own, a writer thread waiting for a core (or the GIL) between the UPDATE
+        # and the COMMIT held them that much longer. The time taken here, round trip
+        # included, bounds the time they were held.
         started = time.perf_counter()
-        with transaction.atomic(), statement_cursor() as cursor:
+        with connection.wrap_database_errors, statement_cursor() as cursor:
             cursor.execute(_RESCORE_WRITE_SQL, batch, prepare=True)
             self.summary.rewritten += cursor.rowcount
         self.last_lock_seconds = time.perf_counter() - started
