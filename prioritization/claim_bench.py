@@ -11,12 +11,11 @@ Everything runs in throwaway databases on the project's PostgreSQL, in one sessi
    (``prioritization/bench_claim.lua``): a second
    rescoring pass under a new policy version while contractors claim; the matrix of 1, 8
    and 32 clients × tuples of 1, 5 and 20 campaigns, each client running claim cycles
-   (next lead, then its outcome); claims alone; a long run checking that throughput does
-   not decay;
-4. the 8-client, 5-campaign cycle over the full queue and over a 10k-lead one, in
-   alternating rounds (the machine's speed drifts over a run), for the p99 ratio of a full
-   queue to a small one;
-5. double claims counted in the database from the leads' event history.
+   (next lead, then its outcome); the 8-client, 5-campaign cycle over the full queue and
+   over a 10k-lead one (served alongside), in alternating rounds (the machine's speed
+   drifts over a run), for the p99 ratio of a full queue to a small one; claims alone; a
+   long run checking that throughput does not decay;
+4. double claims counted in both databases from the leads' event history.
 
 The last line printed is one JSON object with every figure and ratio.
 """
@@ -54,7 +53,7 @@ from config.throwaway_database import child_environment, throwaway_database
 # run before stopped (an outcome, say) still runs on the server, and a contractor of the
 # next run holding that lead would see it closed under it (a 409, rightly).
 CYCLE_CONTRACTORS = 32
-CYCLE_RUNS = 16
+CYCLE_RUNS = 16  # the full queue's runs take 15: warm-up, rescoring, 9 cells, 3 rounds, decay
 # Claims-alone runs take each lead as a fresh contractor (one who holds a lead gets that
 # lead again), qualified for one 5-campaign tuple derived from its number.
 CLAIMS_BASE = 100_000
@@ -147,7 +146,7 @@ class WrkResult:
     last10_s: float
     finished_threads: int
     # Next-lead latencies: bucket → count (see BUCKETS_PER_E).
-    histogram: dict[str, int] = field(default_factory=dict, repr=False)
+    histogram: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def units_s(self) -> float:
@@ -198,6 +197,24 @@ def _load_leads(url: str, leads: int) -> float:
     return seconds
 
 
+class _QueueWatch:
+    """Whether the queue still has a ready lead, for a run that stops at a count of cycles:
+    a queue too small for it (``--leads`` small, ``--decay-claims`` large) would otherwise
+    answer 204 until wrk's hour is up. One index probe per call, on a connection kept open."""
+
+    def __init__(self, url: str) -> None:
+        self.connection = psycopg.connect(url, autocommit=True)
+
+    def run_dry(self) -> bool:
+        row = self.connection.execute(
+            "SELECT EXISTS (SELECT 1 FROM leads_lead WHERE status = 'ready')"
+        ).fetchone()
+        return not (row and row[0])
+
+    def close(self) -> None:
+        self.connection.close()
+
+
 def _queue_figures(url: str) -> dict[str, int]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute("SELECT status, count(*) FROM leads_lead GROUP BY status").fetchall()
@@ -233,8 +250,8 @@ def _double_claims(url: str) -> int:
 
 def rescore_child(*, new_version: bool) -> None:
     """Run in ``manage.py shell``: optionally switch the default policy to a new version with
-    another decay (so every key changes), run ``rescore_leads()`` (which times each batch
-    transaction from its UPDATE to its COMMIT), print one JSON line."""
+    another decay (so every key changes), run ``rescore_leads()`` (which times each batch's
+    write, one autocommit UPDATE), print one JSON line."""
     from django.db import transaction
 
     from prioritization import services
@@ -482,9 +499,9 @@ def _compare_queue_sizes(
 ) -> tuple[WrkResult, WrkResult]:
     """8 clients × 5 campaigns of cycles on the full queue and on the small one (each a
     (port, key, contractor bases)), in alternating rounds, each side's rounds pooled. The
-    machine's speed drifts over a run: one run of each, minutes apart, measured the drift
-    as much as the queues (a p99 ratio of 1.58 where the two queues, run side by side,
-    were within noise of each other)."""
+    machine's speed drifts over a run, and the full queue gathers dead rows: one run of
+    each, minutes apart, measured those as much as the queues (a p99 ratio of 1.58 where
+    the two queues, fresh and side by side, were within noise of each other)."""
     small_port, small_key, small_bases = small
     _wrk(
         small_port,
@@ -492,12 +509,13 @@ def _compare_queue_sizes(
         mode="cycle",
         clients=8,
         campaigns=5,
-        seconds=2,
+        seconds=1,
         contractor_base=next(small_bases),
     )
     runs: tuple[list[WrkResult], list[WrkResult]] = ([], [])
-    # As long in all as one cell of the matrix: the small queue must not run dry.
-    round_seconds = max(1, math.ceil(seconds / QUEUE_COMPARISON_ROUNDS))
+    # Shorter in all than one cell of the matrix: at ~650 cycles/s (the fastest day so far)
+    # the small queue's ~8,000 ready leads last ~12 s, and a queue run dry answers fast.
+    round_seconds = max(1, math.ceil(seconds / (QUEUE_COMPARISON_ROUNDS + 1)))
     for _ in range(QUEUE_COMPARISON_ROUNDS):
         for side, (port, key, bases) in zip(runs, (full, small), strict=True):
             side.append(
@@ -608,8 +626,8 @@ def run_claim_benchmark(
             full, small = _compare_queue_sizes(
                 (port, key, bases), (small_port, small_key, _cycle_bases()), seconds=seconds
             )
-            write(_row(f"cycles, {leads:,} leads, rounds", full, "cycles"))
-            write(_row(f"cycles, {small_leads:,} leads, rounds", small, "cycles"))
+            write(_row(f"rounds, {leads:,} leads", full, "cycles"))
+            write(_row(f"rounds, {small_leads:,} leads", small, "cycles"))
             claims_alone: list[WrkResult] = []
             for index, clients in enumerate((8, 32)):
                 run = _wrk(
@@ -626,17 +644,24 @@ def run_claim_benchmark(
             _vacuum(url)
             per_thread = math.ceil(decay_claims / 8)
             write(f"no-decay run: {per_thread * 8:,} cycles, 8 clients, 5 campaigns…")
-            decay = _wrk(
-                port,
-                key,
-                mode="cycle",
-                clients=8,
-                campaigns=5,
-                seconds=3600,
-                contractor_base=next(bases),
-                target_per_thread=per_thread,
-            )
+            watch = _QueueWatch(url)
+            try:
+                decay = _wrk(
+                    port,
+                    key,
+                    mode="cycle",
+                    clients=8,
+                    campaigns=5,
+                    seconds=3600,
+                    contractor_base=next(bases),
+                    target_per_thread=per_thread,
+                    until=watch.run_dry,
+                )
+            finally:
+                watch.close()
             write(_row("no-decay run", decay, "cycles"))
+            if decay.finished_threads < 8:
+                write("no-decay run stopped early: the queue ran out of ready leads (raise --leads)")
         queue_after = _queue_figures(url)
         double_claims = _double_claims(url) + _double_claims(small_url)
 
@@ -700,6 +725,8 @@ def run_claim_benchmark(
             "cycles_s_small_rounds": round(small.units_s, 1),
             "next_p99_ms_full_rounds": full.next_p99_ms,
             "next_p99_ms_small_rounds": small.next_p99_ms,
+            "empty_full_rounds": full.empty,
+            "empty_small_rounds": small.empty,
             "p99_ratio_full_to_small": _ratio(full.next_p99_ms, small.next_p99_ms),
             "double_claims": double_claims,
             "errors": sum(r.errors for r in [*matrix, *claims_alone, decay, full, small, during]),

@@ -17,6 +17,7 @@ Locking rules (every function here follows them):
   only one rescoring runs at a time (an advisory lock; a second run returns at once).
 """
 
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -1067,7 +1068,8 @@ class RescoreSummary:
     rewritten: int = 0
     batches: int = 0
     skipped: bool = False  # another rescoring was running
-    # Longest time a batch held its row locks (its UPDATE, which commits as it ends).
+    # Longest write of a batch: from the rescoring thread, its UPDATE, which commits as it
+    # ends, so the longest time a batch held its row locks.
     max_batch_seconds: float = 0.0
 
 
@@ -1195,13 +1197,15 @@ class _BatchWriter:
             connection.close()
 
     def _write(self, batch: dict[str, list[Any]]) -> None:
-        # One statement in autocommit, its own transaction: it commits as it ends, in the
-        # server, so its row locks last as long as the UPDATE runs. With BEGIN and COMMIT
-        # of their own, a writer thread waiting for a core (or the GIL) between the UPDATE
-        # and the COMMIT held them that much longer. The time taken here, round trip
-        # included, bounds the time they were held.
+        # From the writer thread: one statement in autocommit, its own transaction, which
+        # commits as it ends, in the server, so its row locks last as long as the UPDATE
+        # runs (with BEGIN and COMMIT of their own, a thread waiting for a core or the GIL
+        # between the UPDATE and the COMMIT held them that much longer); the time taken
+        # here, round trip included, bounds the time they were held. Inline, inside the
+        # caller's transaction, a savepoint lets a failing batch roll back alone.
+        savepoint = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
         started = time.perf_counter()
-        with connection.wrap_database_errors, statement_cursor() as cursor:
+        with savepoint, connection.wrap_database_errors, statement_cursor() as cursor:
             cursor.execute(_RESCORE_WRITE_SQL, batch, prepare=True)
             self.summary.rewritten += cursor.rowcount
         self.last_lock_seconds = time.perf_counter() - started

@@ -6,11 +6,11 @@ import threading
 import pytest
 import time_machine
 from django.core.management import call_command
-from django.db import connection
+from django.db import DataError, connection
 from django_celery_beat.models import PeriodicTask
 
 from leads.models import Campaign, Lead, QueueStatus
-from prioritization import tasks
+from prioritization import services, tasks
 from prioritization.schedules import SCHEDULES
 from prioritization.services import (
     RESCORE_LOCK_KEY,
@@ -117,6 +117,27 @@ def test_rescoring_works_in_batches_and_scores_unscored_leads() -> None:
     assert not Lead.objects.filter(pk__in=[lead.pk for lead in leads], priority_key__isnull=True).exists()
     closed.refresh_from_db()
     assert closed.priority_key is None  # closed leads are left alone
+
+
+@pytest.mark.django_db
+def test_a_failing_batch_inside_a_transaction_raises_its_own_error_and_frees_the_rescoring_lock(
+    monkeypatch,
+) -> None:
+    campaign = CampaignFactory(customer=CustomerFactory())
+    LeadFactory.create_batch(3, campaign=campaign, created_at=T0, due_at=T0)
+    broken = services._RESCORE_WRITE_SQL.replace(
+        "SET priority_key = v.priority_key", "SET priority_key = 1 / 0"
+    )
+    monkeypatch.setattr(services, "_RESCORE_WRITE_SQL", broken)
+
+    with pytest.raises(DataError, match="division by zero"):
+        rescore_leads()
+
+    # The batch rolled back alone: the caller's transaction goes on, the lock is free.
+    assert not Lead.objects.filter(campaign=campaign, priority_key__isnull=False).exists()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+        assert cursor.fetchone()[0] == 0
 
 
 @pytest.mark.django_db

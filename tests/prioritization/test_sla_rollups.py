@@ -249,7 +249,7 @@ def test_queue_at_risk_and_contractor_figures_walk_the_queue_indexes(all_day_cam
     queue = plan(sla._QUEUE_SQL, campaigns)
     assert "lead_claim_ready" in queue
     assert "lead_waiting_due" in queue
-    assert "lead_held_lease" in queue or "lead_one_held_per_holder" in queue
+    assert "lead_held_lease" in queue
     at_risk = plan(sla._AT_RISK_SQL, {**campaigns, "until": [NOW + 10 * MINUTE]})
     assert "lead_claim_sla" in at_risk
     assert "lead_waiting_due" in at_risk
