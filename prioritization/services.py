@@ -27,7 +27,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -429,17 +429,22 @@ def statement_cursor() -> psycopg.Cursor[Any]:
     return psycopg.Cursor(connection.connection)
 
 
-def run_statement(query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """One prepared statement on Django's connection, its rows fetched; errors come out as
-    Django's. Outside a transaction it commits alone (autocommit): the engine's hot paths
-    are single statements, which spares BEGIN and COMMIT their round trips. Inside an
-    atomic block (tests, callers composing operations) a failing statement rolls back
-    only itself (a savepoint), as an ORM query inside ``atomic()`` would have to be
+@contextlib.contextmanager
+def _one_statement() -> Iterator[None]:
+    """The scope of one engine statement on Django's connection: errors come out as
+    Django's. Outside a transaction the statement commits alone (autocommit): the engine's
+    hot paths are single statements, which spares BEGIN and COMMIT their round trips.
+    Inside an atomic block (tests, callers composing operations) a failing statement rolls
+    back only itself (a savepoint), as an ORM query inside ``atomic()`` would have to be
     handled."""
-    with connection.wrap_database_errors:
-        if connection.in_atomic_block:
-            with transaction.atomic():
-                return _execute(query, params)
+    savepoint = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+    with connection.wrap_database_errors, savepoint:
+        yield
+
+
+def run_statement(query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """One prepared statement (see :func:`_one_statement`), its rows fetched."""
+    with _one_statement():
         return _execute(query, params)
 
 
@@ -1202,10 +1207,9 @@ class _BatchWriter:
         # runs (with BEGIN and COMMIT of their own, a thread waiting for a core or the GIL
         # between the UPDATE and the COMMIT held them that much longer); the time taken
         # here, round trip included, bounds the time they were held. Inline, inside the
-        # caller's transaction, a savepoint lets a failing batch roll back alone.
-        savepoint = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+        # caller's transaction, a failing batch rolls back alone.
         started = time.perf_counter()
-        with savepoint, connection.wrap_database_errors, statement_cursor() as cursor:
+        with _one_statement(), statement_cursor() as cursor:
             cursor.execute(_RESCORE_WRITE_SQL, batch, prepare=True)
             self.summary.rewritten += cursor.rowcount
         self.last_lock_seconds = time.perf_counter() - started
