@@ -197,22 +197,12 @@ def _load_leads(url: str, leads: int) -> float:
     return seconds
 
 
-class _QueueWatch:
-    """Whether the queue still has a ready lead, for a run that stops at a count of cycles:
-    a queue too small for it (``--leads`` small, ``--decay-claims`` large) would otherwise
-    answer 204 until wrk's hour is up. One index probe per call, on a connection kept open."""
-
-    def __init__(self, url: str) -> None:
-        self.connection = psycopg.connect(url, autocommit=True)
-
-    def run_dry(self) -> bool:
-        row = self.connection.execute(
-            "SELECT EXISTS (SELECT 1 FROM leads_lead WHERE status = 'ready')"
-        ).fetchone()
-        return not (row and row[0])
-
-    def close(self) -> None:
-        self.connection.close()
+def _run_dry(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the queue has no ready lead left (one index probe), for a run that stops at a
+    count of cycles: a queue too small for it (``--leads`` small, ``--decay-claims`` large)
+    would otherwise answer 204 until wrk's hour is up."""
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM leads_lead WHERE status = 'ready')").fetchone()
+    return not (row and row[0])
 
 
 def _queue_figures(url: str) -> dict[str, int]:
@@ -455,6 +445,29 @@ def _pooled(runs: list[WrkResult]) -> WrkResult:
     )
 
 
+def _cycles_8x5(
+    port: int,
+    key: str,
+    contractor_base: int,
+    *,
+    seconds: float,
+    target_per_thread: int = 0,
+    until: Callable[[], bool] | None = None,
+) -> WrkResult:
+    """Claim cycles in the reference's shape: 8 clients, tuples of 5 campaigns."""
+    return _wrk(
+        port,
+        key,
+        mode="cycle",
+        clients=8,
+        campaigns=5,
+        seconds=seconds,
+        contractor_base=contractor_base,
+        target_per_thread=target_per_thread,
+        until=until,
+    )
+
+
 def _cycle_bases() -> Iterator[int]:
     """The first contractor of each successive cycle run (see CYCLE_CONTRACTORS)."""
     return iter(range(1, CYCLE_CONTRACTORS * CYCLE_RUNS, CYCLE_CONTRACTORS))
@@ -469,15 +482,8 @@ def _rescore_under_load(
     box: dict[str, WrkResult] = {}
 
     def load() -> None:
-        box["wrk"] = _wrk(
-            port,
-            key,
-            mode="cycle",
-            clients=8,
-            campaigns=5,
-            seconds=3600,
-            contractor_base=contractor_base,
-            until=lambda: process.poll() is not None,
+        box["wrk"] = _cycles_8x5(
+            port, key, contractor_base, seconds=3600, until=lambda: process.poll() is not None
         )
 
     driver = threading.Thread(target=load)
@@ -503,32 +509,14 @@ def _compare_queue_sizes(
     each, minutes apart, measured those as much as the queues (a p99 ratio of 1.58 where
     the two queues, fresh and side by side, were within noise of each other)."""
     small_port, small_key, small_bases = small
-    _wrk(
-        small_port,
-        small_key,
-        mode="cycle",
-        clients=8,
-        campaigns=5,
-        seconds=1,
-        contractor_base=next(small_bases),
-    )
+    _cycles_8x5(small_port, small_key, next(small_bases), seconds=1)
     runs: tuple[list[WrkResult], list[WrkResult]] = ([], [])
     # Shorter in all than one cell of the matrix: at ~650 cycles/s (the fastest day so far)
     # the small queue's ~8,000 ready leads last ~12 s, and a queue run dry answers fast.
     round_seconds = max(1, math.ceil(seconds / (QUEUE_COMPARISON_ROUNDS + 1)))
     for _ in range(QUEUE_COMPARISON_ROUNDS):
         for side, (port, key, bases) in zip(runs, (full, small), strict=True):
-            side.append(
-                _wrk(
-                    port,
-                    key,
-                    mode="cycle",
-                    clients=8,
-                    campaigns=5,
-                    seconds=round_seconds,
-                    contractor_base=next(bases),
-                )
-            )
+            side.append(_cycles_8x5(port, key, next(bases), seconds=round_seconds))
     return _pooled(runs[0]), _pooled(runs[1])
 
 
@@ -598,7 +586,7 @@ def run_claim_benchmark(
             web_server(small_url, workers=WEB_WORKERS) as small_port,
         ):
             bases = _cycle_bases()
-            _wrk(port, key, mode="cycle", clients=8, campaigns=5, seconds=2, contractor_base=next(bases))
+            _cycles_8x5(port, key, next(bases), seconds=2)
             rescore2, during = _rescore_under_load(url, port, key, next(bases))
             _vacuum(url)
             write(
@@ -644,21 +632,15 @@ def run_claim_benchmark(
             _vacuum(url)
             per_thread = math.ceil(decay_claims / 8)
             write(f"no-decay run: {per_thread * 8:,} cycles, 8 clients, 5 campaigns…")
-            watch = _QueueWatch(url)
-            try:
-                decay = _wrk(
+            with psycopg.connect(url, autocommit=True) as watch:
+                decay = _cycles_8x5(
                     port,
                     key,
-                    mode="cycle",
-                    clients=8,
-                    campaigns=5,
+                    next(bases),
                     seconds=3600,
-                    contractor_base=next(bases),
                     target_per_thread=per_thread,
-                    until=watch.run_dry,
+                    until=lambda: _run_dry(watch),
                 )
-            finally:
-                watch.close()
             write(_row("no-decay run", decay, "cycles"))
             if decay.finished_threads < 8:
                 write("no-decay run stopped early: the queue ran out of ready leads (raise --leads)")
