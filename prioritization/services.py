@@ -1184,16 +1184,21 @@ class _BatchWriter:
         self._batches.put(batch)
 
     def _run(self) -> None:
+        connected = False  # a pass with nothing to rewrite opens no connection
         try:
-            with connection.cursor() as cursor:
-                # Keys are derived data that the next pass computes again: a crash may lose
-                # the last batches written (never anything else), and a batch's row locks go
-                # when its UPDATE ends rather than after a WAL flush as well. This thread's
-                # connection is its own and closed at the end.
-                cursor.execute("SET synchronous_commit = off")
             while (batch := self._batches.get()) is not None:
-                if self._error is None:
-                    self._write(batch)
+                if self._error is not None:
+                    continue
+                if not connected:
+                    with connection.cursor() as cursor:
+                        # Keys are derived data that the next pass computes again: a crash
+                        # may lose the last batches written (never anything else), and a
+                        # batch's row locks go when its UPDATE ends rather than after a WAL
+                        # flush as well. This thread's connection is its own and closed at
+                        # the end.
+                        cursor.execute("SET synchronous_commit = off")
+                    connected = True
+                self._write(batch)
         except BaseException as error:  # re-raised in the reading thread
             self._error = error
             while self._batches.get() is not None:  # let the reader finish putting

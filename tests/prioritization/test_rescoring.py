@@ -7,6 +7,7 @@ import pytest
 import time_machine
 from django.core.management import call_command
 from django.db import DataError, connection
+from django.db.backends.signals import connection_created
 from django_celery_beat.models import PeriodicTask
 
 from leads.models import Campaign, Lead, QueueStatus
@@ -192,6 +193,29 @@ def test_a_second_rescoring_run_at_the_same_time_is_skipped() -> None:
     summary = rescore_leads()
     assert not summary.skipped
     assert summary.rewritten == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_thread_connects_only_when_a_batch_changed() -> None:
+    customer = CustomerFactory()
+    campaign = CampaignFactory(customer=customer)
+    add_leads(campaign, {"city": "Pune"}, {"city": "Delhi"})
+    set_policy(customer, city_weights={"Pune": 2.0})
+    connected: list[str] = []
+
+    def record(sender: object, **kwargs: object) -> None:
+        connected.append(threading.current_thread().name)
+
+    connection_created.connect(record)
+    try:
+        assert rescore_leads().rewritten == 2
+        assert connected == ["rescore-writer"]
+        connected.clear()
+        unchanged = rescore_leads()  # every key is as stored
+    finally:
+        connection_created.disconnect(record)
+    assert (unchanged.scanned, unchanged.rewritten) == (2, 0)
+    assert connected == []
 
 
 @pytest.mark.django_db
