@@ -197,6 +197,9 @@ LEADRANK_API_KEY_CACHE_SECONDS = env_int("LEADRANK_API_KEY_CACHE_SECONDS", 30, m
 LEADRANK_API_BATCH_MAX = env_int("LEADRANK_API_BATCH_MAX", 10_000, minimum=1)
 # Largest file the admin import accepts; the CLI reads files of any size.
 LEADRANK_IMPORT_MAX_BYTES = env_int("LEADRANK_IMPORT_MAX_BYTES", 200 * 1024 * 1024, minimum=1)
+# Uploads up to this size have every row checked (the preview) inside the request; larger
+# ones in Celery (a 200 MB file takes tens of seconds), the preview page following along.
+LEADRANK_IMPORT_CHECK_INLINE_BYTES = env_int("LEADRANK_IMPORT_CHECK_INLINE_BYTES", 2 * 1024 * 1024, minimum=0)
 # Files up to this many rows are imported inside the request; larger ones in Celery.
 LEADRANK_IMPORT_INLINE_ROWS = env_int("LEADRANK_IMPORT_INLINE_ROWS", 2_000, minimum=0)
 # A running import whose worker gave no sign of life (a stored chunk) for this long is failed

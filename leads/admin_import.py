@@ -1,10 +1,12 @@
 """The admin's file import: upload → preview → confirm → progress and summary.
 
 A small admin view over the same pipeline as the CLI (:mod:`leads.services`): the upload
-is stored as an :class:`~leads.models.ImportJob`, :func:`~leads.services.preview_import`
-validates the whole file without writing, and the confirmed job runs
-:func:`leads.tasks.run_import_job` (in the request for small files, on a Celery worker
-otherwise). Every problem with a file ends as a message on the page, never a 500.
+is stored as an :class:`~leads.models.ImportJob`, :func:`leads.tasks.check_import_job`
+validates the whole file without writing and keeps the preview on the job, and the
+confirmed job runs :func:`leads.tasks.run_import_job`. Both run in the request for small
+files and on a Celery worker otherwise, so that no request parses a large file (it would
+hold a web worker, which also serves the Contract app, for as long). Every problem with a
+file ends as a message on the page, never a 500.
 
 URLs (under ``/admin/leads/importjob/``, wired by ``ImportJobAdmin.get_urls``):
 ``upload/``, ``<id>/preview/`` (GET: preview, POST: confirm or cancel), ``<id>/progress/``
@@ -34,8 +36,14 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from leads.importers import LEAD_FIELDS, ImportFileError, LeadMapping
 from leads.models import Campaign, Customer, ImportJob, ImportStatus
-from leads.services import ImportPreview, open_import, preview_import
-from leads.tasks import enqueue_import_job, run_import_job
+from leads.services import ImportPreview, open_import
+from leads.tasks import (
+    PREVIEW_ERROR_ROWS,
+    check_import_job,
+    enqueue_check,
+    enqueue_import_job,
+    run_import_job,
+)
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -49,11 +57,7 @@ MAPPING_MAX_BYTES = 1024 * 1024
 # Room for the form's other parts in a multipart body (CSRF token, customer, campaign,
 # mapping text, part headers): a body longer than file limit + this is refused unread.
 FORM_OVERHEAD_BYTES = 64 * 1024 + MAPPING_MAX_BYTES
-# Preview: rows shown "as they would be stored", and row errors listed (the rest are
-# counted; the full list is in the error report after the import).
-PREVIEW_SAMPLE_ROWS = 20
-PREVIEW_ERROR_ROWS = 300
-# The job page reloads itself this often while the job is queued or running.
+# The job pages reload themselves this often while the file is checked or imported.
 PROGRESS_REFRESH_SECONDS = 2
 
 
@@ -247,6 +251,9 @@ def _upload(
         form = ImportUploadForm(data, files, admin_site=model_admin.admin_site, too_large=too_large)
         if form.is_valid():
             job = _create_job(request, form)
+            if job is not None and job.status == ImportStatus.FAILED:  # checked here, and failed
+                messages.error(request, f"{job.original_name}: {job.message}")
+                return redirect("admin:leads_importjob_upload")
             if job is not None:
                 return redirect("admin:leads_importjob_preview", job_id=job.pk)
     else:
@@ -259,14 +266,15 @@ def _upload(
         media=model_admin.media + form.media,
         max_bytes=settings.LEADRANK_IMPORT_MAX_BYTES,
         inline_rows=settings.LEADRANK_IMPORT_INLINE_ROWS,
+        inline_check_bytes=settings.LEADRANK_IMPORT_CHECK_INLINE_BYTES,
     )
     return TemplateResponse(request, "admin/leads/import_upload.html", context)
 
 
 def _create_job(request: HttpRequest, form: ImportUploadForm) -> ImportJob | None:
     """Store the upload as a job and run the cheap whole-file checks (format, encoding,
-    columns, at least one data row); on a bad file the job is discarded and the form
-    says why."""
+    columns, at least one data row), then start the check of every row; on a bad file the
+    job is discarded and the form says why."""
     uploaded: UploadedFile[bytes] = form.cleaned_data["file"]
     customer: Customer | None = form.cleaned_data.get("customer")
     campaign: Campaign | None = form.cleaned_data.get("campaign")
@@ -274,7 +282,7 @@ def _create_job(request: HttpRequest, form: ImportUploadForm) -> ImportJob | Non
     job = ImportJob.objects.create(
         file=uploaded,
         original_name=original_name,
-        status=ImportStatus.PREVIEWED,
+        status=ImportStatus.CHECKING,
         customer=customer,
         campaign=campaign,
         mapping=form.mapping.to_json() if form.mapping != LeadMapping() else {},
@@ -290,7 +298,18 @@ def _create_job(request: HttpRequest, form: ImportUploadForm) -> ImportJob | Non
         _discard(job)
         form.add_error("file", f"{original_name}: the stored file could not be read ({exc.strerror or exc}).")
         return None
+    _start_check(job)
+    job.refresh_from_db(fields=["status", "message"])
     return job
+
+
+def _start_check(job: ImportJob) -> None:
+    """Check every row of a ``checking`` job: here for a small file (its preview is there
+    at once), on a Celery worker for a larger one (the preview page follows the check)."""
+    if job.file.size <= settings.LEADRANK_IMPORT_CHECK_INLINE_BYTES:
+        check_import_job(job.pk)
+    else:
+        transaction.on_commit(partial(enqueue_check, job.pk))
 
 
 def _check_file(job: ImportJob, mapping: LeadMapping) -> None:
@@ -326,25 +345,29 @@ def preview_view(request: HttpRequest, model_admin: ImportJobModelAdmin, job_id:
         if "cancel" in request.POST:
             return _cancel(request, job)
         return _confirm(request, job)
+    if job.status == ImportStatus.CHECKING:
+        return TemplateResponse(
+            request,
+            "admin/leads/import_checking.html",
+            _context(
+                request,
+                model_admin,
+                title=f"Checking {job.original_name}",
+                job=job,
+                refresh_seconds=PROGRESS_REFRESH_SECONDS,
+                can_import=_can_import(request, model_admin),
+            ),
+        )
     if job.status != ImportStatus.PREVIEWED:
         return redirect("admin:leads_importjob_progress", job_id=job.pk)
-    try:
-        preview = preview_import(
-            Path(job.file.path),
-            mapping=LeadMapping.from_json(job.mapping),
-            customer_id=job.customer_id,
-            campaign_id=job.campaign_id,
-            sample_rows=PREVIEW_SAMPLE_ROWS,
-            error_rows=PREVIEW_ERROR_ROWS,
-        )
-    except (ImportFileError, OSError) as exc:
-        reason = str(exc) if isinstance(exc, ImportFileError) else "the stored file could not be read."
-        _fail_preview(job, reason)
-        messages.error(request, f"{job.original_name}: {reason}")
-        return redirect("admin:leads_importjob_upload")
-    # Remembered for the confirmation: it decides between importing in the request and
-    # in the background, and gives the progress bar its 100%.
-    ImportJob.objects.filter(pk=job.pk).update(total_rows=preview.total_rows)
+    if job.preview is None:
+        # Uploaded before previews were kept on the job: check it now, as an upload is.
+        if ImportJob.objects.filter(pk=job.pk, status=ImportStatus.PREVIEWED).update(
+            status=ImportStatus.CHECKING
+        ):
+            _start_check(job)
+        return redirect("admin:leads_importjob_preview", job_id=job.pk)
+    preview = ImportPreview.from_json(job.preview)
     context = _context(
         request,
         model_admin,
@@ -377,13 +400,6 @@ def _sample_rows(preview: ImportPreview) -> list[list[str]]:
     return rows
 
 
-def _fail_preview(job: ImportJob, reason: str) -> None:
-    ImportJob.objects.filter(pk=job.pk, status=ImportStatus.PREVIEWED).update(
-        status=ImportStatus.FAILED, message=reason, finished_at=timezone.now()
-    )
-    job.file.delete(save=False)
-
-
 def _confirm(request: HttpRequest, job: ImportJob) -> HttpResponse:
     job.refresh_from_db(fields=["total_rows"])
     inline = job.total_rows is not None and job.total_rows <= settings.LEADRANK_IMPORT_INLINE_ROWS
@@ -406,9 +422,11 @@ def _confirm(request: HttpRequest, job: ImportJob) -> HttpResponse:
 
 
 def _cancel(request: HttpRequest, job: ImportJob) -> HttpResponse:
-    cancelled = ImportJob.objects.filter(pk=job.pk, status=ImportStatus.PREVIEWED).update(
-        status=ImportStatus.CANCELLED, finished_at=timezone.now(), message="Cancelled after the preview."
-    )
+    # While the file is being checked, too: the check then finds the job cancelled and
+    # stores nothing.
+    cancelled = ImportJob.objects.filter(
+        pk=job.pk, status__in=(ImportStatus.CHECKING, ImportStatus.PREVIEWED)
+    ).update(status=ImportStatus.CANCELLED, finished_at=timezone.now(), message="Cancelled before importing.")
     if cancelled:
         job.file.delete(save=False)
         messages.info(request, f"The import of {job.original_name} was cancelled; nothing was written.")
@@ -424,7 +442,7 @@ def progress_view(request: HttpRequest, model_admin: ImportJobModelAdmin, job_id
     job = get_object_or_404(ImportJob.objects.select_related("customer", "campaign", "created_by"), pk=job_id)
     if not model_admin.has_view_permission(request, job):
         raise PermissionDenied
-    if job.status == ImportStatus.PREVIEWED:
+    if job.status in (ImportStatus.CHECKING, ImportStatus.PREVIEWED):
         return redirect("admin:leads_importjob_preview", job_id=job.pk)
     active = job.status in (ImportStatus.QUEUED, ImportStatus.RUNNING)
     context = _context(
@@ -487,6 +505,7 @@ def import_urls(model_admin: ImportJobModelAdmin) -> list[URLPattern]:
 
 
 def job_url(job: ImportJob) -> str:
-    """Where a job is best looked at: its preview until confirmed, its progress page after."""
-    name = "preview" if job.status == ImportStatus.PREVIEWED else "progress"
+    """Where a job is best looked at: its check and preview until confirmed, its progress
+    page after."""
+    name = "preview" if job.status in (ImportStatus.CHECKING, ImportStatus.PREVIEWED) else "progress"
     return reverse(f"admin:leads_importjob_{name}", kwargs={"job_id": job.pk})

@@ -383,6 +383,7 @@ class ApiKey(AbstractAPIKey):
 
 
 class ImportStatus(models.TextChoices):
+    CHECKING = "checking", "Checking the file"
     PREVIEWED = "previewed", "Previewed, waiting for confirmation"
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
@@ -396,15 +397,19 @@ def import_upload_path(instance: "ImportJob", filename: str) -> str:
 
 
 class ImportJob(models.Model):
-    """One file import from the admin: uploaded, previewed, confirmed, run in the background."""
+    """One file import from the admin: uploaded, checked (the preview), confirmed, run in the
+    background."""
 
     file = models.FileField(upload_to=import_upload_path)
     original_name = models.CharField(max_length=255)
-    status = models.CharField(max_length=20, choices=ImportStatus.choices, default=ImportStatus.PREVIEWED)
+    status = models.CharField(max_length=20, choices=ImportStatus.choices, default=ImportStatus.CHECKING)
     # Defaults for rows whose file has no customer / campaign column.
     customer = models.ForeignKey(Customer, on_delete=models.SET_NULL, null=True, blank=True)
     campaign = models.ForeignKey(Campaign, on_delete=models.SET_NULL, null=True, blank=True)
     mapping = models.JSONField(default=dict, blank=True)
+    # The whole file's check (leads.services.ImportPreview.to_json), kept for the preview
+    # page: a large file is checked once, in the background, not on every page view.
+    preview = models.JSONField(null=True, blank=True)
     total_rows = models.PositiveIntegerField(null=True, blank=True)
     processed_rows = models.PositiveIntegerField(default=0)
     created_count = models.PositiveIntegerField(default=0)

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, get_args
 
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
@@ -637,6 +637,45 @@ class ImportPreview:
     rejected_rows: int
     errors: list[RowError]
 
+    def to_json(self) -> dict[str, Any]:
+        """The preview as JSON (kept on an admin import job between its check and the page)."""
+        return {
+            "header": self.header,
+            "file_format": self.file_format,
+            "sample": [
+                [value.isoformat() if isinstance(value, dt.datetime) else value for value in lead]
+                for lead in self.sample
+            ],
+            "total_rows": self.total_rows,
+            "valid_rows": self.valid_rows,
+            "rejected_rows": self.rejected_rows,
+            "errors": [[error.row, error.column, error.reason] for error in self.errors],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ImportPreview":
+        return cls(
+            header=data["header"],
+            file_format=data["file_format"],
+            sample=[
+                LeadInput._make(
+                    dt.datetime.fromisoformat(value) if name in _LEAD_INPUT_MOMENTS and value else value
+                    for name, value in zip(LeadInput._fields, values, strict=True)
+                )
+                for values in data["sample"]
+            ],
+            total_rows=data["total_rows"],
+            valid_rows=data["valid_rows"],
+            rejected_rows=data["rejected_rows"],
+            errors=[RowError(*error) for error in data["errors"]],
+        )
+
+
+# The LeadInput fields that hold a moment (ISO 8601 text in JSON).
+_LEAD_INPUT_MOMENTS = frozenset(
+    name for name, kind in LeadInput.__annotations__.items() if dt.datetime in get_args(kind)
+)
+
 
 def preview_import(
     path: Path,
@@ -646,9 +685,11 @@ def preview_import(
     campaign_id: int | None = None,
     sample_rows: int = 20,
     error_rows: int = 500,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ImportPreview:
     """Validate a whole file without writing: the first rows as they would be stored, and
-    the row errors (row, column, reason) found anywhere in it."""
+    the row errors (row, column, reason) found anywhere in it. ``on_progress`` is called
+    with the number of rows checked after each chunk."""
     table, plan = open_import(path, mapping=mapping, customer_id=customer_id, campaign_id=campaign_id)
     report = ErrorReport(keep=error_rows)
     sample: list[LeadInput] = []
@@ -666,6 +707,8 @@ def preview_import(
         valid += len(chunk.leads)
         if len(sample) < sample_rows:
             sample.extend(chunk.leads[: sample_rows - len(sample)])
+        if on_progress is not None:
+            on_progress(chunk.rows)
     return ImportPreview(
         header=table.header,
         file_format=table.format,

@@ -1,9 +1,11 @@
-"""Background work of the leads app: running a confirmed admin file import, and failing
-imports whose worker died.
+"""Background work of the leads app: checking an uploaded admin file import (its preview),
+running a confirmed one, and failing jobs whose worker died.
 
-The task is one more interface over :func:`leads.services.import_leads`: it takes the job's
-id, runs the service, and keeps the :class:`~leads.models.ImportJob` row up to date
-(progress while it runs, counts and the error report when it ends).
+The tasks are one more interface over :func:`leads.services.preview_import` and
+:func:`leads.services.import_leads`: each takes the job's id, runs the service, and keeps the
+:class:`~leads.models.ImportJob` row up to date (progress while it runs; the preview, or the
+counts and the error report, when it ends). The admin runs them in the request for small
+files.
 """
 
 import datetime as dt
@@ -25,9 +27,92 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from leads.importers import ImportFileError, LeadMapping
 from leads.models import ImportJob, ImportStatus
-from leads.services import import_leads
+from leads.services import import_leads, preview_import
 
 logger = logging.getLogger(__name__)
+
+# The preview kept on a job: rows shown "as they would be stored", and row errors listed
+# (the rest are counted; the full list is in the error report after the import).
+PREVIEW_SAMPLE_ROWS = 20
+PREVIEW_ERROR_ROWS = 300
+
+
+@shared_task(acks_late=True)
+def check_import_job(job_id: int) -> str:
+    """Check an uploaded job's whole file without writing a lead and keep the preview on the
+    job: ``checking`` → ``previewed``, or ``failed`` with the reason (and the file deleted)
+    when the file cannot be read to its end.
+
+    Only a job still ``checking`` is touched: one cancelled or deleted meanwhile is left as
+    it is, and a second delivery of the message finds the job previewed and does nothing.
+    """
+    job = ImportJob.objects.filter(pk=job_id, status=ImportStatus.CHECKING).first()
+    if job is None:
+        logger.info("import job %s is not being checked; nothing to do", job_id)
+        return "skipped"
+    checking = ImportJob.objects.filter(pk=job_id, status=ImportStatus.CHECKING)
+    checking.update(processed_rows=0, heartbeat_at=timezone.now())
+
+    def on_progress(rows_done: int) -> None:
+        checking.update(processed_rows=F("processed_rows") + rows_done, heartbeat_at=timezone.now())
+
+    try:
+        with _local_path(job.file) as path:
+            preview = preview_import(
+                path,
+                mapping=LeadMapping.from_json(job.mapping),
+                customer_id=job.customer_id,
+                campaign_id=job.campaign_id,
+                sample_rows=PREVIEW_SAMPLE_ROWS,
+                error_rows=PREVIEW_ERROR_ROWS,
+                on_progress=on_progress,
+            )
+    except ImportFileError as exc:
+        _fail_check(job_id, str(exc))
+        return ImportStatus.FAILED
+    except OSError as exc:
+        _fail_check(job_id, f"The uploaded file could not be read: {exc.strerror or exc}.")
+        return ImportStatus.FAILED
+    except Exception:
+        _fail_check(
+            job_id, "The check of the file stopped on an unexpected error (details are in the worker log)."
+        )
+        raise
+    # Remembered for the confirmation too: the row count decides between importing in the
+    # request and in the background, and gives the progress bar its 100%.
+    stored = checking.update(
+        status=ImportStatus.PREVIEWED,
+        preview=preview.to_json(),
+        total_rows=preview.total_rows,
+        processed_rows=0,
+    )
+    return ImportStatus.PREVIEWED if stored else "skipped"
+
+
+def _fail_check(job_id: int, reason: str, *, only_if: QuerySet[ImportJob] | None = None) -> int:
+    """A job whose file could not be checked: failed with the reason, its file deleted
+    (nothing was imported; the file is uploaded again once fixed). Only while the job is
+    still checking (and, with ``only_if``, still in that queryset). Returns 1 when failed."""
+    jobs = only_if if only_if is not None else ImportJob.objects.all()
+    failed = jobs.filter(pk=job_id, status=ImportStatus.CHECKING).update(
+        status=ImportStatus.FAILED, message=reason, finished_at=timezone.now()
+    )
+    if failed:
+        ImportJob.objects.get(pk=job_id).file.delete(save=False)
+    return failed
+
+
+def enqueue_check(job_id: int) -> None:
+    """Send a job's check to the workers; meant to run from ``transaction.on_commit``. When
+    the broker cannot be reached the job fails with a message instead of staying
+    "checking" forever."""
+    try:
+        check_import_job.delay(job_id)
+    except BrokerError as exc:
+        logger.exception("could not enqueue the check of import job %s", job_id)
+        _fail_check(
+            job_id, f"The background queue could not be reached ({exc}); upload the file again later."
+        )
 
 
 @shared_task(acks_late=True)
@@ -131,23 +216,30 @@ def enqueue_import_job(job_id: int) -> None:
 
 @shared_task
 def fail_stalled_imports() -> int:
-    """Beat task: fail the running jobs whose worker gave no sign of life for
-    ``LEADRANK_IMPORT_STALL_MINUTES`` (a killed or restarted worker process leaves its job
-    "running", and a redelivered message does not restart a job that is not queued).
-    Returns how many jobs were failed."""
+    """Beat task: fail the running imports and begun checks whose worker gave no sign of
+    life for ``LEADRANK_IMPORT_STALL_MINUTES`` (a killed or restarted worker process leaves
+    its job "running", and a redelivered message does not restart a job that is not
+    queued). Returns how many jobs were failed."""
     minutes: int = settings.LEADRANK_IMPORT_STALL_MINUTES
     cutoff = timezone.now() - dt.timedelta(minutes=minutes)
     stalled = ImportJob.objects.filter(status=ImportStatus.RUNNING).filter(
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
     )
-    reason = (
-        f"The import stopped: its background worker gave no sign of life for {minutes} minutes "
-        "(the worker process was probably restarted or killed)."
+    silence = (
+        f"its background worker gave no sign of life for {minutes} minutes "
+        "(the worker process was probably restarted or killed)"
     )
     failed = 0
     for job_id in stalled.values_list("pk", flat=True):
         # Only while it is still as found: a job that finished meanwhile keeps its result.
-        failed += _fail(job_id, reason, only_if=stalled)
+        failed += _fail(job_id, f"The import stopped: {silence}.", only_if=stalled)
+    # A check that began (it has a heartbeat) and went silent; one still waiting for a
+    # worker has none, as a queued import waits.
+    silent_checks = ImportJob.objects.filter(status=ImportStatus.CHECKING, heartbeat_at__lt=cutoff)
+    for job_id in silent_checks.values_list("pk", flat=True):
+        failed += _fail_check(
+            job_id, f"The check of the file stopped: {silence}. Upload the file again.", only_if=silent_checks
+        )
     if failed:
         logger.warning("failed %s stalled import job(s)", failed)
     return failed

@@ -23,7 +23,15 @@ from django_celery_beat.models import PeriodicTask
 from kombu.exceptions import OperationalError as BrokerError
 
 from leads.models import ImportJob, ImportStatus, Lead, LeadType
-from leads.tasks import _fail, enqueue_import_job, fail_stalled_imports, run_import_job
+from leads.tasks import (
+    _fail,
+    _fail_check,
+    check_import_job,
+    enqueue_check,
+    enqueue_import_job,
+    fail_stalled_imports,
+    run_import_job,
+)
 from tests.factories import CampaignFactory, CustomerFactory, LeadFactory
 
 UPLOAD_URL = reverse("admin:leads_importjob_upload")
@@ -38,6 +46,14 @@ def sent_to_broker(monkeypatch) -> list[int]:
     itself is run by calling it."""
     sent: list[int] = []
     monkeypatch.setattr(run_import_job, "delay", sent.append)
+    return sent
+
+
+@pytest.fixture(autouse=True)
+def checks_sent(monkeypatch) -> list[int]:
+    """Job ids whose check was handed to Celery (as ``sent_to_broker``, for checks)."""
+    sent: list[int] = []
+    monkeypatch.setattr(check_import_job, "delay", sent.append)
     return sent
 
 
@@ -413,6 +429,155 @@ def test_a_file_with_no_valid_row_offers_no_confirmation(admin_client, campaign)
     assert 'name="confirm"' not in page
 
 
+# --- Large files: checked in the background -------------------------------------------------
+
+
+def checking_page(client, job: ImportJob) -> str:
+    response = client.get(preview_url(job))
+    assert response.status_code == 200
+    assert response.templates[0].name == "admin/leads/import_checking.html"
+    return response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_large_upload_is_checked_in_the_background_and_its_preview_is_kept(
+    admin_client, settings, django_capture_on_commit_callbacks, campaign, checks_sent
+):
+    settings.LEADRANK_IMPORT_CHECK_INLINE_BYTES = 10  # every real file is "large"
+    content = csv_bytes(
+        [
+            ["A", campaign.customer_id, campaign.pk, "live", "Pune", "2026-11-24T08:00:00Z"],
+            ["B", campaign.customer_id, campaign.pk, "warm", "Goa", ""],
+        ]
+    )
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        job = job_from(upload(admin_client, "big.csv", content))
+    assert [(c.func, c.args) for c in callbacks] == [(enqueue_check, (job.pk,))]
+    assert checks_sent == [job.pk]
+    job.refresh_from_db()
+    assert (job.status, job.preview) == (ImportStatus.CHECKING, None)
+    page = checking_page(admin_client, job)
+    assert '<meta http-equiv="refresh"' in page
+    assert "waiting for a background worker" in page
+    assert 'name="confirm"' not in page
+    assert admin_client.get(progress_url(job)).url == preview_url(job)
+    assert admin_client.get(reverse("admin:leads_importjob_change", args=[job.pk])).url == preview_url(job)
+
+    assert check_import_job(job.pk) == ImportStatus.PREVIEWED
+
+    job.refresh_from_db()
+    assert (job.status, job.total_rows, job.processed_rows) == (ImportStatus.PREVIEWED, 2, 0)
+    assert job.heartbeat_at is not None
+    # The page shows the kept preview: the file is not read again (here it no longer could be).
+    Path(job.file.path).write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    preview = admin_client.get(preview_url(job))
+    summary = preview.context["preview"]
+    assert (summary.file_format, summary.total_rows, summary.valid_rows, summary.rejected_rows) == (
+        "csv",
+        2,
+        1,
+        1,
+    )
+    assert [(e.row, e.column) for e in summary.errors] == [(3, "lead_type")]
+    assert summary.sample[0].created_at == dt.datetime(2026, 11, 24, 8, tzinfo=dt.UTC)
+    assert preview.context["sample"][0][:2] == ["A", str(campaign.customer_id)]
+    assert "2026-11-24T08:00:00+00:00" in preview.content.decode()
+    assert check_import_job(job.pk) == "skipped"  # a redelivered message does nothing
+    assert Lead.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_background_check_counts_the_rows_it_has_checked(admin_client, settings, campaign, monkeypatch):
+    settings.LEADRANK_IMPORT_CHECK_INLINE_BYTES = 0
+    monkeypatch.setattr("leads.services.IMPORT_CHUNK_ROWS", 2)
+    content = b"external_id,lead_type\nA,live\nB,live\nC,live\n"
+    job = job_from(upload(admin_client, "l.csv", content, campaign=campaign.pk))
+
+    with CaptureQueriesContext(connection) as queries:
+        check_import_job(job.pk)
+
+    counted = [
+        int(match[1])
+        for q in queries
+        if (
+            match := re.search(
+                r'"processed_rows" = \("leads_importjob"."processed_rows" \+ (\d+)\)', q["sql"]
+            )
+        )
+    ]
+    assert counted == [2, 1]  # one atomic increment per chunk, as it is checked
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportStatus.CHECKING, processed_rows=2)
+    assert "2 rows checked so far" in checking_page(admin_client, job)
+
+
+@pytest.mark.django_db
+def test_a_file_that_breaks_in_a_background_check_fails_with_a_message_and_is_dropped(
+    admin_client, settings, campaign, media_root
+):
+    settings.LEADRANK_IMPORT_CHECK_INLINE_BYTES = 0
+    content = b"external_id,lead_type,city\nA,live,Pune\nB,live," + b"x" * 140_000 + b"\n"
+    job = job_from(upload(admin_client, "l.csv", content, campaign=campaign.pk))
+
+    assert check_import_job(job.pk) == ImportStatus.FAILED
+
+    job.refresh_from_db()
+    assert job.status == ImportStatus.FAILED
+    assert "CSV error on line 3" in job.message
+    assert stored_files(media_root) == []
+    page = admin_client.get(preview_url(job), follow=True)
+    assert page.redirect_chain[-1][0] == progress_url(job)
+    assert "CSV error on line 3" in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_cancelling_during_the_check_keeps_nothing(admin_client, settings, campaign, media_root):
+    settings.LEADRANK_IMPORT_CHECK_INLINE_BYTES = 0
+    job = job_from(upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\n", campaign=campaign.pk))
+
+    response = admin_client.post(preview_url(job), {"cancel": "1"}, follow=True)
+
+    assert "was cancelled; nothing was written" in response.content.decode()
+    assert stored_files(media_root) == []
+    assert check_import_job(job.pk) == "skipped"  # the message still in the queue
+    job.refresh_from_db()
+    assert (job.status, job.preview) == (ImportStatus.CANCELLED, None)
+
+
+@pytest.mark.django_db
+def test_a_check_that_cannot_reach_the_broker_fails_with_a_message(
+    admin_client, settings, campaign, media_root, monkeypatch, django_capture_on_commit_callbacks
+):
+    def unreachable(job_id: int) -> None:
+        raise BrokerError("Error 111 connecting to localhost:6379. Connection refused.")
+
+    monkeypatch.setattr(check_import_job, "delay", unreachable)
+    settings.LEADRANK_IMPORT_CHECK_INLINE_BYTES = 0
+
+    content = b"external_id,lead_type\nA,live\n"
+    with django_capture_on_commit_callbacks(execute=True):
+        job = job_from(upload(admin_client, "l.csv", content, campaign=campaign.pk))
+
+    job.refresh_from_db()
+    assert job.status == ImportStatus.FAILED
+    assert "background queue could not be reached" in job.message
+    assert stored_files(media_root) == []
+    page = admin_client.get(preview_url(job), follow=True).content.decode()
+    assert "background queue could not be reached" in page
+
+
+@pytest.mark.django_db
+def test_a_job_previewed_before_previews_were_kept_is_checked_when_opened(admin_client, campaign):
+    job = job_from(upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\n", campaign=campaign.pk))
+    ImportJob.objects.filter(pk=job.pk).update(preview=None)  # as migration 0011 left such a job
+
+    response = admin_client.get(preview_url(job), follow=True)
+
+    assert response.context["preview"].valid_rows == 1
+    job.refresh_from_db()
+    assert job.preview is not None
+
+
 # --- Broken files: a message, no 500, nothing written ---------------------------------------------
 
 
@@ -564,20 +729,19 @@ def test_an_oversized_file_is_refused_before_it_is_stored(admin_client, settings
 
 
 @pytest.mark.django_db
-def test_a_file_that_breaks_after_its_first_rows_fails_at_the_preview_with_a_message(
+def test_a_file_that_breaks_after_its_first_rows_fails_at_the_check_with_a_message(
     admin_client, campaign, media_root
 ):
     # Readable header and first row (the upload's quick check passes), then a CSV cell
-    # longer than the csv module accepts: found when the preview reads the whole file.
+    # longer than the csv module accepts: found when the check reads the whole file.
     content = b"external_id,lead_type,city\nA,live,Pune\nB,live," + b"x" * 140_000 + b"\n"
-    job = job_from(upload(admin_client, "l.csv", content, campaign=campaign.pk))
 
-    response = admin_client.get(preview_url(job), follow=True)
+    response = upload(admin_client, "l.csv", content, campaign=campaign.pk)
 
-    assert response.status_code == 200
-    assert response.redirect_chain[-1][0] == UPLOAD_URL
-    assert "CSV error on line 3" in response.content.decode()
-    job.refresh_from_db()
+    assert response.status_code == 302
+    assert response.url == UPLOAD_URL
+    assert "CSV error on line 3" in admin_client.get(UPLOAD_URL).content.decode()
+    job = ImportJob.objects.get()
     assert job.status == ImportStatus.FAILED
     assert "field larger than field limit" in job.message
     assert stored_files(media_root) == []
@@ -706,9 +870,10 @@ def test_every_import_url_is_wired_under_the_import_job_admin():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_file_that_breaks_after_stored_chunks_fails_saying_what_was_kept(admin_client, campaign):
-    # The preview would refuse this file; a job already queued meets the same error at run time.
+def test_a_file_that_breaks_after_stored_chunks_fails_saying_what_was_kept(admin_client, campaign, settings):
+    # The check would refuse this file; a job already queued meets the same error at run time.
     # Two chunks of 20,000 rows parse fine and are handed to the writer; the third breaks.
+    settings.LEADRANK_IMPORT_CHECK_INLINE_BYTES = 0  # the check is sent to Celery, not run
     rows = 40_500
     body = "".join(f"R{i},live,\n" for i in range(rows))
     content = f"external_id,lead_type,city\n{body}bad,live,{'x' * 140_000}\n".encode()
@@ -828,6 +993,26 @@ def test_a_running_job_without_a_sign_of_life_is_failed_with_what_was_stored(set
     ):
         assert ImportJob.objects.get(pk=untouched.pk).status == status
     assert fail_stalled_imports() == 0  # nothing left to fail
+
+
+@pytest.mark.django_db
+def test_a_check_without_a_sign_of_life_is_failed_but_one_waiting_for_a_worker_is_not(settings, media_root):
+    settings.LEADRANK_IMPORT_STALL_MINUTES = 15
+    silent = running_job(heartbeat_minutes_ago=20, status=ImportStatus.CHECKING, processed_rows=5_000)
+    waiting = running_job(heartbeat_minutes_ago=None, status=ImportStatus.CHECKING, started_minutes_ago=60)
+    alive = running_job(heartbeat_minutes_ago=1, status=ImportStatus.CHECKING)
+
+    assert fail_stalled_imports() == 1
+
+    silent.refresh_from_db()
+    assert silent.status == ImportStatus.FAILED
+    assert silent.message.startswith("The check of the file stopped: its background worker gave no sign")
+    assert "stored" not in silent.message  # a check writes no lead
+    for untouched in (waiting, alive):
+        assert ImportJob.objects.get(pk=untouched.pk).status == ImportStatus.CHECKING
+    # A check that ended between the sweep's read and its write keeps its preview.
+    ImportJob.objects.filter(pk=alive.pk).update(status=ImportStatus.PREVIEWED)
+    assert _fail_check(alive.pk, "stalled", only_if=ImportJob.objects.all()) == 0
 
 
 @pytest.mark.django_db
