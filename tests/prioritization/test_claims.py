@@ -202,6 +202,20 @@ def test_the_claimed_lead_is_always_the_one_the_brute_force_oracle_ranks_first(s
     assert LeadEvent.objects.filter(kind=EventKind.LEASE_EXPIRED).exists()
 
 
+def decay_changed_between_two_leads(make_contractor) -> tuple[int, Campaign, Lead, Lead]:
+    """A campaign whose older lead is keyed under a live decay of 20 min and whose newer
+    one, added after the policy changed to 200 min, under the new one (at T0)."""
+    customer = CustomerFactory()
+    set_policy(customer, live_decay_minutes=20)
+    campaign = all_day_campaign(customer)
+    contractor = make_contractor(campaign)
+    with time_machine.travel(T0, tick=False):
+        older = add_lead(campaign, created_at=T0 - 60 * MINUTE)  # old version: score exp(−60/20)
+        set_policy(customer, live_decay_minutes=200)
+        newer = add_lead(campaign, created_at=T0 - 40 * MINUTE)  # new version: exp(−40/200)
+    return contractor.pk, campaign, older, newer
+
+
 @pytest.mark.xfail(
     strict=True,
     reason=(
@@ -212,17 +226,11 @@ def test_the_claimed_lead_is_always_the_one_the_brute_force_oracle_ranks_first(s
 )
 @pytest.mark.django_db
 def test_a_decay_change_between_rescoring_runs_still_matches_the_oracle(make_contractor) -> None:
-    customer = CustomerFactory()
-    set_policy(customer, live_decay_minutes=20)
-    campaign = all_day_campaign(customer)
-    contractor = make_contractor(campaign)
+    contractor_id, campaign, _, newer = decay_changed_between_two_leads(make_contractor)
     with time_machine.travel(T0, tick=False):
-        add_lead(campaign, created_at=T0 - 60 * MINUTE)  # old version: score exp(−60/20)
-        set_policy(customer, live_decay_minutes=200)
-        newer = add_lead(campaign, created_at=T0 - 40 * MINUTE)  # new version: exp(−40/200)
-        expected, _ = oracle(contractor.pk, [campaign.pk], T0)
+        expected, _ = oracle(contractor_id, [campaign.pk], T0)
         assert expected == newer.pk
-        claim = claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk])
+        claim = claim_next_lead(contractor_id=contractor_id, campaign_ids=[campaign.pk])
     assert claim is not None
     assert claim.lead.pk == expected
 
@@ -231,23 +239,16 @@ def test_a_decay_change_between_rescoring_runs_still_matches_the_oracle(make_con
 def test_the_gap_after_a_decay_change_closes_with_the_rescoring_pass(make_contractor) -> None:
     # The bound of the known limitation above: once one pass has rekeyed the campaign under
     # the new decay, the claim is the oracle's first again, whatever the instant.
-    customer = CustomerFactory()
-    set_policy(customer, live_decay_minutes=20)
-    campaign = all_day_campaign(customer)
-    contractor = make_contractor(campaign)
-    with time_machine.travel(T0, tick=False):
-        older = add_lead(campaign, created_at=T0 - 60 * MINUTE)
-        set_policy(customer, live_decay_minutes=200)
-        newer = add_lead(campaign, created_at=T0 - 40 * MINUTE)
+    contractor_id, campaign, older, newer = decay_changed_between_two_leads(make_contractor)
     assert rescore_leads().rewritten == 1  # the older lead, keyed under the old decay
     for minutes in (0, 7, 90):
         now = T0 + minutes * MINUTE
         with time_machine.travel(now, tick=False):
-            expected, _ = oracle(contractor.pk, [campaign.pk], now)
-            claim = claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk])
+            expected, _ = oracle(contractor_id, [campaign.pk], now)
+            claim = claim_next_lead(contractor_id=contractor_id, campaign_ids=[campaign.pk])
         assert claim is not None
-        assert claim.lead.pk == expected == newer.pk  # 40 min at τ = 200 beats 60 min
-        release_lead(lead_id=claim.lead.pk, contractor_id=contractor.pk, now=now)
+        assert claim.lead.pk == expected == newer.pk  # 40 min at τ = 200 beats 60 min at τ = 20
+        release_lead(lead_id=claim.lead.pk, contractor_id=contractor_id, now=now)
     assert Lead.objects.get(pk=older.pk).status == QueueStatus.READY
 
 
