@@ -488,6 +488,10 @@ class ImportJobAdmin(admin.ModelAdmin[ImportJob]):
     list_select_related = ("customer", "campaign", "created_by")
     search_fields = ("original_name",)
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ImportJob]:
+        # The kept preview (up to ~100 KB a job) is for the preview page only.
+        return super().get_queryset(request).defer("preview")
+
     def get_urls(self) -> list[URLPattern]:
         # Before the defaults: "<path:object_id>/" would otherwise swallow "upload/".
         return [*import_urls(self), *super().get_urls()]
@@ -531,6 +535,7 @@ class ImportJobAdmin(admin.ModelAdmin[ImportJob]):
 
     def has_delete_permission(self, request: HttpRequest, obj: ImportJob | None = None) -> bool:
         # A running job's file is still being read (the bulk action asks this per job too).
+        # A job being checked may go: its check then finds no job and stores nothing.
         if obj is not None and obj.status in (ImportStatus.QUEUED, ImportStatus.RUNNING):
             return False
         return super().has_delete_permission(request, obj)

@@ -42,6 +42,7 @@ from leads.tasks import (
     check_import_job,
     enqueue_check,
     enqueue_import_job,
+    fail_check,
     run_import_job,
 )
 
@@ -306,7 +307,12 @@ def _create_job(request: HttpRequest, form: ImportUploadForm) -> ImportJob | Non
 def _start_check(job: ImportJob) -> None:
     """Check every row of a ``checking`` job: here for a small file (its preview is there
     at once), on a Celery worker for a larger one (the preview page follows the check)."""
-    if job.file.size <= settings.LEADRANK_IMPORT_CHECK_INLINE_BYTES:
+    try:
+        size = job.file.size
+    except OSError as exc:
+        fail_check(job.pk, f"The uploaded file could not be read: {exc.strerror or exc}.")
+        return
+    if size <= settings.LEADRANK_IMPORT_CHECK_INLINE_BYTES:
         check_import_job(job.pk)
     else:
         transaction.on_commit(partial(enqueue_check, job.pk))
@@ -406,7 +412,7 @@ def _confirm(request: HttpRequest, job: ImportJob) -> HttpResponse:
     with transaction.atomic():
         # Conditional: a double click or two staff members confirming at once import once.
         claimed = ImportJob.objects.filter(pk=job.pk, status=ImportStatus.PREVIEWED).update(
-            status=ImportStatus.QUEUED
+            status=ImportStatus.QUEUED, preview=None
         )
         if claimed and not inline:
             # Sent only once the job row says "queued" for every other connection.
@@ -426,7 +432,12 @@ def _cancel(request: HttpRequest, job: ImportJob) -> HttpResponse:
     # stores nothing.
     cancelled = ImportJob.objects.filter(
         pk=job.pk, status__in=(ImportStatus.CHECKING, ImportStatus.PREVIEWED)
-    ).update(status=ImportStatus.CANCELLED, finished_at=timezone.now(), message="Cancelled before importing.")
+    ).update(
+        status=ImportStatus.CANCELLED,
+        finished_at=timezone.now(),
+        message="Cancelled before importing.",
+        preview=None,
+    )
     if cancelled:
         job.file.delete(save=False)
         messages.info(request, f"The import of {job.original_name} was cancelled; nothing was written.")
@@ -439,7 +450,9 @@ def _cancel(request: HttpRequest, job: ImportJob) -> HttpResponse:
 
 
 def progress_view(request: HttpRequest, model_admin: ImportJobModelAdmin, job_id: int) -> HttpResponse:
-    job = get_object_or_404(ImportJob.objects.select_related("customer", "campaign", "created_by"), pk=job_id)
+    job = get_object_or_404(
+        ImportJob.objects.select_related("customer", "campaign", "created_by").defer("preview"), pk=job_id
+    )
     if not model_admin.has_view_permission(request, job):
         raise PermissionDenied
     if job.status in (ImportStatus.CHECKING, ImportStatus.PREVIEWED):

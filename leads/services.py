@@ -20,6 +20,7 @@ from typing import Any, Literal, TextIO, get_args
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
+from django.utils.text import Truncator
 
 from leads.importers import (
     LEAD_FIELDS,
@@ -637,8 +638,9 @@ class ImportPreview:
     rejected_rows: int
     errors: list[RowError]
 
-    def to_json(self) -> dict[str, Any]:
-        """The preview as JSON (kept on an admin import job between its check and the page)."""
+    def to_json(self, *, max_reason_chars: int | None = None) -> dict[str, Any]:
+        """The preview as JSON (kept on an admin import job between its check and the page),
+        each error's reason cut to ``max_reason_chars``."""
         return {
             "header": self.header,
             "file_format": self.file_format,
@@ -649,7 +651,12 @@ class ImportPreview:
             "total_rows": self.total_rows,
             "valid_rows": self.valid_rows,
             "rejected_rows": self.rejected_rows,
-            "errors": [[error.row, error.column, error.reason] for error in self.errors],
+            "errors": [
+                [error.row, error.column, Truncator(error.reason).chars(max_reason_chars)]
+                if max_reason_chars is not None
+                else [error.row, error.column, error.reason]
+                for error in self.errors
+            ],
         }
 
     @classmethod

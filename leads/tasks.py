@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 # (the rest are counted; the full list is in the error report after the import).
 PREVIEW_SAMPLE_ROWS = 20
 PREVIEW_ERROR_ROWS = 300
+# A reason quotes the rejected value, which may be a whole oversized cell: the preview keeps
+# this much of each (the error report after the import keeps all).
+PREVIEW_REASON_CHARS = 300
 
 
 @shared_task(acks_late=True)
@@ -67,38 +70,39 @@ def check_import_job(job_id: int) -> str:
                 error_rows=PREVIEW_ERROR_ROWS,
                 on_progress=on_progress,
             )
+        # Remembered for the confirmation too: the row count decides between importing in
+        # the request and in the background, and gives the progress bar its 100%.
+        stored = checking.update(
+            status=ImportStatus.PREVIEWED,
+            preview=preview.to_json(max_reason_chars=PREVIEW_REASON_CHARS),
+            total_rows=preview.total_rows,
+            processed_rows=0,
+        )
     except ImportFileError as exc:
-        _fail_check(job_id, str(exc))
+        fail_check(job_id, str(exc))
         return ImportStatus.FAILED
     except OSError as exc:
-        _fail_check(job_id, f"The uploaded file could not be read: {exc.strerror or exc}.")
+        fail_check(job_id, f"The uploaded file could not be read: {exc.strerror or exc}.")
         return ImportStatus.FAILED
     except Exception:
-        _fail_check(
+        fail_check(
             job_id, "The check of the file stopped on an unexpected error (details are in the worker log)."
         )
         raise
-    # Remembered for the confirmation too: the row count decides between importing in the
-    # request and in the background, and gives the progress bar its 100%.
-    stored = checking.update(
-        status=ImportStatus.PREVIEWED,
-        preview=preview.to_json(),
-        total_rows=preview.total_rows,
-        processed_rows=0,
-    )
     return ImportStatus.PREVIEWED if stored else "skipped"
 
 
-def _fail_check(job_id: int, reason: str, *, only_if: QuerySet[ImportJob] | None = None) -> int:
+def fail_check(job_id: int, reason: str, *, only_if: QuerySet[ImportJob] | None = None) -> int:
     """A job whose file could not be checked: failed with the reason, its file deleted
     (nothing was imported; the file is uploaded again once fixed). Only while the job is
     still checking (and, with ``only_if``, still in that queryset). Returns 1 when failed."""
     jobs = only_if if only_if is not None else ImportJob.objects.all()
     failed = jobs.filter(pk=job_id, status=ImportStatus.CHECKING).update(
-        status=ImportStatus.FAILED, message=reason, finished_at=timezone.now()
+        status=ImportStatus.FAILED, message=reason, finished_at=timezone.now(), preview=None
     )
-    if failed:
-        ImportJob.objects.get(pk=job_id).file.delete(save=False)
+    job = ImportJob.objects.filter(pk=job_id).first() if failed else None
+    if job is not None:  # (unless deleted meanwhile, which removed the file)
+        job.file.delete(save=False)
     return failed
 
 
@@ -110,9 +114,7 @@ def enqueue_check(job_id: int) -> None:
         check_import_job.delay(job_id)
     except BrokerError as exc:
         logger.exception("could not enqueue the check of import job %s", job_id)
-        _fail_check(
-            job_id, f"The background queue could not be reached ({exc}); upload the file again later."
-        )
+        fail_check(job_id, f"The background queue could not be reached ({exc}); upload the file again later.")
 
 
 @shared_task(acks_late=True)
@@ -237,7 +239,7 @@ def fail_stalled_imports() -> int:
     # worker has none, as a queued import waits.
     silent_checks = ImportJob.objects.filter(status=ImportStatus.CHECKING, heartbeat_at__lt=cutoff)
     for job_id in silent_checks.values_list("pk", flat=True):
-        failed += _fail_check(
+        failed += fail_check(
             job_id, f"The check of the file stopped: {silence}. Upload the file again.", only_if=silent_checks
         )
     if failed:

@@ -22,13 +22,14 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from kombu.exceptions import OperationalError as BrokerError
 
+from leads import tasks as tasks_module
 from leads.models import ImportJob, ImportStatus, Lead, LeadType
 from leads.tasks import (
     _fail,
-    _fail_check,
     check_import_job,
     enqueue_check,
     enqueue_import_job,
+    fail_check,
     fail_stalled_imports,
     run_import_job,
 )
@@ -545,6 +546,27 @@ def test_cancelling_during_the_check_keeps_nothing(admin_client, settings, campa
 
 
 @pytest.mark.django_db
+def test_a_job_cancelled_while_its_check_runs_stores_no_preview(
+    admin_client, settings, campaign, monkeypatch
+):
+    settings.LEADRANK_IMPORT_CHECK_INLINE_BYTES = 0
+    job = job_from(upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\n", campaign=campaign.pk))
+    real_check = tasks_module.preview_import
+
+    def cancelled_meanwhile(*args, **kwargs):
+        preview = real_check(*args, **kwargs)
+        admin_client.post(preview_url(job), {"cancel": "1"})  # the file is read by now
+        return preview
+
+    monkeypatch.setattr(tasks_module, "preview_import", cancelled_meanwhile)
+
+    assert check_import_job(job.pk) == "skipped"
+
+    job.refresh_from_db()
+    assert (job.status, job.preview) == (ImportStatus.CANCELLED, None)
+
+
+@pytest.mark.django_db
 def test_a_check_that_cannot_reach_the_broker_fails_with_a_message(
     admin_client, settings, campaign, media_root, monkeypatch, django_capture_on_commit_callbacks
 ):
@@ -567,15 +589,58 @@ def test_a_check_that_cannot_reach_the_broker_fails_with_a_message(
 
 
 @pytest.mark.django_db
-def test_a_job_previewed_before_previews_were_kept_is_checked_when_opened(admin_client, campaign):
+def test_a_job_previewed_before_previews_were_kept_is_checked_when_opened(
+    admin_client, settings, campaign, django_capture_on_commit_callbacks, checks_sent
+):
+    # As migration 0011 leaves a job that was waiting for confirmation: previewed, nothing kept.
+    small = job_from(upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\n", campaign=campaign.pk))
+    ImportJob.objects.filter(pk=small.pk).update(preview=None)
+
+    response = admin_client.get(preview_url(small), follow=True)
+
+    assert response.context["preview"].valid_rows == 1
+    small.refresh_from_db()
+    assert small.preview is not None
+
+    ImportJob.objects.filter(pk=small.pk).update(preview=None)
+    settings.LEADRANK_IMPORT_CHECK_INLINE_BYTES = 0  # now a "large" file
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.get(preview_url(small), follow=True)
+    assert response.templates[0].name == "admin/leads/import_checking.html"
+    assert checks_sent == [small.pk]
+
+
+@pytest.mark.django_db
+def test_an_old_job_whose_file_is_gone_fails_with_a_message_when_opened(admin_client, campaign):
     job = job_from(upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\n", campaign=campaign.pk))
-    ImportJob.objects.filter(pk=job.pk).update(preview=None)  # as migration 0011 left such a job
+    ImportJob.objects.filter(pk=job.pk).update(preview=None)
+    Path(job.file.path).unlink()
 
     response = admin_client.get(preview_url(job), follow=True)
 
-    assert response.context["preview"].valid_rows == 1
+    assert response.status_code == 200
+    assert response.redirect_chain[-1][0] == progress_url(job)
+    assert "The uploaded file could not be read" in response.content.decode()
     job.refresh_from_db()
-    assert job.preview is not None
+    assert job.status == ImportStatus.FAILED
+
+
+@pytest.mark.django_db
+def test_the_kept_preview_cuts_long_reasons_and_goes_once_the_job_is_confirmed(admin_client, campaign):
+    content = b"external_id,lead_type\nA,live\nB," + b"w" * 5_000 + b"\n"
+    job = job_from(upload(admin_client, "l.csv", content, campaign=campaign.pk))
+    job.refresh_from_db()
+    [[row, column, reason]] = job.preview["errors"]
+    assert (row, column) == (3, "lead_type")
+    assert len(reason) == tasks_module.PREVIEW_REASON_CHARS
+    assert reason.endswith("…")
+
+    admin_client.post(preview_url(job), {"confirm": "1"})
+
+    job.refresh_from_db()
+    assert job.status == ImportStatus.DONE
+    assert job.preview is None
+    assert "w" * 5_000 in error_report_rows(admin_client, job)[1][2]  # the report keeps all
 
 
 # --- Broken files: a message, no 500, nothing written ---------------------------------------------
@@ -1012,7 +1077,7 @@ def test_a_check_without_a_sign_of_life_is_failed_but_one_waiting_for_a_worker_i
         assert ImportJob.objects.get(pk=untouched.pk).status == ImportStatus.CHECKING
     # A check that ended between the sweep's read and its write keeps its preview.
     ImportJob.objects.filter(pk=alive.pk).update(status=ImportStatus.PREVIEWED)
-    assert _fail_check(alive.pk, "stalled", only_if=ImportJob.objects.all()) == 0
+    assert fail_check(alive.pk, "stalled", only_if=ImportJob.objects.all()) == 0
 
 
 @pytest.mark.django_db
