@@ -638,7 +638,7 @@ class ImportPreview:
     rejected_rows: int
     errors: list[RowError]
 
-    def to_json(self, *, max_reason_chars: int | None = None) -> dict[str, Any]:
+    def to_json(self, *, max_reason_chars: int) -> dict[str, Any]:
         """The preview as JSON (kept on an admin import job between its check and the page),
         each error's reason cut to ``max_reason_chars``."""
         return {
@@ -653,8 +653,6 @@ class ImportPreview:
             "rejected_rows": self.rejected_rows,
             "errors": [
                 [error.row, error.column, Truncator(error.reason).chars(max_reason_chars)]
-                if max_reason_chars is not None
-                else [error.row, error.column, error.reason]
                 for error in self.errors
             ],
         }

@@ -49,11 +49,11 @@ def check_import_job(job_id: int) -> str:
     Only a job still ``checking`` is touched: one cancelled or deleted meanwhile is left as
     it is, and a second delivery of the message finds the job previewed and does nothing.
     """
-    job = ImportJob.objects.filter(pk=job_id, status=ImportStatus.CHECKING).first()
+    checking = ImportJob.objects.filter(pk=job_id, status=ImportStatus.CHECKING)
+    job = checking.first()
     if job is None:
         logger.info("import job %s is not being checked; nothing to do", job_id)
         return "skipped"
-    checking = ImportJob.objects.filter(pk=job_id, status=ImportStatus.CHECKING)
     checking.update(processed_rows=0, heartbeat_at=timezone.now())
 
     def on_progress(rows_done: int) -> None:
