@@ -203,7 +203,8 @@ LEADRANK_IMPORT_CHECK_INLINE_BYTES = env_int("LEADRANK_IMPORT_CHECK_INLINE_BYTES
 # Files up to this many rows are imported inside the request; larger ones in Celery.
 LEADRANK_IMPORT_INLINE_ROWS = env_int("LEADRANK_IMPORT_INLINE_ROWS", 2_000, minimum=0)
 # A running import whose worker gave no sign of life (a stored chunk) for this long is failed
-# by the beat task leads.tasks.fail_stalled_imports.
+# by the beat task leads.tasks.sweep_import_jobs; a job not yet taken by a worker this long
+# after it was sent is sent again.
 LEADRANK_IMPORT_STALL_MINUTES = env_int("LEADRANK_IMPORT_STALL_MINUTES", 15, minimum=1)
 # Where the real public data sets live (demo data, simulator, model evaluation).
 LEADRANK_DATA_DIR = Path(env_str("LEADRANK_DATA_DIR", str(BASE_DIR.parent / "shared" / "data")))

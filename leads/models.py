@@ -422,9 +422,13 @@ class ImportJob(models.Model):
         "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # When its task (the check of the file, then the import once confirmed) was last sent to
+    # the workers: a job still waiting for one a stall period later is sent again
+    # (leads.tasks.sweep_import_jobs), as the broker may have lost the message.
+    sent_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     # The running job's last sign of life (its start, then every stored chunk): a job whose
-    # worker died stops renewing it and is failed by leads.tasks.fail_stalled_imports.
+    # worker died stops renewing it and is failed by leads.tasks.sweep_import_jobs.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

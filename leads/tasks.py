@@ -1,5 +1,6 @@
 """Background work of the leads app: checking an uploaded admin file import (its preview),
-running a confirmed one, and failing jobs whose worker died.
+running a confirmed one, failing jobs whose worker died and sending again those whose
+message was lost.
 
 The tasks are one more interface over :func:`leads.services.preview_import` and
 :func:`leads.services.import_leads`: each takes the job's id, runs the service, and keeps the
@@ -13,11 +14,12 @@ import io
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from django.core.files import File
 from django.db.models import F, Q, QuerySet
@@ -110,11 +112,7 @@ def enqueue_check(job_id: int) -> None:
     """Send a job's check to the workers; meant to run from ``transaction.on_commit``. When
     the broker cannot be reached the job fails with a message instead of staying
     "checking" forever."""
-    try:
-        check_import_job.delay(job_id)
-    except BrokerError as exc:
-        logger.exception("could not enqueue the check of import job %s", job_id)
-        fail_check(job_id, f"The background queue could not be reached ({exc}); upload the file again later.")
+    _send(job_id, check_import_job, fail_check)
 
 
 @shared_task(acks_late=True)
@@ -209,42 +207,76 @@ def enqueue_import_job(job_id: int) -> None:
     When the broker cannot be reached the job is marked failed with a message instead of
     staying "queued" forever (the admin page would otherwise spin without end).
     """
+    _send(job_id, run_import_job, _fail)
+
+
+def _send(job_id: int, task: Task[[int], Any], fail: Callable[[int, str], int]) -> None:
+    """Send ``task`` for the job and note when (``sent_at``), or fail the job with ``fail``
+    when the broker cannot be reached."""
+    ImportJob.objects.filter(pk=job_id).update(sent_at=timezone.now())
     try:
-        run_import_job.delay(job_id)
+        task.delay(job_id)
     except BrokerError as exc:
-        logger.exception("could not enqueue import job %s", job_id)
-        _fail(job_id, f"The background queue could not be reached ({exc}); upload the file again later.")
+        logger.exception("could not send %s for import job %s", task.name, job_id)
+        fail(job_id, f"The background queue could not be reached ({exc}); upload the file again later.")
 
 
 @shared_task
-def fail_stalled_imports() -> int:
-    """Beat task: fail the running imports and begun checks whose worker gave no sign of
-    life for ``LEADRANK_IMPORT_STALL_MINUTES`` (a killed or restarted worker process leaves
-    its job "running", and a redelivered message does not restart a job that is not
-    queued). Returns how many jobs were failed."""
+def sweep_import_jobs() -> dict[str, int]:
+    """Beat task for the jobs whose worker went quiet for ``LEADRANK_IMPORT_STALL_MINUTES``.
+
+    - A running import, or a check that began, with no sign of life for that long is
+      failed: a killed or restarted worker process leaves its job "running", and a
+      redelivered message does not restart a job that is not queued.
+    - A job still waiting for a worker that long after its task was sent (a check not
+      begun, a confirmed import still queued) is sent again: the broker may have lost the
+      message (a Redis restarted without persistence does). Starting is conditional on the
+      job's status, so whichever copy a worker takes first runs it and the others do
+      nothing; a job that waits only because the workers are busy loses nothing.
+
+    Returns how many jobs were failed and how many sent again.
+    """
     minutes: int = settings.LEADRANK_IMPORT_STALL_MINUTES
     cutoff = timezone.now() - dt.timedelta(minutes=minutes)
-    stalled = ImportJob.objects.filter(status=ImportStatus.RUNNING).filter(
-        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
-    )
     silence = (
         f"its background worker gave no sign of life for {minutes} minutes "
         "(the worker process was probably restarted or killed)"
     )
     failed = 0
+    stalled = ImportJob.objects.filter(status=ImportStatus.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    )
     for job_id in stalled.values_list("pk", flat=True):
         # Only while it is still as found: a job that finished meanwhile keeps its result.
         failed += _fail(job_id, f"The import stopped: {silence}.", only_if=stalled)
-    # A check that began (it has a heartbeat) and went silent; one still waiting for a
-    # worker has none, as a queued import waits.
     silent_checks = ImportJob.objects.filter(status=ImportStatus.CHECKING, heartbeat_at__lt=cutoff)
     for job_id in silent_checks.values_list("pk", flat=True):
         failed += fail_check(
             job_id, f"The check of the file stopped: {silence}. Upload the file again.", only_if=silent_checks
         )
+
+    # (Jobs sent before sent_at existed count from their upload.)
+    long_waiting = Q(sent_at__lt=cutoff) | Q(sent_at__isnull=True, created_at__lt=cutoff)
+    waiting = ImportJob.objects.filter(long_waiting).filter(
+        Q(status=ImportStatus.CHECKING, heartbeat_at__isnull=True) | Q(status=ImportStatus.QUEUED)
+    )
+    sent = 0
+    for job_id, status in waiting.values_list("pk", "status"):
+        if status == ImportStatus.QUEUED:
+            enqueue_import_job(job_id)
+        else:
+            enqueue_check(job_id)
+        sent += 1
     if failed:
         logger.warning("failed %s stalled import job(s)", failed)
-    return failed
+    if sent:
+        logger.warning(
+            "sent %s import job(s) to the workers again: not taken in %s minutes "
+            "(a lost message, or no worker running?)",
+            sent,
+            minutes,
+        )
+    return {"failed": failed, "sent_again": sent}
 
 
 def _fail(job_id: int, reason: str, *, only_if: QuerySet[ImportJob] | None = None) -> int:

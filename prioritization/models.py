@@ -629,6 +629,9 @@ class SimulationRun(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # When its task was last sent to the workers: a run still queued a while later is sent
+    # again (prioritization.tasks.sweep_simulation_runs), as the broker may have lost it.
+    sent_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -4,6 +4,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+# Every schedule's name starts so: the command owns the periodic tasks named so (it removes
+# those no longer declared here) and leaves any other periodic task alone.
+NAME_PREFIX = "leadrank: "
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -52,10 +56,20 @@ SCHEDULES = (
         description="Open, refresh and close alerts: SLA projected below target, empty queues asked for.",
     ),
     Schedule(
-        name="leadrank: fail stalled imports",
-        task="leads.tasks.fail_stalled_imports",
-        # A job is failed within LEADRANK_IMPORT_STALL_MINUTES plus this period of its worker's death.
+        name="leadrank: sweep import jobs",
+        task="leads.tasks.sweep_import_jobs",
+        # A job is failed within LEADRANK_IMPORT_STALL_MINUTES plus this period of its worker's
+        # death, and a lost message is sent again as long after it was sent.
         every_seconds=300,
-        description="Fail admin file imports whose background worker gave no sign of life.",
+        description=(
+            "Fail admin file imports whose background worker gave no sign of life; "
+            "send again those no worker has taken."
+        ),
+    ),
+    Schedule(
+        name="leadrank: sweep simulation runs",
+        task="prioritization.tasks.sweep_simulation_runs",
+        every_seconds=300,
+        description=("Fail policy comparisons whose worker died; send again those no worker has taken."),
     ),
 )

@@ -63,3 +63,9 @@ def run_simulation(run_id: int) -> dict[str, Any]:
     """Run a policy comparison asked for in the admin (minutes; a run is started once: a
     second delivery of the message finds it no longer queued)."""
     return {"run_id": run_id, "status": simulation_runs.execute_simulation_run(run_id=run_id)}
+
+
+@shared_task
+def sweep_simulation_runs() -> dict[str, int]:
+    """Fail comparisons running past their time limit; send again those no worker took."""
+    return simulation_runs.sweep_simulation_runs()

@@ -8,6 +8,7 @@ policy is "in force" for the comparison, and the draft is judged on the same wor
 
 import datetime as dt
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import psycopg
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import DatabaseError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -23,6 +25,7 @@ from prioritization.models import PolicyVersion, SimulationRun, SimulationStatus
 from prioritization.services import current_versions
 from prioritization.simulation.arrivals import DataError
 from prioritization.simulation.comparison import (
+    CHILD_TIMEOUT_SECONDS,
     FIFO_NAME,
     PolicyEntry,
     PolicyError,
@@ -39,6 +42,13 @@ logger = logging.getLogger(__name__)
 
 ACTIVE_NAME = "in force"
 DRAFT_NAME = "draft"
+# A run simulates three policies (FIFO, the policy in force, the draft), this many at once.
+RUN_JOBS = 2
+# The longest a run can last: its children, RUN_JOBS at a time, are each stopped after
+# CHILD_TIMEOUT_SECONDS; one still "running" past this (and a margin) lost its worker.
+RUN_TIME_BOUND = dt.timedelta(seconds=math.ceil(3 / RUN_JOBS) * CHILD_TIMEOUT_SECONDS, minutes=10)
+# A run still queued this long after it was sent is sent again.
+RESEND_AFTER = dt.timedelta(minutes=15)
 
 
 def start_simulation_run(
@@ -82,15 +92,48 @@ def start_simulation_run(
 
 
 def enqueue_simulation_run(run_id: int) -> None:
-    """Send the run to the workers (from ``on_commit``); a broker that cannot be reached
-    fails the run with a message instead of leaving it queued for ever."""
+    """Send the run to the workers (from ``on_commit``, and again by the sweep while it
+    waits); a broker that cannot be reached fails the run with a message instead of leaving
+    it queued for ever."""
     from prioritization import tasks  # tasks import the services this module uses
 
+    SimulationRun.objects.filter(pk=run_id).update(sent_at=timezone.now())
     try:
         tasks.run_simulation.delay(run_id)
     except (BrokerError, OSError) as exc:
         logger.exception("could not enqueue simulation run %s", run_id)
         _fail(run_id, f"The background queue could not be reached ({exc}); start the comparison again later.")
+
+
+def sweep_simulation_runs() -> dict[str, int]:
+    """Fail the runs still running past ``RUN_TIME_BOUND`` (their worker was killed or
+    restarted: a redelivered message does not restart a run that is not queued), and send
+    again the runs still queued ``RESEND_AFTER`` after they were sent (the broker may have
+    lost the message; starting is conditional on the status, so only one copy runs).
+    Returns how many runs were failed and how many sent again."""
+    now = timezone.now()
+    failed = SimulationRun.objects.filter(
+        status=SimulationStatus.RUNNING, started_at__lt=now - RUN_TIME_BOUND
+    ).update(
+        status=SimulationStatus.FAILED,
+        finished_at=now,
+        message=(
+            f"The simulation gave no result within {RUN_TIME_BOUND.total_seconds() / 3600:.1f} hours: "
+            "its background worker was probably restarted or killed. Start the comparison again."
+        ),
+    )
+    waiting = SimulationRun.objects.filter(status=SimulationStatus.QUEUED).filter(
+        Q(sent_at__lt=now - RESEND_AFTER) | Q(sent_at__isnull=True, created_at__lt=now - RESEND_AFTER)
+    )
+    sent = 0
+    for run_id in waiting.values_list("pk", flat=True):
+        enqueue_simulation_run(run_id)
+        sent += 1
+    if failed:
+        logger.warning("failed %s simulation run(s) past their time limit", failed)
+    if sent:
+        logger.warning("sent %s queued simulation run(s) to the workers again", sent)
+    return {"failed": failed, "sent_again": sent}
 
 
 def _fail(run_id: int, message: str) -> None:
@@ -123,7 +166,7 @@ def execute_simulation_run(*, run_id: int) -> str:
         )
         active = PolicyEntry(ACTIVE_NAME, dict(run.active))
         entries = [fifo_entry(active), active, PolicyEntry(DRAFT_NAME, dict(run.draft))]
-        comparison = compare_policies(options=options, entries=entries)
+        comparison = compare_policies(options=options, entries=entries, jobs=RUN_JOBS)
         chart = render_chart(
             comparison.policies, sla_target=options.sla_target, sla_minutes=options.sla_minutes
         )

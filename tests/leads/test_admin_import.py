@@ -30,8 +30,8 @@ from leads.tasks import (
     enqueue_check,
     enqueue_import_job,
     fail_check,
-    fail_stalled_imports,
     run_import_job,
+    sweep_import_jobs,
 )
 from tests.factories import CampaignFactory, CustomerFactory, LeadFactory
 
@@ -460,7 +460,7 @@ def test_a_large_upload_is_checked_in_the_background_and_its_preview_is_kept(
     assert (job.status, job.preview) == (ImportStatus.CHECKING, None)
     page = checking_page(admin_client, job)
     assert '<meta http-equiv="refresh"' in page
-    assert "waiting for a background worker" in page
+    assert "waiting for a background worker (sent to the queue 0\xa0minutes ago)" in page
     assert 'name="confirm"' not in page
     assert admin_client.get(progress_url(job)).url == preview_url(job)
     assert admin_client.get(reverse("admin:leads_importjob_change", args=[job.pk])).url == preview_url(job)
@@ -1042,7 +1042,7 @@ def test_a_running_job_without_a_sign_of_life_is_failed_with_what_was_stored(set
     long_queued = running_job(heartbeat_minutes_ago=None, status=ImportStatus.QUEUED, started_minutes_ago=60)
     done = running_job(heartbeat_minutes_ago=60, status=ImportStatus.DONE)
 
-    assert fail_stalled_imports() == 2
+    assert sweep_import_jobs() == {"failed": 2, "sent_again": 0}
 
     stalled.refresh_from_db()
     assert stalled.status == ImportStatus.FAILED
@@ -1057,7 +1057,7 @@ def test_a_running_job_without_a_sign_of_life_is_failed_with_what_was_stored(set
         (done, ImportStatus.DONE),
     ):
         assert ImportJob.objects.get(pk=untouched.pk).status == status
-    assert fail_stalled_imports() == 0  # nothing left to fail
+    assert sweep_import_jobs() == {"failed": 0, "sent_again": 0}  # nothing left to fail
 
 
 @pytest.mark.django_db
@@ -1067,7 +1067,7 @@ def test_a_check_without_a_sign_of_life_is_failed_but_one_waiting_for_a_worker_i
     waiting = running_job(heartbeat_minutes_ago=None, status=ImportStatus.CHECKING, started_minutes_ago=60)
     alive = running_job(heartbeat_minutes_ago=1, status=ImportStatus.CHECKING)
 
-    assert fail_stalled_imports() == 1
+    assert sweep_import_jobs()["failed"] == 1
 
     silent.refresh_from_db()
     assert silent.status == ImportStatus.FAILED
@@ -1094,8 +1094,95 @@ def test_a_job_that_finished_meanwhile_keeps_its_result(settings):
 
 
 @pytest.mark.django_db
-def test_the_stalled_import_sweep_is_a_periodic_task():
+def test_a_job_no_worker_took_is_sent_again_and_one_sent_lately_is_not(settings, sent_to_broker, checks_sent):
+    # Redis without persistence loses its queued messages when it restarts: without a second
+    # send such a job would wait for ever.
+    settings.LEADRANK_IMPORT_STALL_MINUTES = 15
+    now = timezone.now()
+
+    def ago(minutes: float) -> dt.datetime:
+        return now - dt.timedelta(minutes=minutes)
+
+    lost_import = running_job(heartbeat_minutes_ago=None, status=ImportStatus.QUEUED, sent_at=ago(20))
+    lost_check = running_job(heartbeat_minutes_ago=None, status=ImportStatus.CHECKING, sent_at=ago(20))
+    # Sent before sent_at was recorded: counted from its upload.
+    old_check = running_job(heartbeat_minutes_ago=None, status=ImportStatus.CHECKING, created_at=ago(60))
+    recent_import = running_job(heartbeat_minutes_ago=None, status=ImportStatus.QUEUED, sent_at=ago(5))
+    begun_check = running_job(heartbeat_minutes_ago=1, status=ImportStatus.CHECKING, sent_at=ago(20))
+    previewed = running_job(heartbeat_minutes_ago=None, status=ImportStatus.PREVIEWED, sent_at=ago(20))
+
+    assert sweep_import_jobs() == {"failed": 0, "sent_again": 3}
+
+    assert sent_to_broker == [lost_import.pk]
+    assert sorted(checks_sent) == sorted([lost_check.pk, old_check.pk])
+    for job in (lost_import, lost_check, old_check):
+        job.refresh_from_db()
+        assert job.sent_at >= now
+        assert job.status in (ImportStatus.QUEUED, ImportStatus.CHECKING)
+    assert ImportJob.objects.get(pk=recent_import.pk).sent_at == ago(5)
+    for untouched in (begun_check, previewed):
+        assert ImportJob.objects.get(pk=untouched.pk).sent_at == ago(20)
+    # Sent again just now: the next sweep leaves them alone.
+    assert sweep_import_jobs() == {"failed": 0, "sent_again": 0}
+
+
+@pytest.mark.django_db
+def test_both_copies_of_a_job_sent_again_import_it_once(settings, admin_client, campaign):
+    settings.LEADRANK_IMPORT_STALL_MINUTES = 15
+    job = job_from(
+        upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\nB,live\n", campaign=campaign.pk)
+    )
+    admin_client.get(preview_url(job))
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=ImportStatus.QUEUED, sent_at=timezone.now() - dt.timedelta(minutes=30)
+    )
+    assert sweep_import_jobs()["sent_again"] == 1
+
+    first, second = run_import_job(job.pk), run_import_job(job.pk)
+
+    assert first["status"] == ImportStatus.DONE
+    assert second == {"job_id": job.pk, "status": "skipped"}
+    assert Lead.objects.filter(campaign=campaign).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_job_sent_again_while_the_broker_is_down_fails_with_a_message(settings, monkeypatch):
+    settings.LEADRANK_IMPORT_STALL_MINUTES = 15
+
+    def unreachable(job_id: int) -> None:
+        raise BrokerError("Error 111 connecting to localhost:6379. Connection refused.")
+
+    monkeypatch.setattr(run_import_job, "delay", unreachable)
+    job = running_job(
+        heartbeat_minutes_ago=None,
+        status=ImportStatus.QUEUED,
+        sent_at=timezone.now() - dt.timedelta(minutes=20),
+    )
+
+    assert sweep_import_jobs()["sent_again"] == 1
+
+    job.refresh_from_db()
+    assert job.status == ImportStatus.FAILED
+    assert "The background queue could not be reached (Error 111" in job.message
+
+
+@pytest.mark.django_db
+def test_sending_a_job_notes_when_and_its_page_shows_it(admin_client, campaign, sent_to_broker):
+    job = ImportJob.objects.create(original_name="l.csv", campaign=campaign, status=ImportStatus.QUEUED)
+    before = timezone.now()
+
+    enqueue_import_job(job.pk)
+
+    job.refresh_from_db()
+    assert sent_to_broker == [job.pk]
+    assert job.sent_at >= before
+    page = admin_client.get(progress_url(job)).content.decode()
+    assert 'Sent to the workers</th><td class="sent-at">' in page
+
+
+@pytest.mark.django_db
+def test_the_import_job_sweep_is_a_periodic_task():
     call_command("setup_periodic_tasks")
-    task = PeriodicTask.objects.get(task="leads.tasks.fail_stalled_imports")
+    task = PeriodicTask.objects.get(task="leads.tasks.sweep_import_jobs")
     assert task.enabled
     assert (task.interval.every, task.interval.period) == (300, "seconds")

@@ -1,6 +1,7 @@
 """Rescoring after policy changes, the beat tasks, and the schedule command."""
 
 import datetime as dt
+import io
 import threading
 
 import pytest
@@ -8,11 +9,11 @@ import time_machine
 from django.core.management import call_command
 from django.db import DataError, connection
 from django.db.backends.signals import connection_created
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from leads.models import Campaign, Lead, QueueStatus
 from prioritization import services, tasks
-from prioritization.schedules import SCHEDULES
+from prioritization.schedules import NAME_PREFIX, SCHEDULES
 from prioritization.services import (
     RESCORE_LOCK_KEY,
     claim_next_lead,
@@ -254,3 +255,22 @@ def test_setup_periodic_tasks_is_idempotent() -> None:
         for t in PeriodicTask.objects.all()
     }
     assert second == first
+
+
+@pytest.mark.django_db
+def test_setup_periodic_tasks_removes_its_retired_schedules_and_keeps_others() -> None:
+    every_minute, _ = IntervalSchedule.objects.get_or_create(every=60, period=IntervalSchedule.SECONDS)
+    # A schedule an earlier release declared, and one staff added by hand.
+    PeriodicTask.objects.create(
+        name="leadrank: fail stalled imports", task="leads.tasks.fail_stalled_imports", interval=every_minute
+    )
+    PeriodicTask.objects.create(name="nightly report", task="reports.nightly", interval=every_minute)
+    out = io.StringIO()
+
+    call_command("setup_periodic_tasks", stdout=out)
+
+    names = set(PeriodicTask.objects.values_list("name", flat=True))
+    assert "leadrank: fail stalled imports" not in names
+    assert names >= {schedule.name for schedule in SCHEDULES} | {"nightly report"}
+    assert "Removed 1 retired: leadrank: fail stalled imports." in out.getvalue()
+    assert all(schedule.name.startswith(NAME_PREFIX) for schedule in SCHEDULES)

@@ -2,6 +2,7 @@
 enqueued on commit, the Celery task called directly (no eager mode), the table and the
 chart when it is done, and failures shown as admin messages."""
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from leads.models import Customer
@@ -22,6 +24,7 @@ from prioritization.models import (
     version_values,
 )
 from prioritization.scoring import FIFO
+from prioritization.simulation.runs import RESEND_AFTER, RUN_TIME_BOUND
 from tests.factories import CustomerFactory
 from tests.prioritization.conftest import set_policy
 from tests.prioritization.simulation_builders import write_data_dir
@@ -89,9 +92,12 @@ def test_starting_a_comparison_records_the_run_and_enqueues_it_on_commit(
     assert response.status_code == 302
     assert response["Location"] == run_url(run)
     assert sent == []  # nothing leaves before the commit
+    assert run.sent_at is None
     for callback in callbacks:
         callback()
     assert sent == [run.pk]
+    run.refresh_from_db()
+    assert run.sent_at is not None  # when the sweep sends it again if no worker takes it
     assert run.status == SimulationStatus.QUEUED
     assert run.customer == customer
     assert run.created_by is not None
@@ -217,6 +223,48 @@ def test_fifo_in_the_comparison_keeps_the_rules_of_the_policy_in_force(
     assert seen["FIFO"]["ordering"] == FIFO
     assert (seen["FIFO"]["reschedule_limit"], seen["FIFO"]["lease_seconds"]) == (1, 300)
     assert seen["in force"]["ordering"] != FIFO
+
+
+def test_the_sweep_fails_runs_whose_worker_died_and_sends_again_those_no_worker_took(
+    sent: list[int],
+) -> None:
+    now = timezone.now()
+    customer = CustomerFactory()
+
+    def run(status: str, **times: dt.timedelta) -> SimulationRun:
+        return SimulationRun.objects.create(
+            customer=customer, status=status, **{field: now - ago for field, ago in times.items()}
+        )
+
+    dead = run(SimulationStatus.RUNNING, started_at=RUN_TIME_BOUND + dt.timedelta(minutes=1))
+    slow = run(SimulationStatus.RUNNING, started_at=RUN_TIME_BOUND - dt.timedelta(minutes=1))
+    lost = run(SimulationStatus.QUEUED, sent_at=RESEND_AFTER + dt.timedelta(minutes=1))
+    never_sent = run(SimulationStatus.QUEUED, created_at=RESEND_AFTER + dt.timedelta(minutes=1))
+    waiting = run(SimulationStatus.QUEUED, sent_at=RESEND_AFTER - dt.timedelta(minutes=1))
+    done = run(SimulationStatus.DONE, started_at=RUN_TIME_BOUND * 2)
+
+    assert tasks.sweep_simulation_runs() == {"failed": 1, "sent_again": 2}
+
+    dead.refresh_from_db()
+    assert dead.status == SimulationStatus.FAILED
+    assert dead.finished_at is not None
+    assert "no result within 2.2 hours" in dead.message
+    assert sorted(sent) == sorted([lost.pk, never_sent.pk])
+    for again in (lost, never_sent):
+        again.refresh_from_db()
+        assert again.status == SimulationStatus.QUEUED
+        assert again.sent_at >= now
+    for untouched, status in (
+        (slow, SimulationStatus.RUNNING),
+        (waiting, SimulationStatus.QUEUED),
+        (done, SimulationStatus.DONE),
+    ):
+        assert SimulationRun.objects.get(pk=untouched.pk).status == status
+    assert tasks.sweep_simulation_runs() == {"failed": 0, "sent_again": 0}
+    # Whichever copy of a message sent twice a worker takes first runs it; the other finds
+    # it no longer queued.
+    SimulationRun.objects.filter(pk=lost.pk).update(status=SimulationStatus.RUNNING)
+    assert tasks.run_simulation(lost.pk)["status"] == "skipped"
 
 
 def test_runs_are_read_only_records(admin_client: Client) -> None:
