@@ -142,7 +142,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["leads.parsers.StrictJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "leads.pagination.ListPagination",
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "leads.api_errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -211,7 +211,7 @@ LEADRANK_DATA_DIR = Path(env_str("LEADRANK_DATA_DIR", str(BASE_DIR.parent / "sha
 
 # --- Learned models (prioritization.training) ----------------------------------------------
 # Outcomes of leads created this many days back train the models.
-LEADRANK_TRAINING_WINDOW_DAYS = env_int("LEADRANK_TRAINING_WINDOW_DAYS", 365, minimum=1)
+LEADRANK_TRAINING_WINDOW_DAYS = env_int("LEADRANK_TRAINING_WINDOW_DAYS", 365, minimum=1, maximum=36_500)
 # How often beat trains them (setup_periodic_tasks); the admin's "Train now" any time.
 LEADRANK_TRAINING_EVERY_HOURS = env_int("LEADRANK_TRAINING_EVERY_HOURS", 24, minimum=1)
 

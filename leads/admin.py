@@ -8,7 +8,7 @@ so that the queue state follows them, exactly as a PATCH from the Contract app.
 """
 
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
@@ -23,7 +23,9 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from leads.admin_import import import_urls, job_url
+from leads.admin_widgets import PostedIdAutocompleteSelect
 from leads.authentication import forget_verified_keys
+from leads.ids import parse_id
 from leads.importers import TIMESTAMP_RANGE_ERROR, timestamp_in_range
 from leads.models import (
     ApiKey,
@@ -38,14 +40,12 @@ from leads.models import (
     QueueStatus,
 )
 from leads.services import LeadConflict, update_lead
+from prioritization.models import Alert, ModelVersion, PolicyVersion
 
 # The library's own APIKey model is not what authenticates requests here (leads.ApiKey
 # is, with scope and customer); listing it would invite creating keys that never work.
 if admin.site.is_registered(APIKey):
     admin.site.unregister(APIKey)
-
-PG_BIGINT_MAX = 2**63 - 1
-
 
 # --- Large tables ---------------------------------------------------------------------------
 
@@ -96,22 +96,64 @@ def _exact_search(queryset: QuerySet[Any], term: str, *, text_field: str | None)
     """Rows whose primary key or ``text_field`` equals the term: index lookups, never the
     ILIKE scans of the admin's default search."""
     condition = Q(**{text_field: term}) if text_field else Q()
-    if term.isdigit() and int(term) <= PG_BIGINT_MAX:
-        condition |= Q(pk=int(term))
+    pk = parse_id(term)
+    if pk is not None:
+        condition |= Q(pk=pk)
     return queryset.filter(condition) if condition else queryset.none()
+
+
+_M = TypeVar("_M", bound=models.Model)
+
+
+class CascadesToRecordsAdmin(admin.ModelAdmin[_M]):
+    """An admin whose objects take read-only records with them when deleted.
+
+    The records' own admins refuse to delete them (history the engine writes), and Django's
+    delete page reads that as "your account doesn't have permission to delete" even for a
+    superuser, so the parent could never be deleted. The records go only along with their
+    parent: whoever may delete the parent may delete them. Anything else the deletion
+    reaches keeps Django's checks (permissions, protected rows).
+    """
+
+    cascade_records: ClassVar[tuple[type[models.Model], ...]] = ()
+
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        for model in self.cascade_records:
+            perms_needed.discard(str(model._meta.verbose_name))
+        return deleted, counts, perms_needed, protected
+
+
+class PostedIdAutocompleteAdmin(admin.ModelAdmin[_M]):
+    """Autocomplete fields that redisplay a posted value that is no id instead of failing
+    (:class:`~leads.admin_widgets.PostedIdAutocompleteSelect`)."""
+
+    def formfield_for_foreignkey(
+        self, db_field: models.ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> forms.ModelChoiceField[Any] | None:
+        if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):
+            kwargs["widget"] = PostedIdAutocompleteSelect(
+                db_field, self.admin_site, using=kwargs.get("using")
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 # --- Customers, campaigns, contractors ---------------------------------------------------------
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin[Customer]):
+class CustomerAdmin(CascadesToRecordsAdmin[Customer]):
     list_display = ("name", "id", "pricing_plan", "campaign_count", "created_at")
     # The alert webhook URL: a URL typed without a scheme is https (Django 6's default).
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_filter = ("pricing_plan",)
     search_fields = ("name",)
     ordering = ("name",)
+    # Its policy's versions, its learned models, its alerts. Its policy is not a record:
+    # deleting it takes the permission to delete policies.
+    cascade_records = (PolicyVersion, ModelVersion, Alert)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Customer]:
         return super().get_queryset(request).annotate(campaign_count=Count("campaigns"))
@@ -122,7 +164,7 @@ class CustomerAdmin(admin.ModelAdmin[Customer]):
 
 
 @admin.register(Campaign)
-class CampaignAdmin(admin.ModelAdmin[Campaign]):
+class CampaignAdmin(CascadesToRecordsAdmin[Campaign], PostedIdAutocompleteAdmin[Campaign]):
     list_display = (
         "name",
         "id",
@@ -137,6 +179,7 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
     list_select_related = ("customer",)
     search_fields = ("name", "customer__name")
     autocomplete_fields = ("customer",)
+    cascade_records = (Alert,)  # its empty-queue alerts
 
 
 @admin.register(Contractor)
@@ -172,16 +215,17 @@ class CampaignOfCustomerFilter(admin.SimpleListFilter):
     parameter_name = "campaign"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        customer_id = request.GET.get("customer__id__exact", "")
-        if not customer_id.isdigit():
+        customer_id = parse_id(request.GET.get("customer__id__exact"))
+        if customer_id is None:
             return []
-        campaigns = Campaign.objects.filter(customer_id=int(customer_id)).order_by("name")
+        campaigns = Campaign.objects.filter(customer_id=customer_id).order_by("name")
         return [(str(pk), name) for pk, name in campaigns.values_list("pk", "name")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        if value and value.isdigit():
-            return queryset.filter(campaign_id=int(value))
+        # Any campaign id, listed or not (a link may name a campaign without its customer).
+        campaign_id = parse_id(self.value())
+        if campaign_id is not None:
+            return queryset.filter(campaign_id=campaign_id)
         return queryset
 
 
@@ -283,7 +327,7 @@ class LeadAdminForm(forms.ModelForm[Lead]):
 
 
 @admin.register(Lead)
-class LeadAdmin(admin.ModelAdmin[Lead]):
+class LeadAdmin(PostedIdAutocompleteAdmin[Lead]):
     form = LeadAdminForm
     list_display = (
         "id",
@@ -327,6 +371,11 @@ class LeadAdmin(admin.ModelAdmin[Lead]):
         ("Engine (read-only)", {"fields": LEAD_ENGINE_FIELDS}),
     )
     readonly_fields = ("external_id", "customer", "created_at", *LEAD_ENGINE_FIELDS)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Lead | None = None) -> bool:
+        # A lead leaves the queue by being withdrawn (closed); deleting it would take its
+        # history and the decision log that explains who was handed it, and why.
+        return False
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Lead], search_term: str
@@ -390,9 +439,10 @@ class LeadEventAdmin(admin.ModelAdmin[LeadEvent]):
         term = search_term.strip()
         if not term:
             return queryset, False
-        if not (term.isdigit() and int(term) <= PG_BIGINT_MAX):
+        lead_id = parse_id(term)
+        if lead_id is None:
             return queryset.none(), False
-        return queryset.filter(lead_id=int(term)), False
+        return queryset.filter(lead_id=lead_id), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -426,7 +476,7 @@ class ApiKeyAdminForm(forms.ModelForm[ApiKey]):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(APIKeyModelAdmin):
+class ApiKeyAdmin(PostedIdAutocompleteAdmin[ApiKey], APIKeyModelAdmin):
     """Create (the key is shown once, in a message) and revoke keys; keys are stored hashed."""
 
     form = ApiKeyAdminForm

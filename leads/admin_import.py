@@ -21,7 +21,6 @@ from typing import IO, TYPE_CHECKING, Any
 from django import forms
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
@@ -34,6 +33,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
+from leads.admin_widgets import PostedIdAutocompleteSelect
 from leads.importers import LEAD_FIELDS, ImportFileError, LeadMapping
 from leads.models import Campaign, Customer, ImportJob, ImportStatus
 from leads.services import ImportPreview, open_import
@@ -53,8 +53,9 @@ if TYPE_CHECKING:
 else:
     ImportJobModelAdmin = Any
 
-# A mapping is a few hundred bytes; anything near this is not a mapping.
-MAPPING_MAX_BYTES = 1024 * 1024
+# A mapping is a few hundred bytes; anything near this is not a mapping (and JSON this
+# long could nest deeper than the decoder's recursion limit).
+MAPPING_MAX_BYTES = 64 * 1024
 # Room for the form's other parts in a multipart body (CSRF token, customer, campaign,
 # mapping text, part headers): a body longer than file limit + this is refused unread.
 FORM_OVERHEAD_BYTES = 64 * 1024 + MAPPING_MAX_BYTES
@@ -161,7 +162,7 @@ class ImportUploadForm(forms.Form):
         for name in ("customer", "campaign"):
             field = self.fields[name]
             assert isinstance(field, forms.ModelChoiceField)
-            field.widget = AutocompleteSelect(ImportJob._meta.get_field(name), admin_site)
+            field.widget = PostedIdAutocompleteSelect(ImportJob._meta.get_field(name), admin_site)
             field.widget.choices = field.choices
 
     def clean_file(self) -> UploadedFile[bytes] | None:
@@ -191,7 +192,9 @@ class ImportUploadForm(forms.Form):
             return cleaned
         if mapping_file is not None:
             if (mapping_file.size or 0) > MAPPING_MAX_BYTES:
-                self.add_error("mapping_file", "This file is too large to be a mapping.")
+                self.add_error(
+                    "mapping_file", f"This file is too large to be a mapping ({_mapping_limit()})."
+                )
                 return cleaned
             try:
                 text = mapping_file.read().decode("utf-8-sig")
@@ -200,16 +203,26 @@ class ImportUploadForm(forms.Form):
                 return cleaned
         if text:
             field = "mapping_file" if mapping_file is not None else "mapping_text"
+            if len(text.encode("utf-8", "surrogatepass")) > MAPPING_MAX_BYTES:
+                self.add_error(field, f"This is too long to be a mapping ({_mapping_limit()}).")
+                return cleaned
             try:
                 data = json.loads(text)
             except ValueError as exc:
                 self.add_error(field, f"The mapping is not valid JSON: {exc}.")
+                return cleaned
+            except RecursionError:  # brackets nested deeper than the decoder can follow
+                self.add_error(field, "The mapping is not valid JSON: it is nested too deeply.")
                 return cleaned
             try:
                 self.mapping = LeadMapping.from_json(data)
             except ImportFileError as exc:
                 self.add_error(field, f"The mapping is not usable: {exc}")
         return cleaned
+
+
+def _mapping_limit() -> str:
+    return f"a mapping is at most {filesizeformat(MAPPING_MAX_BYTES)}"
 
 
 def _can_import(request: HttpRequest, model_admin: ImportJobModelAdmin) -> bool:
@@ -367,9 +380,17 @@ def preview_view(request: HttpRequest, model_admin: ImportJobModelAdmin, job_id:
     if job.status != ImportStatus.PREVIEWED:
         return redirect("admin:leads_importjob_progress", job_id=job.pk)
     if job.preview is None:
-        # Uploaded before previews were kept on the job: check it now, as an upload is.
+        # Uploaded before previews were kept on the job: check it now, as an upload is. That
+        # changes the job (and reads the whole file), so only for someone who may import it.
+        if not _can_import(request, model_admin):
+            messages.warning(
+                request,
+                f"The preview of {job.original_name} must be checked again by someone who can "
+                "import leads; nothing was changed.",
+            )
+            return redirect("admin:leads_importjob_changelist")
         if ImportJob.objects.filter(pk=job.pk, status=ImportStatus.PREVIEWED).update(
-            status=ImportStatus.CHECKING
+            status=ImportStatus.CHECKING, heartbeat_at=None
         ):
             _start_check(job)
         return redirect("admin:leads_importjob_preview", job_id=job.pk)

@@ -9,9 +9,10 @@ from typing import Any
 from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,7 +21,14 @@ from rest_framework.views import APIView
 from leads import services
 from leads.api_errors import FIELD_ERRORS_SCHEMA, error_responses
 from leads.authentication import request_customer_id
-from leads.importers import LEAD_FIELDS, TIMESTAMP_RANGE_ERROR, timestamp_in_range
+from leads.ids import MAX_ID, parse_id
+from leads.importers import (
+    LEAD_FIELDS,
+    TIMESTAMP_RANGE_ERROR,
+    future_activity_error,
+    latest_activity_for,
+    timestamp_in_range,
+)
 from leads.models import (
     DEFAULT_CALLING_END,
     DEFAULT_CALLING_START,
@@ -79,6 +87,33 @@ class LeadOutputSerializer(serializers.ModelSerializer[Lead]):
         # building 24 DRF field objects per call. The declared fields still describe the
         # shape for OpenAPI, and a test checks both give the same output.
         return {name: _render(getattr(instance, name)) for name in self.Meta.fields}
+
+
+class IdField(serializers.IntegerField):
+    """A positive id that fits PostgreSQL's bigint."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=1, max_value=MAX_ID, **kwargs)
+
+
+class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField[Any]):
+    """A related object's id given as an integer (or a string of digits). DRF's own field
+    hands the value to the ORM, which looks up 1.7 as 1 (another object) and fails in the
+    query on a number past bigint."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, bool) or not isinstance(data, int | str):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        if isinstance(data, str):
+            if not (data.isascii() and data.isdigit()):
+                self.fail("incorrect_type", data_type="str")
+            parsed = parse_id(data)
+            if parsed is None:
+                self.fail("does_not_exist", pk_value=data)
+            data = parsed
+        if not 1 <= data <= MAX_ID:
+            self.fail("does_not_exist", pk_value=data)
+        return super().to_internal_value(data)
 
 
 class TimestampField(serializers.DateTimeField):
@@ -149,7 +184,7 @@ class LeadPagination(CursorPagination):
         cursor = super().decode_cursor(request)
         if cursor is not None and cursor.position is not None:
             position = str(cursor.position)  # the decoded text (the stubs say int)
-            if not (position.isdigit() and len(position) <= 18):
+            if parse_id(position) is None:
                 raise NotFound(self.invalid_cursor_message)
         return cursor
 
@@ -263,8 +298,8 @@ class LeadCollectionView(APIView):
 
 
 class _LeadFilterSerializer(serializers.Serializer[Any]):
-    customer_id = serializers.IntegerField(required=False, min_value=1)
-    campaign_id = serializers.IntegerField(required=False, min_value=1)
+    customer_id = IdField(required=False)
+    campaign_id = IdField(required=False)
     external_id = serializers.CharField(required=False, max_length=200)
     status = serializers.ChoiceField(required=False, choices=["waiting", "ready", "held", "closed"])
 
@@ -279,6 +314,11 @@ class LeadPatchSerializer(serializers.Serializer[Any]):
     stage = serializers.CharField(required=False, allow_blank=True, max_length=200)
     last_activity = TimestampField(required=False, allow_null=True)
     pricing_plan = serializers.ChoiceField(choices=PricingPlan.choices, required=False)
+
+    def validate_last_activity(self, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value > latest_activity_for(timezone.now()):
+            raise ValidationError(future_activity_error(self.initial_data.get("last_activity")))
+        return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = set(self.initial_data) - set(self.fields)
@@ -348,7 +388,7 @@ class CustomerDetailView(generics.RetrieveAPIView[Customer]):
 
 
 class CampaignSerializer(serializers.ModelSerializer[Campaign]):
-    customer_id = serializers.PrimaryKeyRelatedField(source="customer", queryset=Customer.objects.all())
+    customer_id = StrictPrimaryKeyRelatedField(source="customer", queryset=Customer.objects.all())
     calling_days = serializers.ListField(
         child=serializers.IntegerField(min_value=0, max_value=6), required=False, allow_empty=False
     )
@@ -367,6 +407,21 @@ class CampaignSerializer(serializers.ModelSerializer[Campaign]):
             "created_at",
         ]
         read_only_fields = ["id", "created_at"]
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        fields = super().get_fields()
+        request = self.context.get("request")
+        customer_id = request_customer_id(request) if request is not None else None
+        if customer_id is not None:
+            # An ingest key names its own customer, and learns nothing of which others exist.
+            fields["customer_id"] = StrictPrimaryKeyRelatedField(
+                source="customer",
+                queryset=Customer.objects.filter(pk=customer_id),
+                error_messages={
+                    "does_not_exist": f"This API key may only manage campaigns of customer {customer_id}."
+                },
+            )
+        return fields
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # A bound left out is the stored one, or the model's default on create: sending only
@@ -399,12 +454,6 @@ class CampaignListView(generics.ListCreateAPIView[Campaign]):
         customer_id = request_customer_id(self.request)
         return queryset if customer_id is None else queryset.filter(customer_id=customer_id)
 
-    def perform_create(self, serializer: serializers.BaseSerializer[Campaign]) -> None:
-        customer_id = request_customer_id(self.request)
-        if customer_id is not None and serializer.validated_data["customer"].pk != customer_id:
-            raise PermissionDenied(f"This API key may only manage campaigns of customer {customer_id}.")
-        serializer.save()
-
 
 class CampaignDetailView(generics.RetrieveAPIView[Campaign]):
     serializer_class = CampaignSerializer
@@ -416,7 +465,7 @@ class CampaignDetailView(generics.RetrieveAPIView[Campaign]):
 
 
 class ContractorSerializer(serializers.ModelSerializer[Contractor]):
-    campaign_ids = serializers.PrimaryKeyRelatedField(
+    campaign_ids = StrictPrimaryKeyRelatedField(
         source="campaigns", many=True, queryset=Campaign.objects.all(), required=False
     )
 

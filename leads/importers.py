@@ -9,6 +9,7 @@ database and live in :mod:`leads.services`.
 import codecs
 import csv
 import datetime as dt
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ DAY_RANGE_ERROR = "Enter a day in the years 1900 to 2099."
 
 
 _SCALARS = (str, int, float, dt.date)
+# A UTF-16 surrogate standing alone in a Python string: no UTF-8 encoder accepts it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ERROR = "Text may not contain lone UTF-16 surrogates (\\ud800-\\udfff)."
 
 
 def _text(value: object) -> str:
@@ -108,6 +112,9 @@ def _text(value: object) -> str:
     if "\x00" in text:
         # PostgreSQL text cannot hold NUL; one such value would fail a whole batch.
         raise ValueError("Text may not contain NUL (\\x00) characters.")
+    if not text.isascii() and _SURROGATE.search(text):
+        # Nor a lone surrogate (which a file read as UTF-7 can hold), for the same reason.
+        raise ValueError(_SURROGATE_ERROR)
     return text
 
 
@@ -204,7 +211,19 @@ def day_in_range(day: dt.date) -> bool:
     return EARLIEST_TIMESTAMP.date() <= day < LATEST_TIMESTAMP.date()
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+def _json_strings(data: object) -> Iterator[str]:
+    """Every string (key or value) in parsed JSON. Iterative, so JSON nested as deep as the
+    decoder allows cannot overflow the stack here."""
+    pending = [data]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
 
 
 def has_lone_surrogate(data: object) -> bool:
@@ -212,20 +231,14 @@ def has_lone_surrogate(data: object) -> bool:
 
     JSON may spell one as an escape ("\\ud800") without its pair; Python decodes it to a
     string no UTF-8 encoder accepts, so PostgreSQL and every renderer refuse it later.
-    Iterative, so JSON nested as deep as the decoder allows cannot overflow the stack here.
     """
-    pending = [data]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, str):
-            if not value.isascii() and _SURROGATE.search(value):
-                return True
-        elif isinstance(value, dict):
-            pending.extend(value.keys())
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
-    return False
+    return any(not text.isascii() and _SURROGATE.search(text) for text in _json_strings(data))
+
+
+def has_nul(data: object) -> bool:
+    """Whether any string (key or value) in parsed JSON holds a NUL ("\\u0000" in JSON),
+    which neither PostgreSQL text nor jsonb can store."""
+    return any("\x00" in text for text in _json_strings(data))
 
 
 def _lead_type(value: object) -> str | None:
@@ -252,11 +265,31 @@ _READERS: tuple[tuple[str, Callable[[object], object]], ...] = (
 )
 
 
-def parse_lead(raw: Mapping[str, object]) -> tuple[LeadInput | None, FieldErrors]:
+# The key of an error about a lead (a file's row) as a whole rather than one of its fields,
+# as the API names it; an import's error report shows it as the row's column.
+ROW_ERRORS = "non_field_errors"
+
+
+class _RejectedRow(dict[str, object]):
+    """What :func:`row_to_raw` gives for a row that is no lead as it stands: its values as
+    usual, and the ``errors`` :func:`parse_lead` returns without reading them. A class of
+    its own rather than a key, so that no lead sent as JSON can pass for one."""
+
+    def __init__(self, raw: dict[str, object], errors: FieldErrors) -> None:
+        super().__init__(raw)
+        self.errors = errors
+
+
+def parse_lead(
+    raw: Mapping[str, object], *, latest_activity: dt.datetime | None = None
+) -> tuple[LeadInput | None, FieldErrors]:
     """Validate one lead given as field name → value; unknown keys are ignored.
 
+    ``latest_activity`` (see :func:`latest_activity_for`) bounds ``last_activity``.
     Returns the lead, or ``None`` and every field's error (all of them, not the first).
     """
+    if isinstance(raw, _RejectedRow):
+        return None, raw.errors
     get = raw.get
     values: list[object] = []
     errors: FieldErrors | None = None
@@ -269,7 +302,32 @@ def parse_lead(raw: Mapping[str, object]) -> tuple[LeadInput | None, FieldErrors
             errors[name] = [str(exc)]
     if errors is not None:
         return None, errors
-    return LeadInput._make(values), {}
+    lead = LeadInput._make(values)
+    if (
+        latest_activity is not None
+        and lead.last_activity is not None
+        and lead.last_activity > latest_activity
+    ):
+        return None, {"last_activity": [future_activity_error(get("last_activity"))]}
+    return lead, {}
+
+
+# last_activity is a past moment. One later than when the lead reached us (give or take the
+# sender's clock) is a mistake, most often a local time sent without its offset; stored, it
+# would rank a stale lead first until that date.
+ACTIVITY_CLOCK_SKEW = dt.timedelta(minutes=15)
+
+
+def latest_activity_for(received_at: dt.datetime) -> dt.datetime:
+    """The latest ``last_activity`` a lead received at ``received_at`` may carry."""
+    return received_at + ACTIVITY_CLOCK_SKEW
+
+
+def future_activity_error(value: object) -> str:
+    return (
+        f"{_show(value)} is later than when the lead was received: send a past moment, in UTC or "
+        "with its offset."
+    )
 
 
 _TRUE_WORDS = frozenset({"1", "true", "yes"})
@@ -301,6 +359,28 @@ def normalize_header(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "", name.strip().lower())
 
 
+# Codecs that turn bytes into text but are no character set of a file: the escape codecs
+# make NULs and lone surrogates out of plain ASCII ("\\ud800"), "undefined" refuses every
+# byte, idna and punycode spell domain names. Codecs from bytes to bytes (base64, zlib) or
+# text to text (rot13) are refused as not text encodings.
+_NOT_FILE_ENCODINGS = frozenset({"unicode-escape", "raw-unicode-escape", "undefined", "idna", "punycode"})
+
+
+def check_file_encoding(encoding: str) -> None:
+    """Refuse (:class:`MappingError`) an ``encoding`` that is not a character set a text
+    file can be written in."""
+    try:
+        codec = codecs.lookup(encoding)
+    except (LookupError, ValueError):  # ValueError: a name holding NUL
+        raise MappingError(f'Unknown encoding {encoding!r} in "encoding".') from None
+    # CodecInfo has no public flag for this; the private one is what str.encode itself checks.
+    if not codec._is_text_encoding or codec.name in _NOT_FILE_ENCODINGS:
+        raise MappingError(
+            f'"encoding": {encoding!r} is not a character set of text files; '
+            'name one such as "utf-8", "cp1252" or "utf-16".'
+        )
+
+
 @dataclass(frozen=True)
 class LeadMapping:
     """How a file's columns become lead fields.
@@ -326,8 +406,18 @@ class LeadMapping:
             return cls()
         if not isinstance(data, dict):
             raise MappingError("The mapping must be a JSON object.")
-        if has_lone_surrogate(data):
-            raise MappingError("The mapping holds a lone UTF-16 surrogate escape (\\ud800-\\udfff).")
+        # The mapping is kept on an admin import job (jsonb) and its strings end up in lead
+        # fields and messages: text PostgreSQL cannot store is refused here, before any of that.
+        for key, value in data.items():
+            where = json.dumps(key)  # quoted and escaped: the key may hold such text itself
+            if has_lone_surrogate([key, value]):
+                raise MappingError(
+                    f"The mapping holds a lone UTF-16 surrogate escape (\\ud800-\\udfff) in {where}."
+                )
+            if has_nul([key, value]):
+                raise MappingError(
+                    f"The mapping holds a NUL character (\\u0000) in {where}, which no text can store."
+                )
         unknown = set(data) - {"columns", "constants", "empty_values", "encoding"}
         if unknown:
             raise MappingError(f"Unknown mapping keys: {', '.join(sorted(unknown))}.")
@@ -350,10 +440,7 @@ class LeadMapping:
             raise MappingError('"empty_values" must be a list of strings.')
         if not isinstance(encoding, str):
             raise MappingError('"encoding" must be a string such as "utf-8" or "cp1252".')
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise MappingError(f"Unknown encoding {encoding!r}.") from None
+        check_file_encoding(encoding)
         return cls(
             columns={k: str(v) for k, v in columns.items()},
             constants={k: str(v) for k, v in constants.items()},
@@ -387,16 +474,38 @@ def plan_columns(header: list[str], mapping: LeadMapping, *, given: Mapping[str,
     """Match the header to lead fields; ``given`` holds values chosen outside the file.
 
     Raises :class:`ImportFileError` naming the missing columns when a required field
-    has neither a column, a mapping constant nor a given value.
+    has neither a column, a mapping constant nor a given value, and naming both columns
+    when two header cells match the name a field is looked up by ("City" and "city").
     """
-    index = {normalize_header(name): position for position, name in enumerate(header) if name}
+    index: dict[str, int] = {}
+    # A normalised name held by more than one header cell → its second position. It is an
+    # error only once a field is looked up by that name: an ignored column may repeat.
+    twins: dict[str, int] = {}
+    for column, name in enumerate(header):
+        if name:
+            key = normalize_header(name)
+            if key in index:
+                twins.setdefault(key, column)
+            else:
+                index[key] = column
+
+    def find(name: str, *, wanted_for: str) -> int | None:
+        key = normalize_header(name)
+        if key in twins:
+            first, second = index[key], twins[key]
+            raise ImportFileError(
+                f"Columns {first + 1} ({header[first]!r}) and {second + 1} ({header[second]!r}) "
+                f"both match {wanted_for}; rename or remove one of them."
+            )
+        return index.get(key)
+
     found = ", ".join(name for name in header if name) or "(none: the first row is empty)"
     positions: dict[str, int] = {}
     missing_mapped: list[str] = []
     for lead_field, wanted in mapping.columns.items():
         if lead_field in mapping.constants:
             continue
-        position = index.get(normalize_header(wanted))
+        position = find(wanted, wanted_for=f"{wanted!r} (for {lead_field})")
         if position is None:
             missing_mapped.append(f"{wanted!r} (for {lead_field})")
         else:
@@ -412,7 +521,7 @@ def plan_columns(header: list[str], mapping: LeadMapping, *, given: Mapping[str,
     for lead_field in LEAD_FIELDS:
         if lead_field in positions or lead_field in mapping.constants:
             continue
-        position = index.get(normalize_header(lead_field))
+        position = find(lead_field, wanted_for=lead_field)
         if position is not None and position not in taken:
             positions[lead_field] = position
     constants = dict(mapping.constants)
@@ -429,6 +538,13 @@ def plan_columns(header: list[str], mapping: LeadMapping, *, given: Mapping[str,
 
 
 def row_to_raw(row: list[object], plan: ColumnPlan, empty_values: frozenset[str]) -> dict[str, object]:
+    """A row's cells as field name → value for :func:`parse_lead`.
+
+    A row shorter than the header lacks its last cells: they are empty. A row longer than
+    the header, past trailing empty cells (a spreadsheet's padding, "a,b,c,,"), has values
+    no column names: most often a CSV value holding the delimiter unquoted ("Thane, Outskirts"),
+    which moved every later value one column on. Such a row is rejected as a whole.
+    """
     raw: dict[str, object] = dict(plan.constants)
     width = len(row)
     for lead_field, position in plan.positions.items():
@@ -436,7 +552,30 @@ def row_to_raw(row: list[object], plan: ColumnPlan, empty_values: frozenset[str]
         if empty_values and value.__class__ is str and value.strip().lower() in empty_values:
             value = None
         raw[lead_field] = value
+    if width > len(plan.header):
+        return _check_extra_cells(raw, row, len(plan.header))
     return raw
+
+
+def _check_extra_cells(raw: dict[str, object], row: list[object], columns: int) -> dict[str, object]:
+    width = len(row)
+    while width > columns and _is_blank(row[width - 1]):
+        width -= 1
+    if width == columns:
+        return raw
+    return _RejectedRow(
+        raw,
+        {
+            ROW_ERRORS: [
+                f"The row has {width} cells, the header has {columns}: "
+                "put a value that holds the delimiter in quotes."
+            ]
+        },
+    )
+
+
+def _is_blank(cell: object) -> bool:
+    return cell is None or (isinstance(cell, str) and not cell.strip())
 
 
 # --- Files ------------------------------------------------------------------------------
@@ -445,6 +584,17 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _SNIFF_BYTES = 64 * 1024
 _DELIMITERS = (",", ";", "\t", "|")
+_DECODE_CHUNK_BYTES = 1 << 20
+
+# The csv module refuses a cell over 131,072 characters with csv.Error, which would stop the
+# whole import at that row. Any length is read instead, so that the row alone is rejected
+# by the fields' own length check (TEXT_MAX_LENGTH). Memory stays bounded by the file: a
+# cell costs about six times its length while its row is read (the line as text, the
+# reader's 4-byte-per-character buffer, the cell), so a 200 MB cell, the most the admin
+# accepts (LEADRANK_IMPORT_MAX_BYTES), peaks near 1.3 GB, then is freed. The limit is
+# process-wide and only ever raised here; 2**31 - 1 is the most every platform's C long holds.
+_CSV_FIELD_SIZE_LIMIT = 2**31 - 1
+csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_SIZE_LIMIT))
 
 
 def detect_format(path: Path, encoding: str = "utf-8") -> FileFormat:
@@ -468,20 +618,34 @@ def check_encoding(path: Path, encoding: str) -> None:
     decoder = codecs.getincrementaldecoder(encoding)()
     line = 1
     with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
+        while chunk := handle.read(_DECODE_CHUNK_BYTES):
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
-                line += chunk[: exc.start].count(b"\n")
+                # exc.start counts in what the decoder was given: the bytes it held back from
+                # the previous chunk (a character cut by the read boundary), then this chunk.
+                data, start = exc.object, exc.start
+                held = len(data) - len(chunk)
+                # `line` counted the held bytes' line breaks; one of these slices is empty.
+                line += data[held:start].count(b"\n") - data[start:held].count(b"\n")
                 raise ImportFileError(
-                    f"The file is not valid {encoding} text (line {line}, byte "
-                    f'0x{chunk[exc.start]:02x}); save it as UTF-8 or set "encoding" in the mapping.'
+                    f"The file is not valid {encoding} text (line {line}, byte 0x{data[start]:02x} at "
+                    f"offset {handle.tell() - len(data) + start}); save it as UTF-8 or set "
+                    '"encoding" in the mapping.'
                 ) from None
+            except UnicodeError as exc:  # e.g. "UTF-16 stream does not start with BOM"
+                raise _not_valid_text(encoding, exc) from None
             line += chunk.count(b"\n")
         try:
             decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
+        except UnicodeError:
             raise ImportFileError(f"The file ends in the middle of a {encoding} character.") from None
+
+
+def _not_valid_text(encoding: str, exc: UnicodeError) -> ImportFileError:
+    return ImportFileError(
+        f'The file is not valid {encoding} text ({exc}); save it as UTF-8 or set "encoding" in the mapping.'
+    )
 
 
 @dataclass
@@ -502,22 +666,31 @@ def _csv_table(path: Path, encoding: str) -> Table:
     handle = path.open(
         encoding="utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding, newline=""
     )
-    # The delimiter is the candidate that splits the header line most often; csv.Sniffer
-    # guesses wrong on short files and blank lines, a header line is unambiguous enough.
-    first_line = handle.readline()
-    handle.seek(0)
-    delimiter = max(_DELIMITERS, key=first_line.count)
-    if first_line.count(delimiter) == 0:
-        delimiter = ","
-    reader = csv.reader(handle, delimiter=delimiter)
+    # check_encoding read the whole file, but the readers still catch UnicodeError: a file
+    # replaced while it is read must not end in a traceback either.
     try:
-        header = next(reader)
+        # The delimiter is the candidate that splits the header line most often; csv.Sniffer
+        # guesses wrong on short files and blank lines, a header line is unambiguous enough.
+        first_line = handle.readline()
+        handle.seek(0)
+        delimiter = max(_DELIMITERS, key=first_line.count)
+        if first_line.count(delimiter) == 0:
+            delimiter = ","
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = [cell.strip() for cell in next(reader)]
+        check_header(header)
     except StopIteration:
         handle.close()
         raise ImportFileError("The file is empty.") from None
     except csv.Error as exc:
         handle.close()
         raise ImportFileError(f"The file is not readable as CSV: {exc}.") from None
+    except UnicodeError as exc:
+        handle.close()
+        raise _not_valid_text(encoding, exc) from None
+    except ImportFileError:
+        handle.close()
+        raise
 
     def rows() -> Iterator[tuple[int, list[object]]]:
         number = 1
@@ -528,15 +701,21 @@ def _csv_table(path: Path, encoding: str) -> Table:
                     yield number, list(row)
         except csv.Error as exc:
             raise ImportFileError(f"CSV error on line {reader.line_num}: {exc}.") from None
+        except UnicodeError as exc:
+            raise _not_valid_text(encoding, exc) from None
         finally:
             handle.close()
 
-    return Table(format="csv", header=[h.strip() for h in header], rows=rows())
+    return Table(format="csv", header=header, rows=rows())
 
 
 def _sheet_table(path: Path, file_format: FileFormat) -> Table:
     try:
-        workbook = CalamineWorkbook.from_path(str(path))
+        # Not from_path: it picks the reader by the file name's extension, so an XLS named
+        # .xlsx would fail as "invalid Zip archive". From a file object calamine tells the
+        # format by content, as detect_format did (it reads the file into memory, once).
+        with path.open("rb") as handle:
+            workbook = CalamineWorkbook.from_filelike(handle)
         sheet = workbook.get_sheet_by_index(0)
         iterator = sheet.iter_rows()
         header_row = next(iterator, None)
@@ -550,11 +729,42 @@ def _sheet_table(path: Path, file_format: FileFormat) -> Table:
             if any(cell not in ("", None) for cell in row):
                 yield number, list(row)
 
-    return Table(format=file_format, header=[_text(cell) for cell in header_row], rows=rows())
+    header = [_header_text(cell) for cell in header_row]
+    check_header(header)
+    return Table(format=file_format, header=header, rows=rows())
+
+
+def _header_text(cell: object) -> str:
+    """A spreadsheet header cell as text; it may hold a number, a date or a boolean too."""
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))
+    return "" if cell is None else str(cell).strip()
+
+
+def check_header(header: list[str]) -> None:
+    """Refuse a header holding text PostgreSQL cannot store (the preview keeps the header,
+    and error reports name columns by it). The format check only looks for NUL in the
+    first 64 KB, and a cell is checked only when it feeds a lead field."""
+    for position, name in enumerate(header, start=1):
+        if "\x00" in name:
+            problem = "a NUL (\\x00) character"
+        elif not name.isascii() and _SURROGATE.search(name):
+            problem = "a lone UTF-16 surrogate (\\ud800-\\udfff)"
+        else:
+            continue
+        raise ImportFileError(
+            f"Column {position} of the header ({name[:40]!r}) holds {problem}, which cannot be "
+            "stored; remove it from the file."
+        )
 
 
 def open_table(path: Path, *, encoding: str = "utf-8") -> Table:
-    """Open a CSV (comma, semicolon, tab or pipe separated), XLSX, XLS or ODS file."""
+    """Open a CSV (comma, semicolon, tab or pipe separated), XLSX, XLS or ODS file.
+
+    Raises :class:`MappingError` for an ``encoding`` no text file is written in (a mapping
+    read by :meth:`LeadMapping.from_json` was checked already; other callers were not).
+    """
+    check_file_encoding(encoding)
     file_format = detect_format(path, encoding)
     if file_format == "csv":
         return _csv_table(path, encoding)

@@ -1,8 +1,11 @@
-"""The API's JSON parser: DRF's, refusing lone UTF-16 surrogate escapes (``"\\ud800"``).
+"""The API's JSON parser: DRF's, refusing two texts that would otherwise end as a 500.
 
-Such a string could be neither stored (PostgreSQL's COPY would fail the whole batch of valid
-leads with it) nor echoed in an error message (the renderer cannot encode it): a 500 far from
-its cause. It is refused at parsing, as the malformed text it is.
+- A lone UTF-16 surrogate escape (``"\\ud800"``): such a string could be neither stored
+  (PostgreSQL's COPY would fail the whole batch of valid leads with it) nor echoed in an
+  error message (the renderer cannot encode it): a 500 far from its cause. It is refused at
+  parsing, as the malformed text it is.
+- JSON nested deeper than Python's decoder can follow: its ``RecursionError`` is not one of
+  the errors DRF's parser turns into a 400.
 """
 
 import codecs
@@ -22,6 +25,8 @@ LONE_SURROGATE_MESSAGE = (
     "its pair); send valid Unicode text."
 )
 
+TOO_DEEP_MESSAGE = "JSON parse error - the text is nested too deeply."
+
 # In UTF-8 text a surrogate can only arrive as an escape, so without one nothing is walked.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 
@@ -34,7 +39,10 @@ class StrictJSONParser(JSONParser):
         parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
         raw = stream.read()
-        data = super().parse(io.BytesIO(raw), media_type, parser_context)
+        try:
+            data = super().parse(io.BytesIO(raw), media_type, parser_context)
+        except RecursionError:  # nested deeper than the decoder can follow (DRF lets it out)
+            raise ParseError(TOO_DEEP_MESSAGE) from None
         encoding = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET
         # super() has decoded the body, so the encoding is a known one. In another encoding
         # (a client may send charset=utf-16) the escape test below does not apply.

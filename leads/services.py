@@ -32,6 +32,7 @@ from leads.importers import (
     LeadMapping,
     Table,
     count_data_rows,
+    latest_activity_for,
     open_table,
     parse_lead,
     parse_outcome,
@@ -134,8 +135,9 @@ _CLEAR_ABANDONED_SQL = "DELETE FROM leads_lead_stage WHERE staged_at < now() - i
 # the same key makes ON CONFLICT wait for it and skip), then update what existed. The
 # update reads the staged values themselves, so "not sent" (NULL) is told apart from any
 # value: a field sent empty keeps the stored one (a customer's nightly re-push must not
-# wipe what the Contract app set), and engine state (held, closed, attempts) is never
-# touched. Rows are taken in key order so that two batches never deadlock on each other.
+# wipe what the Contract app set), and engine state (held, closed, attempts, a lead made
+# stale after its reschedules) is never touched. Rows are taken in key order so that two
+# batches never deadlock on each other.
 # Rows the insert just created match their staged values, so the update skips them.
 # A staged outcome (st.converted, files of past leads only) stores the lead closed with it,
 # as of its created_at: it never enters the queue. On update, it closes a lead that is
@@ -168,6 +170,11 @@ _UPDATE_SQL = """
 WITH s AS (
     SELECT st.*, COALESCE(st.created_at, l.created_at) AS new_created_at,
            COALESCE(st.rescheduled_at, l.rescheduled_at) AS new_rescheduled_at, l.id AS lead_id,
+           -- A lead the engine made stale (no answer after its last reschedule) stays stale
+           -- when the customer's re-push still says live.
+           CASE WHEN l.lead_type = 'stale' AND st.lead_type = 'live' AND EXISTS (
+                    SELECT 1 FROM leads_leadevent e WHERE e.lead_id = l.id AND e.kind = 'became_stale'
+                ) THEN 'stale' ELSE st.lead_type END AS new_lead_type,
            st.converted IS NOT NULL AND l.status IN ('waiting', 'ready') AS closes,
            CASE WHEN st.converted IS NOT NULL
                      AND (l.status IN ('waiting', 'ready')
@@ -182,7 +189,7 @@ WITH s AS (
 )
 UPDATE leads_lead AS l SET
     campaign_id = s.campaign_id,
-    lead_type = s.lead_type,
+    lead_type = s.new_lead_type,
     city = COALESCE(NULLIF(s.city, ''), l.city),
     source = COALESCE(NULLIF(s.source, ''), l.source),
     stage = COALESCE(NULLIF(s.stage, ''), l.stage),
@@ -204,7 +211,7 @@ WHERE l.id = s.lead_id
   AND ((l.campaign_id, l.lead_type, l.city, l.source, l.stage, l.last_activity, l.pricing_plan,
         l.rescheduled_at, l.created_at, l.closed_reason)
        IS DISTINCT FROM
-       (s.campaign_id, s.lead_type, COALESCE(NULLIF(s.city, ''), l.city),
+       (s.campaign_id, s.new_lead_type, COALESCE(NULLIF(s.city, ''), l.city),
         COALESCE(NULLIF(s.source, ''), l.source), COALESCE(NULLIF(s.stage, ''), l.stage),
         COALESCE(s.last_activity, l.last_activity), COALESCE(s.pricing_plan, l.pricing_plan),
         s.new_rescheduled_at, s.new_created_at, s.new_closed_reason)
@@ -362,6 +369,7 @@ def ingest_lead_batch(
 ) -> list[BatchItemResult]:
     """Validate and store a batch of lead objects; bad items never stop good ones."""
     now = now or timezone.now()
+    latest_activity = latest_activity_for(now)
     parsed: list[tuple[int, LeadInput]] = []
     results: dict[int, BatchItemResult] = {}
     for index, item in enumerate(items):
@@ -370,7 +378,7 @@ def ingest_lead_batch(
                 index, None, "rejected", errors={"non_field_errors": ["Each lead must be a JSON object."]}
             )
             continue
-        lead, errors = parse_lead(item)
+        lead, errors = parse_lead(item, latest_activity=latest_activity)
         errors = {**errors, **_nul_errors(item)}
         if lead is None or errors:
             external_id = item.get("external_id")
@@ -472,6 +480,7 @@ def _parse_chunks(
     pending: list[tuple[int, LeadInput | None, FieldErrors, bool]] = []
     rows_in_chunk = 0
     with_outcomes = OUTCOME_FIELD in plan.positions or OUTCOME_FIELD in plan.constants
+    latest_activity = latest_activity_for(timezone.now())
 
     def finish() -> ParsedChunk:
         references.load(lead for _, lead, _, _ in pending if lead is not None)
@@ -492,7 +501,7 @@ def _parse_chunks(
         seen += 1
         rows_in_chunk += 1
         raw = row_to_raw(cells, plan, empty_values)
-        lead, errors = parse_lead(raw)
+        lead, errors = parse_lead(raw, latest_activity=latest_activity)
         outcome = False
         if with_outcomes:
             try:

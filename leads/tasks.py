@@ -22,6 +22,7 @@ from typing import Any
 from celery import Task, shared_task
 from django.conf import settings
 from django.core.files import File
+from django.db import DataError, transaction
 from django.db.models import F, Q, QuerySet
 from django.db.models.fields.files import FieldFile
 from django.utils import timezone
@@ -49,14 +50,17 @@ def check_import_job(job_id: int) -> str:
     when the file cannot be read to its end.
 
     Only a job still ``checking`` is touched: one cancelled or deleted meanwhile is left as
-    it is, and a second delivery of the message finds the job previewed and does nothing.
+    it is. A check begins with a conditional write of its first heartbeat, so a second copy
+    of the message (sent again by the sweep, or redelivered) finds it begun, or the job
+    previewed, and does nothing.
     """
     checking = ImportJob.objects.filter(pk=job_id, status=ImportStatus.CHECKING)
-    job = checking.first()
-    if job is None:
-        logger.info("import job %s is not being checked; nothing to do", job_id)
+    if not checking.filter(heartbeat_at__isnull=True).update(processed_rows=0, heartbeat_at=timezone.now()):
+        logger.info("import job %s is not waiting for its check; nothing to do", job_id)
         return "skipped"
-    checking.update(processed_rows=0, heartbeat_at=timezone.now())
+    job = checking.first()
+    if job is None:  # cancelled right after it began
+        return "skipped"
 
     def on_progress(rows_done: int) -> None:
         checking.update(processed_rows=F("processed_rows") + rows_done, heartbeat_at=timezone.now())
@@ -73,13 +77,26 @@ def check_import_job(job_id: int) -> str:
                 on_progress=on_progress,
             )
         # Remembered for the confirmation too: the row count decides between importing in
-        # the request and in the background, and gives the progress bar its 100%.
-        stored = checking.update(
-            status=ImportStatus.PREVIEWED,
-            preview=preview.to_json(max_reason_chars=PREVIEW_REASON_CHARS),
-            total_rows=preview.total_rows,
-            processed_rows=0,
+        # the request and in the background, and gives the progress bar its 100%. In its own
+        # atomic block, so that a caller's open transaction stays usable for failing the job
+        # below if the preview cannot be stored.
+        with transaction.atomic():
+            stored = checking.update(
+                status=ImportStatus.PREVIEWED,
+                preview=preview.to_json(max_reason_chars=PREVIEW_REASON_CHARS),
+                total_rows=preview.total_rows,
+                processed_rows=0,
+            )
+    except DataError:
+        # The parsers refuse NULs and lone surrogates in the header and in every value they
+        # keep; text that still slips through must fail this one job, not the request.
+        logger.exception("the preview of import job %s could not be stored", job_id)
+        fail_check(
+            job_id,
+            "The file holds text the database cannot store (such as a NUL character or a lone "
+            "UTF-16 surrogate), so its preview could not be kept. Remove it and upload the file again.",
         )
+        return ImportStatus.FAILED
     except ImportFileError as exc:
         fail_check(job_id, str(exc))
         return ImportStatus.FAILED

@@ -19,13 +19,14 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import models, transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from leads.admin import PG_BIGINT_MAX, EstimatedCountPaginator
+from leads.admin import EstimatedCountPaginator, PostedIdAutocompleteAdmin
+from leads.ids import parse_id
 from prioritization import (
     admin_alerts,  # noqa: F401 (registers the alert admin)
     admin_models,  # noqa: F401 (registers the learned models' admin)
@@ -43,11 +44,12 @@ from prioritization.models import (
     PolicyVersion,
     PriorityPolicy,
     WeightsSource,
+    foreign_model_error,
     version_field_names,
     version_values,
 )
 from prioritization.scoring import Band
-from prioritization.services import enqueue_rescoring, save_policy_settings
+from prioritization.services import PolicyChangedMeanwhile, enqueue_rescoring, save_policy_settings
 from prioritization.training import model_for_policy
 
 logger = logging.getLogger(__name__)
@@ -138,6 +140,15 @@ class _PolicyFormBase(forms.ModelForm[PriorityPolicy]):
                 "changes again.",
             )
         self.settings_values = clean_settings(self, cleaned)
+        customer = self.instance.customer if self.instance.pk else cleaned.get("customer")
+        if self.settings_values is not None and (self.instance.pk or customer is not None):
+            # The add form offers every model (its customer is not known yet): check it here.
+            foreign = foreign_model_error(
+                self.settings_values.get("learned_model"), customer_id=customer.pk if customer else None
+            )
+            if foreign is not None:
+                self.add_error("learned_model", foreign)
+                self.settings_values = None
         return cleaned
 
 
@@ -188,7 +199,7 @@ def _settings_fieldsets() -> list[tuple[str, dict[str, Any]]]:
 
 
 @admin.register(PriorityPolicy)
-class PriorityPolicyAdmin(admin.ModelAdmin[PriorityPolicy]):
+class PriorityPolicyAdmin(PostedIdAutocompleteAdmin[PriorityPolicy]):
     form = PriorityPolicyForm
     list_display = ("name", "customer_or_default", "version_number", "updated_at", "updated_by")
     list_select_related = ("customer", "current_version", "current_version__created_by")
@@ -273,7 +284,10 @@ class PriorityPolicyAdmin(admin.ModelAdmin[PriorityPolicy]):
             self.delete_model(request, policy)
 
     def save_model(self, request: HttpRequest, obj: PriorityPolicy, form: Any, change: bool) -> None:
-        obj.save()
+        # A change writes the name only: the instance's current_version is the one the form was
+        # loaded with, and writing it back would undo a version saved meanwhile (and hide it
+        # from the base-version check below). save_policy_settings moves it, under its lock.
+        obj.save(update_fields=["name"] if change else None)
         values = form.settings_values
         assert values is not None  # the form is valid
         if values.get("weights_source") != WeightsSource.MANUAL and values.get("learned_model") is None:
@@ -285,6 +299,9 @@ class PriorityPolicyAdmin(admin.ModelAdmin[PriorityPolicy]):
             values=values,
             note=form.cleaned_data.get("note", ""),
             user=request.user,
+            # The form checked its base version without a lock; the service checks it again
+            # under the policy's row lock (PolicyChangedMeanwhile, see changeform_view).
+            base_version=form.cleaned_data.get("base_version") if change else None,
         )
         if version is None:
             number = obj.current_version.number if obj.current_version else "?"
@@ -296,6 +313,21 @@ class PriorityPolicyAdmin(admin.ModelAdmin[PriorityPolicy]):
                 "rescored within a minute.",
                 messages.SUCCESS,
             )
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except PolicyChangedMeanwhile:
+            # Another save landed between this form's validation and its save; the view's
+            # transaction rolled back. Validating the form again shows its "changed while you
+            # edited it" error, now against the version the other save made.
+            return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_urls(self) -> list[URLPattern]:
         app_label, model_name = self.opts.app_label, self.opts.model_name
@@ -345,6 +377,9 @@ class PolicyVersionAdmin(ReadOnlyAdmin[PolicyVersion]):
 # --- Decisions -----------------------------------------------------------------------------
 
 
+BAND_CHOICES = [(band.name.lower(), band.name.lower().replace("_", " ")) for band in reversed(Band)]
+
+
 class BandFilter(admin.SimpleListFilter):
     """The bands the engine writes (a distinct-values filter would scan the log)."""
 
@@ -352,11 +387,14 @@ class BandFilter(admin.SimpleListFilter):
     parameter_name = "band"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(band.name.lower(), band.name.lower().replace("_", " ")) for band in reversed(Band)]
+        return BAND_CHOICES
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        # Any other value is no band and is ignored (some, such as a NUL, the database refuses).
         value = self.value()
-        return queryset.filter(band=value) if value else queryset
+        if value in {band for band, _ in BAND_CHOICES}:
+            return queryset.filter(band=value)
+        return queryset
 
 
 @admin.register(Decision)
@@ -424,8 +462,8 @@ class DecisionAdmin(ReadOnlyAdmin[Decision]):
         term = search_term.strip()
         if not term:
             return queryset, False
-        if not (term.isdigit() and int(term) <= PG_BIGINT_MAX):
+        number = parse_id(term)
+        if number is None:
             return queryset.none(), False
         # Both use an index: decision_lead and decision_contractor.
-        number = int(term)
         return queryset.filter(models.Q(lead_id=number) | models.Q(contractor_id=number)), False

@@ -26,8 +26,9 @@ from django.urls import URLPattern, path
 from django.utils import timezone
 from matplotlib.figure import Figure
 
+from leads.ids import parse_id
 from leads.importers import DAY_RANGE_ERROR, day_in_range
-from leads.models import Campaign, Customer
+from leads.models import Campaign, Customer, Lead
 from prioritization.sla import (
     MAX_RANGE_DAYS,
     TAT_BUCKET_EDGES_SECONDS,
@@ -88,15 +89,13 @@ class DashboardFilterForm(forms.Form):
             required=False, widget=forms.DateInput(attrs={"type": "date"}), label="To (UTC day)"
         )
         self.today = today
-        customer_id = self.data.get("customer") if self.is_bound else None
+        customer_id = parse_id(str(self.data.get("customer", ""))) if self.is_bound else None
         campaigns = self.fields["campaign"]
         assert isinstance(campaigns, _CampaignField)
-        if customer_id and str(customer_id).isdigit():
+        if customer_id is not None:
             # Only the chosen customer's campaigns to pick from.
             campaigns.queryset = (
-                Campaign.objects.select_related("customer")
-                .filter(customer_id=int(customer_id))
-                .order_by("name")
+                Campaign.objects.select_related("customer").filter(customer_id=customer_id).order_by("name")
             )
 
     def clean(self) -> dict[str, Any]:
@@ -313,8 +312,9 @@ def _joined(errors: Any) -> str:
 
 
 def sla_dashboard_view(request: HttpRequest) -> HttpResponse:
-    # The page lists leads and every customer's figures: staff who may view leads only.
-    if not request.user.has_perm("leads.view_lead"):
+    # The page lists leads and every customer's figures: staff who may view leads only (the
+    # lead admin decides, so that the permission to change leads counts as well).
+    if not admin.site.get_model_admin(Lead).has_view_permission(request):
         raise PermissionDenied
     now = timezone.now()
     today = utc_day(now)

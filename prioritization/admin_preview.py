@@ -24,6 +24,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from leads.ids import parse_id
 from leads.models import Campaign, Customer, Lead
 from prioritization import services
 from prioritization.models import PolicyVersion, PriorityPolicy, version_field_names, version_values
@@ -281,6 +282,9 @@ def preview_view(
             raise Http404("No priority policy with this id.")
     if not model_admin.has_view_permission(request, policy):
         raise PermissionDenied
+    # The rankings show leads (ids, city, source, stage): staff who may view leads only.
+    if not model_admin.admin_site.get_model_admin(Lead).has_view_permission(request):
+        raise PermissionDenied
 
     preview: Preview | None = None
     if request.method == "POST":
@@ -305,13 +309,11 @@ def preview_view(
             else default_settings()
         )
         customers = customers_for_preview(policy)
-        chosen = request.GET.get("customer", "")
+        chosen = parse_id(request.GET.get("customer"))
         if policy is not None and policy.customer_id is not None:
             customer = customers.first()
         else:
-            customer = (
-                customers.filter(pk=int(chosen)).first() if chosen.isdigit() and len(chosen) < 19 else None
-            )
+            customer = customers.filter(pk=chosen).first() if chosen is not None else None
         initial = {**settings, "preview_customer": customer.pk if customer else None}
         form = PolicyPreviewForm(initial=initial, policy=policy)
         if customer is not None:

@@ -18,6 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from leads.ids import parse_id
 from leads.importers import TIMESTAMP_RANGE_ERROR, timestamp_in_range
 from leads.models import Customer
 from prioritization.admin_preview import clean_settings, default_settings, settings_form_fields
@@ -160,12 +161,8 @@ class SimulationRunAdmin(admin.ModelAdmin[SimulationRun]):
                         reverse("admin:prioritization_simulationrun_change", args=[run.pk])
                     )
         else:
-            chosen = request.GET.get("customer", "")
-            customer = (
-                Customer.objects.filter(pk=int(chosen)).first()
-                if chosen.isdigit() and len(chosen) < 19
-                else None
-            )
+            chosen = parse_id(request.GET.get("customer"))
+            customer = Customer.objects.filter(pk=chosen).first() if chosen is not None else None
             initial = {**_settings_for(customer), "customer": customer.pk if customer else None}
             form = SimulationForm(initial=initial)
         context = {

@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from leads.api import LeadOutputSerializer, TimestampField, leads_visible_to
+from leads.api import IdField, LeadOutputSerializer, TimestampField, leads_visible_to
 from leads.api_errors import error_responses
 from leads.models import Disposition, Lead
 from leads.permissions import CanIngest, IsContractApp
@@ -53,9 +53,9 @@ NextLeadOutput = inline_serializer(
 
 class NextLeadInput(serializers.Serializer[Any]):
     campaign_ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), min_length=1, max_length=services.MAX_TUPLE_CAMPAIGNS
+        child=IdField(), min_length=1, max_length=services.MAX_TUPLE_CAMPAIGNS
     )
-    contractor_id = serializers.IntegerField(min_value=1)
+    contractor_id = IdField()
 
 
 @metrics.instrument_next_lead
@@ -122,7 +122,7 @@ class NextLeadView(APIView):
 
 
 class OutcomeInput(serializers.Serializer[Any]):
-    contractor_id = serializers.IntegerField(min_value=1)
+    contractor_id = IdField()
     disposition = serializers.ChoiceField(choices=Disposition.choices)
     callback_at = TimestampField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(required=False, allow_blank=True, max_length=100)
@@ -157,7 +157,7 @@ class OutcomeView(APIView):
 
 
 class HolderInput(serializers.Serializer[Any]):
-    contractor_id = serializers.IntegerField(min_value=1)
+    contractor_id = IdField()
 
 
 class _HolderActionView(APIView):

@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from leads.importers import ImportFileError, normalize_header, open_table, parse_outcome, parse_timestamp
+from leads.importers import (
+    ImportFileError,
+    MappingError,
+    check_file_encoding,
+    normalize_header,
+    open_table,
+    parse_outcome,
+    parse_timestamp,
+)
 from prioritization.learning import (
     BOOSTED,
     DEFAULT_SETTINGS,
@@ -151,6 +159,13 @@ def evaluate_file(
             f"The target {target!r} cannot also be a feature: it is the outcome itself."
         )
     manual = _read_weights(weights, features)
+    try:
+        check_file_encoding(encoding)
+    except MappingError:
+        raise EvaluationInputError(
+            f"--encoding {encoding!r} is not a known character set of text files; "
+            "name one such as utf-8, cp1252 or utf-16."
+        ) from None
     try:
         table = open_table(path, encoding=encoding)
     except ImportFileError as exc:

@@ -2,7 +2,9 @@
 
 import dataclasses
 import datetime as dt
+import json
 import math
+import re
 from typing import Any
 
 from django.conf import settings
@@ -19,6 +21,30 @@ from prioritization.scoring import BY_SCORE, FIFO, PolicyParams, blend_weights
 MIN_WEIGHT = 0.01
 MAX_WEIGHT = 100.0
 PLANS = ("starter", "pro", "enterprise")
+
+# Bounds of a version's numbers (inclusive, in each field's unit), enforced by clean() and by
+# CheckConstraints. Outside them a value is a typo, not a policy, and some break the engine:
+# a deadline or reschedule past the year 9999 (OverflowError on ingest, claims, outcomes), a
+# decay so short that 1 / τ is infinite (keys of ±inf).
+SLA_WINDOW_MINUTES = (1.0, 1440.0)  # a minute to a day; SLA protection at most the window
+DECAY_RANGE = (0.01, 1e6)  # live decay minutes, activity decay hours, stale decay days
+RESCHEDULE_HOURS = (0.01, 720.0)  # 36 s to 30 days
+LEASE_SECONDS = (30, 86_400)  # time to dial, at most a day
+# PostgreSQL text and jsonb cannot hold NUL, and UTF-8 cannot encode unpaired surrogates.
+_UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
+
+
+class WeightsJSONEncoder(json.JSONEncoder):
+    """Writes unpaired surrogates as ``\\uXXXX`` escapes: a form showing weights text back
+    (with ``ensure_ascii=False``) must not hold characters the response cannot encode."""
+
+    def encode(self, o: Any) -> str:
+        return _UNSTORABLE_CHARS.sub(lambda m: f"\\u{ord(m.group()):04x}", super().encode(o))
+
+
+def _number(value: float) -> str:
+    """A bound as a product person reads it: 1,440 and 0.01, not 1440.0 and 1e-02."""
+    return f"{value:,.0f}" if value >= 1 and value == int(value) else f"{value:g}"
 
 
 class PriorityPolicy(models.Model):
@@ -83,53 +109,72 @@ class PolicyVersion(models.Model):
     sla_window_minutes = models.FloatField(
         default=30.0,
         help_text="A live lead is served in SLA when its first call starts within this many minutes "
-        "of created_at.",
+        "of created_at. 1 to 1,440 (a day).",
     )
     sla_target = models.FloatField(default=0.9, help_text="Share of live leads to serve in SLA, in (0, 1].")
     sla_protect_minutes = models.FloatField(
         default=10.0,
         help_text="A never-called live lead this close to its SLA deadline goes first "
-        "(earliest deadline first).",
+        "(earliest deadline first). 0 (off) up to the SLA window: a lead is at most a window away "
+        "from its deadline.",
     )
     live_decay_minutes = models.FloatField(
-        default=20.0, help_text="Conversion of a live lead falls as exp(−wait / this)."
+        default=20.0,
+        help_text="Conversion of a live lead falls as exp(−wait / this). 0.01 to 1,000,000 minutes.",
     )
     live_activity_decay_hours = models.FloatField(
         default=0.0,
         help_text="For live leads: factor exp(−hours between last_activity and arrival / this); "
-        "0 turns it off.",
+        "0 turns it off, else 0.01 to 1,000,000 hours.",
     )
     stale_activity_decay_days = models.FloatField(
-        default=14.0, help_text="Stale leads score exp(−days since last_activity / this)."
+        default=14.0,
+        help_text="Stale leads score exp(−days since last_activity / this). 0.01 to 1,000,000 days.",
     )
     city_weights = models.JSONField(
         default=dict,
         blank=True,
+        encoder=WeightsJSONEncoder,
         help_text='Multipliers per city, e.g. {"Mumbai": 1.4}. Unknown cities weigh 1.',
     )
-    source_weights = models.JSONField(default=dict, blank=True, help_text="Multipliers per source.")
-    stage_weights = models.JSONField(default=dict, blank=True, help_text="Multipliers per stage.")
+    source_weights = models.JSONField(
+        default=dict, blank=True, encoder=WeightsJSONEncoder, help_text="Multipliers per source."
+    )
+    stage_weights = models.JSONField(
+        default=dict, blank=True, encoder=WeightsJSONEncoder, help_text="Multipliers per stage."
+    )
     plan_weights = models.JSONField(
-        default=dict, blank=True, help_text='Multipliers per pricing plan, e.g. {"enterprise": 1.5}.'
+        default=dict,
+        blank=True,
+        encoder=WeightsJSONEncoder,
+        help_text='Multipliers per pricing plan, e.g. {"enterprise": 1.5}.',
     )
     stale_every = models.PositiveSmallIntegerField(
         default=0,
         help_text="0: live leads always first. n: every n-th claim of a contractor takes the best "
         "stale lead, so stale leads are never starved.",
     )
-    reschedule_min_hours = models.FloatField(default=22.0)
-    reschedule_max_hours = models.FloatField(default=24.0)
+    reschedule_min_hours = models.FloatField(
+        default=22.0,
+        help_text="A no-answer reschedules a lead at random between this many hours and the maximum. "
+        "0.01 to 720 (30 days).",
+    )
+    reschedule_max_hours = models.FloatField(
+        default=24.0, help_text="At least the minimum, at most 720 hours (30 days)."
+    )
     reschedule_limit = models.PositiveSmallIntegerField(
         default=3, help_text="A live lead is rescheduled at most this many times, then becomes stale."
     )
     lease_seconds = models.PositiveIntegerField(
-        default=600, help_text="How long a contractor holds a lead before it returns to the queue."
+        default=600,
+        help_text="How long a contractor holds a lead before it returns to the queue. "
+        "30 to 86,400 seconds (a day).",
     )
     claims_per_hour_cap = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Per contractor; empty = no cap."
+        null=True, blank=True, help_text="Per contractor, at least 1; empty = no cap."
     )
     claims_per_day_cap = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Per contractor; empty = no cap."
+        null=True, blank=True, help_text="Per contractor, at least 1; empty = no cap."
     )
     weights_source = models.CharField(
         max_length=10,
@@ -157,25 +202,49 @@ class PolicyVersion(models.Model):
         ordering = ["policy_id", "-number"]
         constraints = [
             models.UniqueConstraint(fields=["policy", "number"], name="policy_version_number_unique"),
-            models.CheckConstraint(condition=Q(sla_window_minutes__gt=0), name="policy_sla_window_positive"),
+            # The bounds of clean() (see SLA_WINDOW_MINUTES and below). In PostgreSQL NaN is
+            # above every number, so an upper bound also refuses NaN.
+            models.CheckConstraint(
+                condition=Q(sla_window_minutes__range=SLA_WINDOW_MINUTES), name="policy_sla_window_in_range"
+            ),
             models.CheckConstraint(
                 condition=Q(sla_target__gt=0, sla_target__lte=1), name="policy_sla_target_in_0_1"
             ),
             models.CheckConstraint(
-                condition=Q(sla_protect_minutes__gte=0), name="policy_protect_not_negative"
-            ),
-            models.CheckConstraint(condition=Q(live_decay_minutes__gt=0), name="policy_live_decay_positive"),
-            models.CheckConstraint(
-                condition=Q(live_activity_decay_hours__gte=0), name="policy_activity_decay_not_negative"
+                condition=Q(sla_protect_minutes__gte=0, sla_protect_minutes__lte=F("sla_window_minutes")),
+                name="policy_protect_within_window",
             ),
             models.CheckConstraint(
-                condition=Q(stale_activity_decay_days__gt=0), name="policy_stale_decay_positive"
+                condition=Q(live_decay_minutes__range=DECAY_RANGE), name="policy_live_decay_in_range"
             ),
             models.CheckConstraint(
-                condition=Q(reschedule_min_hours__gt=0, reschedule_max_hours__gte=F("reschedule_min_hours")),
-                name="policy_reschedule_window_valid",
+                condition=Q(live_activity_decay_hours=0) | Q(live_activity_decay_hours__range=DECAY_RANGE),
+                name="policy_activity_decay_off_or_in_range",
             ),
-            models.CheckConstraint(condition=Q(lease_seconds__gt=0), name="policy_lease_positive"),
+            models.CheckConstraint(
+                condition=Q(stale_activity_decay_days__range=DECAY_RANGE), name="policy_stale_decay_in_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    reschedule_min_hours__gte=RESCHEDULE_HOURS[0],
+                    reschedule_max_hours__gte=F("reschedule_min_hours"),
+                    reschedule_max_hours__lte=RESCHEDULE_HOURS[1],
+                ),
+                name="policy_reschedule_window_in_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(lease_seconds__range=LEASE_SECONDS), name="policy_lease_in_range"
+            ),
+            # A cap of 0 would not pause a contractor, it failed every claim (a negative OFFSET in
+            # services._check_caps); to pause one, deactivate the contractor.
+            models.CheckConstraint(
+                condition=Q(claims_per_hour_cap__isnull=True) | Q(claims_per_hour_cap__gte=1),
+                name="policy_hour_cap_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(claims_per_day_cap__isnull=True) | Q(claims_per_day_cap__gte=1),
+                name="policy_day_cap_positive",
+            ),
             models.CheckConstraint(condition=Q(ordering__in=[BY_SCORE, FIFO]), name="policy_ordering_valid"),
             models.CheckConstraint(
                 condition=Q(weights_source__in=WeightsSource.values), name="policy_weights_source_valid"
@@ -196,29 +265,48 @@ class PolicyVersion(models.Model):
                 errors[name] = 'Enter a JSON object of value → multiplier, e.g. {"Mumbai": 1.4}.'
                 continue
             for key, weight in value.items():
-                if (
+                if isinstance(key, str) and _UNSTORABLE_CHARS.search(key):
+                    errors[name] = (
+                        f"{key!r} holds a character that cannot be stored (NUL or a lone surrogate)."
+                    )
+                elif (
                     not isinstance(weight, int | float)
                     or isinstance(weight, bool)
-                    or not math.isfinite(weight)
+                    or (isinstance(weight, float) and not math.isfinite(weight))
                 ):
                     errors[name] = f"The weight of {key!r} must be a number."
+                # Compared as is: a huge JSON integer does not convert to a float.
                 elif not MIN_WEIGHT <= weight <= MAX_WEIGHT:
                     errors[name] = f"The weight of {key!r} must be between {MIN_WEIGHT} and {MAX_WEIGHT}."
         if isinstance(self.plan_weights, dict) and set(self.plan_weights) - set(PLANS):
             errors["plan_weights"] = f"Pricing plans are {', '.join(PLANS)}."
-        positive = {
-            "sla_window_minutes": self.sla_window_minutes,
-            "live_decay_minutes": self.live_decay_minutes,
-            "stale_activity_decay_days": self.stale_activity_decay_days,
-            "reschedule_min_hours": self.reschedule_min_hours,
+        # `not low <= value <= high` also refuses NaN.
+        bounded: dict[str, tuple[float, float, str]] = {
+            "sla_window_minutes": (*SLA_WINDOW_MINUTES, "minutes"),
+            "live_decay_minutes": (*DECAY_RANGE, "minutes"),
+            "stale_activity_decay_days": (*DECAY_RANGE, "days"),
+            "reschedule_min_hours": (*RESCHEDULE_HOURS, "hours"),
+            "reschedule_max_hours": (*RESCHEDULE_HOURS, "hours"),
+            "lease_seconds": (*LEASE_SECONDS, "seconds"),
         }
-        for name, value in positive.items():
-            if value is not None and value <= 0:
-                errors[name] = "Must be greater than 0."
-        for name in ("sla_protect_minutes", "live_activity_decay_hours"):
+        for name, (low, high, unit) in bounded.items():
             value = getattr(self, name)
-            if value is not None and value < 0:
-                errors[name] = "Must not be negative."
+            if value is not None and not low <= value <= high:
+                errors[name] = f"Must be between {_number(low)} and {_number(high)} {unit}."
+        activity = self.live_activity_decay_hours
+        if activity is not None and activity != 0 and not DECAY_RANGE[0] <= activity <= DECAY_RANGE[1]:
+            errors["live_activity_decay_hours"] = (
+                f"0 turns it off; else between {_number(DECAY_RANGE[0])} and {_number(DECAY_RANGE[1])} hours."
+            )
+        protect, window = self.sla_protect_minutes, self.sla_window_minutes
+        if window is None or "sla_window_minutes" in errors:
+            window = SLA_WINDOW_MINUTES[1]
+        # A lead is never further than the window from its deadline: a longer protection
+        # would protect nothing more (every never-called live lead is at risk on arrival).
+        if protect is not None and not 0 <= protect <= window:
+            errors["sla_protect_minutes"] = (
+                f"Must be between 0 (off) and the SLA window ({_number(window)} minutes)."
+            )
         if self.sla_target is not None and not 0 < self.sla_target <= 1:
             errors["sla_target"] = "The SLA target is a share in (0, 1], e.g. 0.9."
         if (
@@ -226,11 +314,17 @@ class PolicyVersion(models.Model):
             and self.reschedule_max_hours is not None
             and self.reschedule_max_hours < self.reschedule_min_hours
         ):
-            errors["reschedule_max_hours"] = "The reschedule window must end after it starts."
-        if self.lease_seconds is not None and self.lease_seconds <= 0:
-            errors["lease_seconds"] = "Must be greater than 0."
+            errors.setdefault("reschedule_max_hours", "The reschedule window must end after it starts.")
+        for name in ("claims_per_hour_cap", "claims_per_day_cap"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                errors[name] = "A cap is at least 1 claim; leave it empty for no cap."
         if self.learned_share is not None and not 0 <= self.learned_share <= 1:
             errors["learned_share"] = "The learned share is between 0 (manual only) and 1 (learned only)."
+        if self.policy_id is not None:  # a draft (admin form) checks its customer's own
+            foreign = foreign_model_error(self.learned_model, customer_id=self.policy.customer_id)
+            if foreign is not None:
+                errors["learned_model"] = foreign
         if errors:
             raise ValidationError(errors)
 
@@ -284,6 +378,15 @@ class PolicyVersion(models.Model):
     @property
     def reschedule_window(self) -> tuple[dt.timedelta, dt.timedelta]:
         return dt.timedelta(hours=self.reschedule_min_hours), dt.timedelta(hours=self.reschedule_max_hours)
+
+
+def foreign_model_error(model: "ModelVersion | None", *, customer_id: int | None) -> str | None:
+    """Why ``model`` may not score a policy of ``customer_id`` (``None``: the default policy),
+    or ``None`` when it may: a policy uses its own customer's models or the pooled ones, never
+    another customer's (their multipliers are that customer's business)."""
+    if model is None or model.customer_id is None or model.customer_id == customer_id:
+        return None
+    return f"{model} belongs to another customer: choose a model of this policy's customer, or a pooled one."
 
 
 _AUDIT_FIELDS = ("id", "policy", "number", "created_at", "created_by", "note")

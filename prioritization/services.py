@@ -190,19 +190,35 @@ def enqueue_rescoring() -> None:
         logger.exception("Could not enqueue a rescoring after a policy change; beat will rescore.")
 
 
+class PolicyChangedMeanwhile(Exception):
+    """The policy got a new version after the one the caller's edit started from."""
+
+    def __init__(self, current: PolicyVersion | None) -> None:
+        super().__init__(f"The policy is at version {current.number if current else None} now.")
+        self.current = current
+
+
 def save_policy_settings(
     *,
     policy: PriorityPolicy,
     values: dict[str, Any],
     note: str,
     user: User | AnonymousUser | None,
+    base_version: int | None = None,
 ) -> PolicyVersion | None:
     """Make ``values`` the policy's settings: a new version when any differs from the
     current one, else nothing. Returns the new version, or ``None`` when nothing changed.
 
-    The policy row is locked (``FOR UPDATE``) while the next number is taken, so two
-    concurrent saves get versions n+1 and n+2 instead of a duplicate-number error. The
-    rescoring is enqueued on commit: a worker must see the new version.
+    ``base_version`` is the number of the version the edit started from (an admin form):
+    when another save made a newer one since, :class:`PolicyChangedMeanwhile` is raised
+    instead of silently undoing that save. ``None`` skips the check. The values are
+    validated as the admin validates them (``clean()``: bounds and the learned model's
+    customer), else ``ValidationError``.
+
+    The policy row is locked (``FOR UPDATE``) while the base is compared and the next
+    number is taken, so of two concurrent saves from one base the second is refused, and
+    two saves without a base get versions n+1 and n+2 instead of a duplicate-number error.
+    The rescoring is enqueued on commit: a worker must see the new version.
     """
     with transaction.atomic():
         locked = (
@@ -211,10 +227,12 @@ def save_policy_settings(
             .get(pk=policy.pk)
         )
         current = locked.current_version
+        if base_version is not None and (current.number if current else None) != base_version:
+            raise PolicyChangedMeanwhile(current)
         if current is not None and version_values(current) == values:
             return None
         number = (locked.versions.aggregate(models.Max("number"))["number__max"] or 0) + 1
-        version = PolicyVersion.objects.create(
+        version = PolicyVersion(
             policy=locked,
             number=number,
             created_at=timezone.now(),
@@ -222,6 +240,8 @@ def save_policy_settings(
             note=note,
             **values,
         )
+        version.clean()
+        version.save(force_insert=True)
         PriorityPolicy.objects.filter(pk=policy.pk).update(current_version=version)
         policy.current_version = version
         transaction.on_commit(enqueue_rescoring)
@@ -719,11 +739,18 @@ def release_lead(*, lead_id: int, contractor_id: int, now: dt.datetime | None = 
 
 
 def extend_lease(*, lead_id: int, contractor_id: int, now: dt.datetime | None = None) -> Lead:
-    """Give the holder a fresh lease (the policy's lease length from now)."""
+    """Give the holder a fresh lease (the policy's lease length from now), while the one it
+    holds runs: a lease that ran out has put the lead back in the queue, even before a claim
+    or the beat task has returned it there."""
     now = now or timezone.now()
     with transaction.atomic():
         lead = _locked_lead(lead_id)
         _require_holder(lead, contractor_id)
+        if lead.lease_expires_at is not None and lead.lease_expires_at <= now:
+            raise LeadStateConflict(
+                f"The lease of lead {lead.pk} ran out at {lead.lease_expires_at.isoformat()}; "
+                "ask for the next lead."
+            )
         version = current_versions([lead.customer_id])[lead.customer_id]
         lead.lease_expires_at = now + dt.timedelta(seconds=version.lease_seconds)
         lead.updated_at = now

@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from leads.api import IdField
 from leads.authentication import request_customer_id
 from leads.importers import DAY_RANGE_ERROR, day_in_range
 from leads.models import Campaign, Customer
@@ -35,8 +36,8 @@ class SlaQuerySerializer(serializers.Serializer[Any]):
     """The query string. ``from`` / ``to`` are UTC days, both included; ``from`` alone runs
     to today, ``to`` alone is one day, neither is today."""
 
-    customer_id = serializers.IntegerField(required=False, min_value=1)
-    campaign_id = serializers.IntegerField(required=False, min_value=1)
+    customer_id = IdField(required=False)
+    campaign_id = IdField(required=False)
     at_risk_minutes = serializers.FloatField(required=False, min_value=0, max_value=24 * 60)
     active_minutes = serializers.IntegerField(required=False, min_value=1, max_value=24 * 60)
 

@@ -48,6 +48,7 @@ from prioritization.learning import (
 )
 from prioritization.models import (
     ModelVersion,
+    PolicyVersion,
     PriorityPolicy,
     TrainingTrigger,
     WeightsSource,
@@ -213,6 +214,18 @@ def manual_log_scores(data: TrainingData) -> Floats:
         )
         scores[index] = log_base(facts, params[customer_id])
     return scores
+
+
+# The longest training window: a century of outcomes (a longer one reaches past the dates
+# Python can count back to).
+MAX_WINDOW_DAYS = 36_500
+
+
+def window_days_error(window_days: int | None) -> str | None:
+    """Why a ``--window-days`` given on the command line cannot be used; ``None`` if it can."""
+    if window_days is None or 1 <= window_days <= MAX_WINDOW_DAYS:
+        return None
+    return f"--window-days must be between 1 and {MAX_WINDOW_DAYS:,}, got {window_days}."
 
 
 def _window_days() -> int:
@@ -410,29 +423,44 @@ def _train_locked(
 
 def _apply_to_policies(created: dict[int | None, ModelVersion], *, user_id: int | None) -> list[int]:
     """A new version of every learned or blended policy, pointing at its new model."""
-    policies = PriorityPolicy.objects.select_related("current_version").filter(
+    learned = PriorityPolicy.objects.select_related("current_version").filter(
         current_version__weights_source__in=[WeightsSource.LEARNED, WeightsSource.BLEND]
     )
     new_versions = []
-    for policy in policies:
-        current = policy.current_version
-        assert current is not None
-        model = created.get(policy.customer_id) or created.get(None)
-        if model is None:
-            continue
-        used = current.learned_model
-        if used is not None and (used.multipliers, used.base_rate) == (model.multipliers, model.base_rate):
-            # Same outcomes, same fit: a new version would only rescore every lead for nothing.
-            continue
-        version = services.save_policy_settings(
-            policy=policy,
-            values={**version_values(current), "learned_model": model},
-            note=f"{model.describe()} trained",
-            user=None,
-        )
-        if version is not None:
-            new_versions.append(version.pk)
+    for policy_id in learned.values_list("pk", flat=True):
+        # From the version in force, so that an admin edit saved meanwhile is never undone:
+        # the policy is read again and the model applied on top of that edit.
+        for _ in range(3):
+            policy = learned.filter(pk=policy_id).first()
+            if policy is None:  # no longer learned or blended
+                break
+            try:
+                version = _point_at_model(policy, created)
+            except services.PolicyChangedMeanwhile:
+                continue
+            if version is not None:
+                new_versions.append(version.pk)
+            break
     return new_versions
+
+
+def _point_at_model(policy: PriorityPolicy, created: dict[int | None, ModelVersion]) -> PolicyVersion | None:
+    current = policy.current_version
+    assert current is not None
+    model = created.get(policy.customer_id) or created.get(None)
+    if model is None:
+        return None
+    used = current.learned_model
+    if used is not None and (used.multipliers, used.base_rate) == (model.multipliers, model.base_rate):
+        # Same outcomes, same fit: a new version would only rescore every lead for nothing.
+        return None
+    return services.save_policy_settings(
+        policy=policy,
+        values={**version_values(current), "learned_model": model},
+        note=f"{model.describe()} trained",
+        user=None,
+        base_version=current.number,
+    )
 
 
 # --- Evaluation of one customer (manage.py evaluate_model --customer-id) ----------------------------

@@ -281,12 +281,20 @@ def test_an_ingest_key_sees_only_its_customer_campaigns(ingest_api, campaign, ot
     assert ingest_api.get(f"/api/v1/campaigns/{other_campaign.pk}/").status_code == 404
 
 
-def test_an_ingest_key_creating_a_campaign_for_another_customer_is_a_403(ingest_api, other_campaign):
-    response = ingest_api.post(
-        "/api/v1/campaigns/", {"customer_id": other_campaign.customer_id, "name": "Hijack"}, format="json"
-    )
+def test_an_ingest_key_creating_a_campaign_for_another_customer_learns_nothing_about_it(
+    ingest_api, customer, other_campaign
+):
+    # Another customer's id and one that does not exist get the same answer.
+    answers = [
+        ingest_api.post("/api/v1/campaigns/", {"customer_id": customer_id, "name": "Hijack"}, format="json")
+        for customer_id in (other_campaign.customer_id, other_campaign.customer_id + 1000)
+    ]
 
-    assert response.status_code == 403
+    for response in answers:
+        assert response.status_code == 400
+        assert response.json() == {
+            "customer_id": [f"This API key may only manage campaigns of customer {customer.pk}."]
+        }
     assert not Campaign.objects.filter(name="Hijack").exists()
 
 

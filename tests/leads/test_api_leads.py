@@ -8,7 +8,8 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from leads.models import EventKind, Lead, LeadEvent, QueueStatus
+from leads.models import EventKind, Lead, LeadEvent, LeadType, QueueStatus
+from prioritization.services import claim_next_lead, record_outcome
 from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory, LeadFactory
 
 LEADS_URL = "/api/v1/leads/"
@@ -280,6 +281,33 @@ def test_a_lead_rescheduled_into_the_past_is_ready_at_once(admin_api, campaign, 
     assert Lead.objects.get().due_at == frozen_now
 
 
+def test_reposting_a_lead_the_engine_made_stale_keeps_it_stale(admin_api, campaign):
+    # No answer after the last reschedule made it stale; the customer's nightly re-push still
+    # says live, which must not give it three more reschedules at live priority.
+    contractor = ContractorFactory(campaigns=[campaign])
+    made_stale = LeadFactory(campaign=campaign, external_id="A-1", reschedule_count=3)
+    sent_stale = LeadFactory(campaign=campaign, external_id="A-2", lead_type=LeadType.STALE)
+    claim = claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk])
+    assert claim is not None
+    assert claim.lead.pk == made_stale.pk
+    outcome = record_outcome(lead_id=made_stale.pk, contractor_id=contractor.pk, disposition="no_answer")
+    assert outcome.lead.lead_type == LeadType.STALE
+
+    response = admin_api.post(
+        LEADS_URL,
+        {"leads": [lead_body(campaign, city="Delhi"), lead_body(campaign, external_id="A-2")]},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.json()
+    made_stale.refresh_from_db()
+    assert (made_stale.lead_type, made_stale.city) == (LeadType.STALE, "Delhi")
+    assert made_stale.reschedule_count == 3
+    # A lead the customer itself sent as stale, sent again as live, is live.
+    sent_stale.refresh_from_db()
+    assert sent_stale.lead_type == LeadType.LIVE
+
+
 def test_reposting_a_waiting_lead_with_a_past_reschedule_makes_it_ready(admin_api, campaign, frozen_now):
     later = frozen_now + dt.timedelta(hours=22)
     admin_api.post(LEADS_URL, lead_body(campaign, rescheduled_at=iso(later)), format="json")
@@ -454,6 +482,20 @@ def test_a_surrogate_pair_escape_is_the_character_it_spells(admin_api, campaign)
 
     assert response.status_code == 201, response.json()
     assert Lead.objects.get().city == "Pune \U0001f600"
+
+
+@pytest.mark.parametrize(
+    ("url", "template"),
+    [(LEADS_URL, "{}"), ("/api/v1/next-lead/", '{{"campaign_ids": {}, "contractor_id": 1}}')],
+)
+def test_json_nested_too_deeply_is_a_400_not_a_server_error(admin_api, db, url, template):
+    # Python's decoder raises RecursionError, which DRF's parser does not turn into a 400.
+    deep = "[" * 100_000 + "]" * 100_000
+
+    response = admin_api.post(url, template.format(deep), content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "JSON parse error - the text is nested too deeply."}
 
 
 def test_a_body_that_is_not_json_is_refused_without_a_server_error(admin_api, db):
@@ -718,7 +760,7 @@ def test_listing_leads_walks_every_lead_once_through_cursor_pages(admin_api, cam
     assert seen == sorted(created, reverse=True)
 
 
-@pytest.mark.parametrize("query", ["p=abc", "p=-1", "p=" + "9" * 30, "o=1&p=1.5"])
+@pytest.mark.parametrize("query", ["p=abc", "p=-1", "p=" + "9" * 30, "p=9223372036854775808", "o=1&p=1.5"])
 def test_listing_leads_with_a_well_formed_cursor_at_no_lead_id_is_refused(admin_api, db, query):
     cursor = base64.b64encode(query.encode()).decode()
 
@@ -750,6 +792,32 @@ def test_patching_rescheduled_at_into_the_future_makes_the_lead_wait_until_then(
     assert (response.json()["status"], response.json()["rescheduled_at"]) == ("waiting", iso(later))
     lead.refresh_from_db()
     assert (lead.status, lead.rescheduled_at, lead.due_at) == (QueueStatus.WAITING, later, later)
+
+
+def test_a_last_activity_ahead_of_now_is_a_field_error_on_post_and_patch(
+    admin_api, contract_api, campaign, frozen_now
+):
+    # Stored, a stale lead "last active" in 2099 would be called first until 2099.
+    ahead = iso(NOW + dt.timedelta(hours=5, minutes=30))
+    lead = LeadFactory(campaign=campaign, lead_type=LeadType.STALE)
+
+    posted = admin_api.post(
+        LEADS_URL, lead_body(campaign, lead_type="stale", last_activity=ahead), format="json"
+    )
+    patched = contract_api.patch(lead_url(lead.pk), {"last_activity": ahead}, format="json")
+    in_skew = contract_api.patch(
+        lead_url(lead.pk), {"last_activity": iso(NOW + dt.timedelta(minutes=10))}, format="json"
+    )
+
+    message = (
+        f"{ahead!r} is later than when the lead was received: send a past moment, in UTC or with its offset."
+    )
+    assert posted.status_code == 400
+    assert posted.json() == {"last_activity": [message]}
+    assert patched.status_code == 400
+    assert patched.json() == {"last_activity": [message]}
+    assert in_skew.status_code == 200  # the sender's clock may run a little ahead
+    assert not Lead.objects.filter(external_id="A-1").exists()
 
 
 def test_patching_rescheduled_at_into_the_past_makes_the_lead_ready(contract_api, campaign, frozen_now):

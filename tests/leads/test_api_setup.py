@@ -6,6 +6,7 @@ import pytest
 from rest_framework.validators import UniqueValidator
 
 from leads.models import Campaign, Contractor, Customer
+from leads.pagination import ListPagination
 from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
 
 CUSTOMERS_URL = "/api/v1/customers/"
@@ -142,6 +143,9 @@ def test_creating_a_campaign_stores_its_own_calling_hours_and_zone(admin_api, cu
         ({"name": ""}, "name"),
         ({"customer_id": 999_999}, "customer_id"),
         ({"customer_id": None}, "customer_id"),
+        ({"customer_id": 2**63}, "customer_id"),
+        ({"customer_id": -1}, "customer_id"),
+        ({"customer_id": True}, "customer_id"),
     ],
 )
 def test_creating_a_campaign_with_a_bad_field_is_a_400_naming_it(admin_api, customer, fields, field):
@@ -228,6 +232,9 @@ def test_a_contractor_created_without_campaign_ids_has_no_qualifications(admin_a
         ({"name": "Asha", "campaign_ids": [999_999]}, "campaign_ids"),
         ({"name": "Asha", "campaign_ids": ["abc"]}, "campaign_ids"),
         ({"name": "Asha", "campaign_ids": 3}, "campaign_ids"),
+        ({"name": "Asha", "campaign_ids": [2**63]}, "campaign_ids"),
+        ({"name": "Asha", "campaign_ids": ["²"]}, "campaign_ids"),
+        ({"name": "Asha", "campaign_ids": [0]}, "campaign_ids"),
         ({"name": ""}, "name"),
         ({}, "name"),
     ],
@@ -238,6 +245,46 @@ def test_creating_a_contractor_with_a_bad_field_is_a_400_naming_it(admin_api, db
     assert response.status_code == 400
     assert field in response.json()
     assert not Contractor.objects.exists()
+
+
+def test_a_fractional_id_is_refused_not_rounded_to_another_object(admin_api, customer):
+    # The ORM would look 1.7 up as 1: a contractor qualified for, or a campaign created
+    # under, an object nobody named.
+    campaign = CampaignFactory(customer=customer)
+
+    contractor = admin_api.post(
+        CONTRACTORS_URL, {"name": "Asha", "campaign_ids": [campaign.pk + 0.7]}, format="json"
+    )
+    created = admin_api.post(CAMPAIGNS_URL, {"customer_id": customer.pk + 0.5, "name": "Half"}, format="json")
+
+    assert contractor.status_code == 400
+    assert contractor.json() == {"campaign_ids": ["Incorrect type. Expected pk value, received float."]}
+    assert created.status_code == 400
+    assert created.json() == {"customer_id": ["Incorrect type. Expected pk value, received float."]}
+    assert not Contractor.objects.exists()
+    assert not Campaign.objects.filter(name="Half").exists()
+
+
+def test_an_id_given_as_its_digits_is_accepted(admin_api, customer):
+    response = admin_api.post(CAMPAIGNS_URL, {"customer_id": str(customer.pk), "name": "Text"}, format="json")
+
+    assert response.status_code == 201, response.json()
+    assert Campaign.objects.get(name="Text").customer == customer
+
+
+@pytest.mark.parametrize("url", [CUSTOMERS_URL, CAMPAIGNS_URL, CONTRACTORS_URL])
+def test_a_list_page_holds_at_most_1000_whatever_limit_is_asked(
+    admin_api, db, url, django_assert_max_num_queries
+):
+    CampaignFactory.create_batch(3)
+    ContractorFactory.create_batch(3)
+
+    for limit in ("2", "99999999999999999999", str(2**63 - 1)):
+        response = admin_api.get(url, {"limit": limit})
+
+        assert response.status_code == 200, (limit, response.json())
+        assert len(response.json()["results"]) == min(int(limit), 3)
+    assert ListPagination.max_limit == 1000
 
 
 def test_listing_contractors_includes_their_qualifications(admin_api, db):

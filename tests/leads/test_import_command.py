@@ -1,4 +1,5 @@
 import csv
+import datetime as dt
 import io
 import json
 import os
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
-from leads.importers import LeadMapping
+from leads.importers import ImportFileError, LeadMapping
 from leads.models import Lead
 from leads.services import import_leads
 from tests.factories import CampaignFactory, CustomerFactory
@@ -49,6 +51,24 @@ def test_the_cli_imports_good_rows_and_reports_bad_ones_with_row_and_column(tmp_
     assert rows[0] == ["row", "column", "reason"]
     assert [(r[0], r[1]) for r in rows[1:]] == [("3", "lead_type"), ("4", "campaign_id"), ("5", "created_at")]
     assert "belongs to customer" in rows[2][2]
+
+
+@pytest.mark.django_db
+def test_a_row_whose_last_activity_lies_ahead_of_the_import_is_rejected(tmp_path, customer, campaign):
+    soon = (timezone.now() + dt.timedelta(minutes=5)).isoformat()
+    path = _csv(
+        tmp_path,
+        f"A,{customer.pk},{campaign.pk},stale,{soon}\nB,{customer.pk},{campaign.pk},stale,2099-01-01T00:00:00Z\n",
+        header="external_id,customer_id,campaign_id,lead_type,last_activity\n",
+    )
+    errors = tmp_path / "errors.csv"
+
+    output = _run(path, "--errors", errors)
+
+    assert "1 created, 0 updated, 1 rejected" in output
+    rows = list(csv.reader(errors.open()))
+    assert rows[1][:2] == ["3", "last_activity"]
+    assert "later than when the lead was received" in rows[1][2]
 
 
 @pytest.mark.django_db
@@ -106,13 +126,65 @@ def test_a_mapping_renames_columns_sets_constants_and_names_empty_values(tmp_pat
     ],
 )
 def test_a_file_that_cannot_be_processed_stops_with_one_readable_line_and_writes_nothing(
-    tmp_path, content, message
+    tmp_path, customer, content, message
 ):
     path = tmp_path / "bad.csv"
     path.write_bytes(content)
     with pytest.raises(CommandError, match=message):
-        _run(path, "--customer-id", 1)
+        _run(path, "--customer-id", customer.pk)
     assert Lead.objects.count() == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]  # no error report left behind
+
+
+@pytest.mark.django_db
+def test_a_customer_or_campaign_given_for_every_row_is_checked_once_before_reading(
+    tmp_path, customer, campaign
+):
+    other = CampaignFactory()
+    path = _csv(tmp_path, "A,live\nB,live\n", header="external_id,lead_type\n")
+    wrong_customer = (
+        f"--campaign-id {other.pk} belongs to customer {other.customer_id}, not to customer {customer.pk}."
+    )
+    for args, message in [
+        (["--customer-id", 999_999], "--customer-id 999999: there is no such customer."),
+        (["--customer-id", 2**63], f"--customer-id {2**63}: there is no such customer."),
+        (["--campaign-id", 0], "--campaign-id 0: there is no such campaign."),
+        (["--customer-id", customer.pk, "--campaign-id", other.pk], wrong_customer),
+    ]:
+        with pytest.raises(CommandError) as refused:
+            _run(path, *args)
+        assert str(refused.value) == message
+    assert Lead.objects.count() == 0
+    assert _run(path, "--customer-id", customer.pk, "--campaign-id", campaign.pk).count("2 created") == 1
+
+
+@pytest.mark.django_db
+def test_a_file_that_fails_midway_says_what_was_already_stored(tmp_path, customer, campaign, monkeypatch):
+    path = _csv(tmp_path, f"A,{customer.pk},{campaign.pk},live,,\n")
+
+    def fails_after_a_chunk(*args, on_progress, errors_out, **kwargs):
+        errors_out.write("row,column,reason\n")
+        on_progress(5_000)
+        raise ImportFileError("CSV error on line 5002: unexpected end of data.")
+
+    monkeypatch.setattr("leads.management.commands.import_leads.import_leads", fails_after_a_chunk)
+
+    with pytest.raises(CommandError) as failed:
+        _run(path)
+
+    assert str(failed.value) == (
+        "leads.csv: CSV error on line 5002: unexpected end of data. The valid rows among the first 5,000 "
+        "were already stored; importing the fixed file again is safe (rows are matched by external id)."
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["leads.csv"]
+
+
+@pytest.mark.django_db
+def test_the_error_report_may_not_overwrite_the_file_being_imported(tmp_path, customer, campaign):
+    path = _csv(tmp_path, f"A,{customer.pk},{campaign.pk},live,,\n")
+    with pytest.raises(CommandError, match="is the file being imported"):
+        _run(path, "--errors", tmp_path / "." / "leads.csv")
+    assert path.read_text().count("\n") == 2  # untouched
 
 
 @pytest.mark.django_db
@@ -121,6 +193,9 @@ def test_a_bad_mapping_file_is_reported(tmp_path):
     mapping = tmp_path / "mapping.json"
     mapping.write_text("{not json")
     with pytest.raises(CommandError, match="not valid JSON"):
+        _run(path, "--mapping", mapping)
+    mapping.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CommandError, match="not valid JSON: it is nested too deeply"):
         _run(path, "--mapping", mapping)
     mapping.write_text('{"columns": {"colour": "x"}}')
     with pytest.raises(CommandError, match="unknown lead fields"):
@@ -200,3 +275,46 @@ def test_the_real_x_education_file_imports_with_the_shipped_mapping(tmp_path):
     assert Lead.objects.filter(customer=customer, campaign=campaign, lead_type="stale").count() == 9240
     assert not Lead.objects.filter(city="Select").exists()
     assert Lead.objects.filter(city="Mumbai", stage="Email Opened").exists()
+
+
+@pytest.mark.django_db
+def test_a_row_with_an_oversized_cell_or_a_cell_too_many_is_rejected_and_the_others_stored(
+    tmp_path, customer, campaign
+):
+    long = "x" * 200_000  # over the csv module's default field limit of 131,072 characters
+    path = _csv(
+        tmp_path,
+        f"A,{customer.pk},{campaign.pk},live,Pune,\n"
+        f"B,{customer.pk},{campaign.pk},live,{long},\n"
+        f"C,{customer.pk},{campaign.pk},live,Thane, Outskirts,2026-01-05T10:00:00Z\n"  # unquoted comma
+        f"D,{customer.pk},{campaign.pk},live,Goa,,,\n",  # empty cells past the header are padding
+    )
+    errors = tmp_path / "errors.csv"
+
+    output = _run(path, "--errors", errors)
+
+    assert "2 created, 0 updated, 2 rejected" in output
+    assert dict(Lead.objects.values_list("external_id", "city")) == {"A": "Pune", "D": "Goa"}
+    rows = list(csv.reader(errors.open()))
+    assert rows[1:] == [
+        ["3", "city", "Ensure this field has no more than 200 characters."],
+        [
+            "4",
+            "non_field_errors",
+            "The row has 7 cells, the header has 6: put a value that holds the delimiter in quotes.",
+        ],
+    ]
+
+
+@pytest.mark.django_db
+def test_repeated_columns_and_a_wrong_encoding_stop_with_one_readable_line(tmp_path, customer, campaign):
+    repeated = _csv(tmp_path, "A,live,Pune,Mumbai\n", header="external_id,lead_type,City,city\n")
+    with pytest.raises(CommandError, match=r"Columns 3 \('City'\) and 4 \('city'\) both match city;"):
+        _run(repeated, "--customer-id", customer.pk, "--campaign-id", campaign.pk)
+
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text('{"encoding": "utf-16"}')
+    utf_8 = _csv(tmp_path, "A,live\n", header="external_id,lead_type\n", name="utf8.csv")
+    with pytest.raises(CommandError, match=r"utf8\.csv: The file is not valid utf-16 text \(UTF-16 stream"):
+        _run(utf_8, "--mapping", mapping, "--customer-id", customer.pk, "--campaign-id", campaign.pk)
+    assert Lead.objects.count() == 0

@@ -1,17 +1,23 @@
 """Pure parsing: no database."""
 
 import datetime as dt
+import zipfile
 from pathlib import Path
 
 import openpyxl
 import pytest
 import xlwt
 
+from leads import importers
 from leads.importers import (
+    ROW_ERRORS,
     ImportFileError,
     LeadMapping,
     MappingError,
+    check_file_encoding,
     detect_format,
+    has_nul,
+    latest_activity_for,
     open_table,
     parse_lead,
     plan_columns,
@@ -60,6 +66,26 @@ def test_each_bad_value_gets_an_error_on_its_own_field(field, value, message_par
 def test_all_errors_of_a_row_are_reported_together():
     _, errors = parse_lead({"external_id": "", "customer_id": "x", "lead_type": "hot"})
     assert set(errors) == {"external_id", "customer_id", "campaign_id", "lead_type"}
+
+
+def test_a_last_activity_later_than_its_arrival_allows_is_refused():
+    received = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)
+    latest = latest_activity_for(received)
+
+    within, errors = parse_lead({**VALID, "last_activity": "2026-11-24T09:14:00Z"}, latest_activity=latest)
+    assert errors == {}
+    assert within is not None
+    # A local time sent without its offset (here +05:30) lands hours ahead.
+    lead, errors = parse_lead({**VALID, "last_activity": "2026-11-24 14:25:00"}, latest_activity=latest)
+    assert lead is None
+    assert errors == {
+        "last_activity": [
+            "'2026-11-24 14:25:00' is later than when the lead was received: send a past moment, "
+            "in UTC or with its offset."
+        ]
+    }
+    # Without a bound (a caller with no arrival time), any year in range is taken.
+    assert parse_lead({**VALID, "last_activity": "2099-01-01"})[1] == {}
 
 
 @pytest.mark.parametrize(
@@ -241,3 +267,322 @@ def test_a_utf_16_csv_is_read_when_the_mapping_names_its_encoding(tmp_path):
     table = open_table(path, encoding="utf-16")
     assert table.header == ["external_id", "city"]
     assert list(table.rows) == [(2, ["A", "Köln"])]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "UTF8", "cp1252", "latin-1", "utf-16", "utf-7", "shift_jis"])
+def test_character_sets_of_text_files_are_accepted_as_the_mapping_encoding(encoding):
+    check_file_encoding(encoding)
+    assert LeadMapping.from_json({"encoding": encoding}).encoding == encoding
+
+
+@pytest.mark.parametrize(
+    ("encoding", "message"),
+    [
+        ("utf\x00", "Unknown encoding"),  # codecs.lookup raises ValueError, not LookupError
+        ("base64", "not a character set of text files"),  # bytes to bytes
+        ("hex", "not a character set of text files"),
+        ("zlib", "not a character set of text files"),
+        ("rot13", "not a character set of text files"),  # text to text
+        ("unicode_escape", "not a character set of text files"),  # "\\ud800" → a lone surrogate
+        ("Raw-Unicode-Escape", "not a character set of text files"),
+        ("undefined", "not a character set of text files"),
+        ("idna", "not a character set of text files"),
+    ],
+)
+def test_an_encoding_that_is_no_character_set_of_text_files_is_a_mapping_error(encoding, message):
+    with pytest.raises(MappingError, match=message) as refused:
+        check_file_encoding(encoding)
+    assert '"encoding"' in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ({"empty_values": ["\x00"]}, '"empty_values"'),
+        ({"constants": {"city": "\x00"}}, '"constants"'),
+        ({"columns": {"city": "ci\x00ty"}}, '"columns"'),
+        ({"encoding": "utf\x00"}, '"encoding"'),
+        ({"colu\x00mns": {}}, '"colu\\u0000mns"'),
+    ],
+)
+def test_a_nul_anywhere_in_the_mapping_is_a_mapping_error_naming_where(data, where):
+    with pytest.raises(MappingError, match="NUL character") as refused:
+        LeadMapping.from_json(data)
+    assert f"in {where}," in str(refused.value)
+    assert "\x00" not in str(refused.value)
+
+
+def test_has_nul_looks_at_every_key_and_value_however_deep():
+    assert not has_nul({"a": ["b", {"c": 1}]})
+    assert has_nul({"a": ["b", {"c": "d\x00"}]})
+    assert has_nul({"a\x00": 1})
+    deep: object = "\x00"
+    for _ in range(10_000):
+        deep = [deep]
+    assert has_nul(deep)
+
+
+@pytest.mark.parametrize(
+    ("value", "message_part"), [("Town\ud800", "lone UTF-16 surrogates"), ("Pu\x00ne", "NUL")]
+)
+def test_text_the_database_cannot_store_is_a_field_error(value, message_part):
+    lead, errors = parse_lead({**VALID, "city": value})
+    assert lead is None
+    assert list(errors) == ["city"]
+    assert message_part in errors["city"][0]
+
+
+def test_a_nul_in_a_header_past_the_format_check_is_refused_naming_the_column(tmp_path):
+    # detect_format looks for NUL in the first 64 KB only; this one comes after.
+    content = b"external_id,lead_type," + b"x" * 70_000 + b"\x00y\nA,live,z\n"
+    path = _write(tmp_path, "leads.csv", content)
+    with pytest.raises(ImportFileError, match=r"Column 3 of the header \('x+'\) holds a NUL"):
+        open_table(path)
+
+
+def test_a_lone_surrogate_is_refused_in_the_header_and_kept_out_of_cells(tmp_path):
+    # UTF-7 spells a lone surrogate as "+2AA-": a file can hold one in any cell.
+    header = _write(tmp_path, "header.csv", b"external_id,lead_type,+2AA-\nA,live,z\n")
+    with pytest.raises(ImportFileError, match=r"Column 3 of the header \('\\ud800'\) holds a lone UTF-16"):
+        open_table(header, encoding="utf-7")
+
+    cell = _write(
+        tmp_path, "cell.csv", b"external_id,customer_id,campaign_id,lead_type,city\nA,1,2,live,+2AA-\n"
+    )
+    table = open_table(cell, encoding="utf-7")
+    [(_, cells)] = list(table.rows)
+    plan = plan_columns(table.header, LeadMapping(), given={})
+    lead, errors = parse_lead(row_to_raw(cells, plan, frozenset()))
+    assert lead is None
+    assert errors == {"city": ["Text may not contain lone UTF-16 surrogates (\\ud800-\\udfff)."]}
+
+
+def test_spreadsheet_header_cells_are_read_as_text_and_a_nul_is_refused(tmp_path):
+    def xls(name: str, header: list[object]) -> Path:
+        book = xlwt.Workbook()
+        sheet = book.add_sheet("Leads")
+        for column, value in enumerate(header):
+            sheet.write(0, column, value)
+        path = tmp_path / name
+        book.save(str(path))
+        return path
+
+    assert open_table(xls("readable.xls", ["external_id", True, 7])).header == ["external_id", "True", "7"]
+    with pytest.raises(ImportFileError, match=r"Column 2 of the header \('lead\\x00type'\) holds a NUL"):
+        open_table(xls("broken.xls", ["external_id", "lead\x00type"]))
+
+
+# --- Cells, rows and headers a CSV reader must not let through silently ------------------
+
+
+def _parse_csv(
+    tmp_path: Path, text: str, mapping: LeadMapping | None = None
+) -> list[tuple[int, object, dict]]:
+    """Each data row of a CSV file as (row number, lead or None, errors), as an import parses it."""
+    mapping = mapping or LeadMapping()
+    table = open_table(_write(tmp_path, "leads.csv", text.encode()))
+    plan = plan_columns(table.header, mapping, given={"customer_id": 1, "campaign_id": 2})
+    return [
+        (number, *parse_lead(row_to_raw(cells, plan, mapping.empty_values))) for number, cells in table.rows
+    ]
+
+
+def test_a_cell_over_the_csv_modules_default_limit_rejects_its_row_not_the_file(tmp_path):
+    long = "x" * 200_000  # the csv module refuses cells over 131,072 characters by default
+    parsed = _parse_csv(tmp_path, f'external_id,lead_type,city\nA,live,Pune\nB,live,"{long}"\nC,live,Goa\n')
+    assert [(number, lead and lead.external_id, errors) for number, lead, errors in parsed] == [
+        (2, "A", {}),
+        (3, None, {"city": ["Ensure this field has no more than 200 characters."]}),
+        (4, "C", {}),
+    ]
+
+
+def test_a_row_with_more_cells_than_the_header_is_rejected_as_a_whole(tmp_path):
+    # An unquoted comma in "Thane, Outskirts" moved Google out of the source column.
+    parsed = _parse_csv(
+        tmp_path, "external_id,lead_type,city,source\nw1,live,Thane, Outskirts,Google\nw2,live,Pune,Google\n"
+    )
+    assert parsed[0] == (
+        2,
+        None,
+        {
+            ROW_ERRORS: [
+                "The row has 5 cells, the header has 4: put a value that holds the delimiter in quotes."
+            ]
+        },
+    )
+    lead = parsed[1][1]
+    assert (lead.external_id, lead.city, lead.source) == ("w2", "Pune", "Google")
+
+
+def test_empty_cells_past_the_header_are_padding_not_values(tmp_path):
+    parsed = _parse_csv(tmp_path, "external_id,lead_type,city\nA,live,Pune,,\nB,live,Goa, ,\t\n")
+    assert [(lead.external_id, lead.city, errors) for _, lead, errors in parsed] == [
+        ("A", "Pune", {}),
+        ("B", "Goa", {}),
+    ]
+    # A spreadsheet row padded with None, as well as one with a value beyond the header.
+    plan = plan_columns(
+        ["external_id", "lead_type"], LeadMapping(), given={"customer_id": 1, "campaign_id": 2}
+    )
+    assert parse_lead(row_to_raw(["A", "live", None, "", None], plan, frozenset()))[1] == {}
+    assert list(parse_lead(row_to_raw(["A", "live", None, 7.0, None], plan, frozenset()))[1]) == [ROW_ERRORS]
+
+
+def test_a_row_with_fewer_cells_than_the_header_has_its_last_cells_empty(tmp_path):
+    parsed = _parse_csv(tmp_path, "external_id,lead_type,city,source\nA,live\nB\n")
+    lead = parsed[0][1]
+    assert (lead.external_id, lead.city, lead.source) == ("A", "", "")
+    assert parsed[1] == (3, None, {"lead_type": ["This field is required."]})
+
+
+def test_a_lead_sent_as_json_cannot_pass_for_a_rejected_row():
+    lead, errors = parse_lead({**VALID, ROW_ERRORS: ["made up"]})
+    assert errors == {}
+    assert lead is not None
+
+
+@pytest.mark.parametrize(
+    ("header", "mapping", "message"),
+    [
+        (
+            ["external_id", "lead_type", "City", "city"],
+            {},
+            r"Columns 3 \('City'\) and 4 \('city'\) both match city;",
+        ),
+        (
+            ["Prospect ID", "lead_type", "prospect-id"],
+            {"columns": {"external_id": "Prospect ID"}},
+            r"Columns 1 \('Prospect ID'\) and 3 \('prospect-id'\) both match 'Prospect ID' "
+            r"\(for external_id\);",
+        ),
+    ],
+)
+def test_two_columns_matching_the_name_a_field_is_read_by_are_refused_naming_both(header, mapping, message):
+    with pytest.raises(ImportFileError, match=message):
+        plan_columns(header, LeadMapping.from_json(mapping), given={"customer_id": 1, "campaign_id": 2})
+
+
+def test_a_repeated_column_that_feeds_no_field_is_no_error():
+    given = {"customer_id": 1, "campaign_id": 2}
+    plan = plan_columns(["external_id", "lead_type", "Notes", "notes"], LeadMapping(), given=given)
+    assert plan.positions == {"external_id": 0, "lead_type": 1}
+    # Nor is a column named after a field the mapping reads from another column.
+    mapping = LeadMapping.from_json({"columns": {"city": "Town"}})
+    plan = plan_columns(["external_id", "lead_type", "City", "Town"], mapping, given=given)
+    assert plan.positions["city"] == 3
+
+
+def test_a_file_not_in_the_mappings_encoding_is_one_readable_error_whatever_the_codec_raises(
+    tmp_path, monkeypatch
+):
+    path = _write(tmp_path, "leads.csv", b"external_id,lead_type\nA,live\n")
+    # The UTF-16 decoder raises a plain UnicodeError here, not a UnicodeDecodeError.
+    utf_16_error = r"not valid utf-16 text \(UTF-16 stream does not start with BOM\)"
+    with pytest.raises(ImportFileError, match=utf_16_error):
+        open_table(path, encoding="utf-16")
+    with pytest.raises(MappingError, match="Unknown encoding 'klingon'"):
+        open_table(path, encoding="klingon")
+    # The readers say so too, should the file change after check_encoding read it.
+    monkeypatch.setattr(importers, "check_encoding", lambda path, encoding: None)
+    with pytest.raises(ImportFileError, match=utf_16_error):
+        open_table(path, encoding="utf-16")
+    late = _write(tmp_path, "late.csv", b"external_id,lead_type\n" + b"A,live\n" * 10_000 + b"B,\xff\n")
+    table = open_table(late)
+    with pytest.raises(ImportFileError, match="not valid utf-8 text"):
+        list(table.rows)
+
+
+MIB = 1 << 20  # check_encoding reads this much at a time
+
+
+@pytest.mark.parametrize(
+    ("first_chunk_end", "second_chunk", "where"),
+    [
+        # "€" (e2 82 ac) cut by the boundary: the decoder holds e2 82 back, and counts the
+        # position of the bad byte at the end of the second chunk from them.
+        (b"\xe2\x82", b"\xac\n" + b"b" * (MIB - 3) + b"\xff", f"line 3, byte 0xff at offset {2 * MIB - 1}"),
+        # The bad byte is the held one itself: e2 is followed by no continuation byte.
+        (b"\xe2", b"\nB,live\n", f"line 2, byte 0xe2 at offset {MIB - 1}"),
+    ],
+)
+def test_a_bad_byte_next_to_a_character_cut_by_a_read_boundary_is_located(
+    tmp_path, first_chunk_end, second_chunk, where
+):
+    head = b"external_id,lead_type\n"
+    first_chunk = head + b"a" * (MIB - len(head) - len(first_chunk_end)) + first_chunk_end
+    assert len(first_chunk) == MIB
+    path = _write(tmp_path, "leads.csv", first_chunk + second_chunk)
+    with pytest.raises(ImportFileError, match=rf"not valid utf-8 text \({where}\)"):
+        open_table(path)
+
+
+def _ods(path: Path, rows: list[list[str]]) -> Path:
+    """A minimal OpenDocument spreadsheet (no ODS writer is installed)."""
+    ns = (
+        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"'
+    )
+    cells = "".join(
+        "<table:table-row>"
+        + "".join(
+            f'<table:table-cell office:value-type="string"><text:p>{v}</text:p></table:table-cell>'
+            for v in row
+        )
+        + "</table:table-row>"
+        for row in rows
+    )
+    content = (
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {ns} office:version="1.2">'
+        f'<office:body><office:spreadsheet><table:table table:name="Leads">{cells}</table:table>'
+        "</office:spreadsheet></office:body></office:document-content>"
+    )
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+        'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
+        '<manifest:file-entry manifest:full-path="/" '
+        'manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+        "</manifest:manifest>"
+    )
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        # The mimetype entry comes first and uncompressed: detect_format looks for it.
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet", zipfile.ZIP_STORED)
+        archive.writestr("META-INF/manifest.xml", manifest)
+        archive.writestr("content.xml", content)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("file_format", "name"),
+    [
+        ("xls", "leads.xlsx"),
+        ("xlsx", "leads.xls"),
+        ("xlsx", "leads.ods"),
+        ("ods", "leads.xlsx"),
+        ("ods", "leads.ods"),
+    ],
+)
+def test_a_workbook_is_read_as_its_content_says_whatever_its_name_says(tmp_path, file_format, name):
+    rows = [["external_id", "lead_type"], ["A-1", "live"]]
+    path = tmp_path / name
+    if file_format == "xlsx":
+        workbook = openpyxl.Workbook()
+        for row in rows:
+            workbook.active.append(row)
+        workbook.save(path)
+    elif file_format == "xls":
+        book = xlwt.Workbook()
+        sheet = book.add_sheet("Leads")
+        for r, row in enumerate(rows):
+            for c, value in enumerate(row):
+                sheet.write(r, c, value)
+        book.save(str(path))
+    else:
+        _ods(path, rows)
+
+    table = open_table(path)
+    assert table.format == file_format
+    assert table.header == ["external_id", "lead_type"]
+    assert list(table.rows) == [(2, ["A-1", "live"])]

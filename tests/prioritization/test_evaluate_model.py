@@ -287,6 +287,20 @@ def test_train_models_without_outcomes_exits_with_the_reason() -> None:
         call_command("train_models", stdout=io.StringIO())
 
 
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        ("train_models", []),
+        ("evaluate_model", ["--customer-id", "1"]),
+    ],
+)
+@pytest.mark.parametrize("days", ["0", "-3", "100000000"])
+def test_a_window_outside_a_century_is_one_readable_line(command: str, args: list[str], days: str) -> None:
+    # 100,000,000 days back is before the year 1: Python's dates would overflow.
+    with pytest.raises(CommandError, match=rf"--window-days must be between 1 and 36,500, got {days}\."):
+        call_command(command, *args, "--window-days", days, stdout=io.StringIO())
+
+
 def test_the_training_benchmark_prints_its_timings_and_a_last_json_line() -> None:
     from prioritization.model_bench import run_training_benchmark
 
@@ -298,3 +312,22 @@ def test_the_training_benchmark_prints_its_timings_and_a_last_json_line() -> Non
     assert set(result["steps"]) >= {"gather", "evaluate", "fit", "store", "total"}
     assert lines[0].startswith("3000 synthetic outcomes of 20 customers")
     assert lines[1].startswith("training run (process start included): ")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "message"),
+    [
+        ("klingon", "--encoding 'klingon' is not a known character set of text files"),
+        ("base64", "--encoding 'base64' is not a known character set of text files"),
+        (
+            "utf-16",
+            r"leads\.csv: The file is not valid utf-16 text \(UTF-16 stream does not start with BOM\)",
+        ),
+    ],
+)
+def test_an_encoding_the_file_is_not_written_in_is_one_readable_error(
+    tmp_path: Path, encoding: str, message: str
+) -> None:
+    path = write_csv(tmp_path / "leads.csv", history_rows(50))
+    with pytest.raises(CommandError, match=message):
+        run("--file", path, "--target", "Converted", "--features", "Source", "--encoding", encoding)

@@ -359,6 +359,26 @@ def test_extend_pushes_the_lease_and_keeps_the_lead_held_past_the_old_lease(
         assert claim(other, all_day_campaign).pk == lead.pk
 
 
+def test_a_lease_that_ran_out_cannot_be_extended_even_before_the_lead_is_returned(
+    all_day_campaign: Campaign, make_contractor
+) -> None:
+    # No claim and no beat run has returned the lead yet: whether it can be extended must not
+    # depend on that timing.
+    set_policy(all_day_campaign.customer, lease_seconds=300)
+    holder = make_contractor(all_day_campaign)
+    with time_machine.travel(T0, tick=False):
+        lead = add_lead(all_day_campaign)
+        claim(holder, all_day_campaign)
+    with (
+        time_machine.travel(T0 + dt.timedelta(seconds=300), tick=False),
+        pytest.raises(LeadStateConflict, match=r"The lease of lead \d+ ran out at .*; ask for the next lead"),
+    ):
+        extend_lease(lead_id=lead.pk, contractor_id=holder.pk)
+    lead.refresh_from_db()
+    assert lead.lease_expires_at == T0 + dt.timedelta(seconds=300)
+    assert not LeadEvent.objects.filter(lead=lead, kind=EventKind.LEASE_EXTENDED).exists()
+
+
 def test_a_withdrawn_lead_is_closed_and_never_handed_out_again(
     all_day_campaign: Campaign, make_contractor
 ) -> None:

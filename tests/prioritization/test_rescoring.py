@@ -9,6 +9,7 @@ import time_machine
 from django.core.management import call_command
 from django.db import DataError, connection
 from django.db.backends.signals import connection_created
+from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from leads.models import Campaign, Lead, QueueStatus
@@ -274,3 +275,20 @@ def test_setup_periodic_tasks_removes_its_retired_schedules_and_keeps_others() -
     assert names >= {schedule.name for schedule in SCHEDULES} | {"nightly report"}
     assert "Removed 1 retired: leadrank: fail stalled imports." in out.getvalue()
     assert all(schedule.name.startswith(NAME_PREFIX) for schedule in SCHEDULES)
+
+
+@pytest.mark.django_db
+def test_setup_periodic_tasks_puts_back_hand_edits_and_bears_duplicate_intervals() -> None:
+    call_command("setup_periodic_tasks")
+    # The beat admin allows two rows of the same interval (the table has no unique key), and
+    # an expiry or a one-off run set by hand would leave a task dead.
+    IntervalSchedule.objects.create(every=60, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.filter(name="leadrank: rescore leads").update(
+        expires=timezone.now() - dt.timedelta(days=1), one_off=True, kwargs='{"x": 1}'
+    )
+
+    call_command("setup_periodic_tasks")
+
+    task = PeriodicTask.objects.get(name="leadrank: rescore leads")
+    assert (task.expires, task.one_off, task.kwargs, task.enabled) == (None, False, "{}", True)
+    assert (task.interval.every, task.interval.period) == (60, "seconds")

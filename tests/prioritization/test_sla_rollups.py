@@ -206,6 +206,12 @@ def test_the_rollup_command_recomputes_a_range_of_days(history, capsys: pytest.C
         (["--from", "2026-13-01"], "'2026-13-01' is not a day; write it as YYYY-MM-DD."),
         (["--from", "2026-11-05", "--to", "2026-11-01"], "--from 2026-11-05 is after --to 2026-11-01."),
         (["--to", "2026-11-01"], "--to needs --from."),
+        # Past the years leads may carry: the day's end would overflow Python's calendar.
+        (["--from", "9999-12-31"], "9999-12-31: Enter a day in the years 1900 to 2099."),
+        (
+            ["--from", "2026-11-01", "--to", "2100-01-01"],
+            "2100-01-01: Enter a day in the years 1900 to 2099.",
+        ),
     ],
 )
 def test_the_rollup_command_refuses_bad_days_in_one_line(args: list[str], message: str) -> None:

@@ -11,6 +11,7 @@ import time_machine
 from django.db import connection
 
 from leads.models import ALL_WEEKDAYS, Campaign, CloseReason, Customer, Lead, QueueStatus
+from prioritization import services as services_module
 from prioritization import tasks
 from prioritization.learning import BOOSTED, LEARNED, MANUAL, POOLED
 from prioritization.models import (
@@ -296,6 +297,40 @@ def test_a_retraining_that_learns_nothing_new_leaves_learned_policies_alone(cust
     add_outcomes(all_day_campaign(customer), source="Google", converted=30, not_converted=10, start=T0)
     third = train_models(now=T0 + dt.timedelta(hours=2))
     assert len(third.policy_version_ids) == 1
+
+
+@pytest.mark.django_db
+def test_training_applies_its_model_on_top_of_an_admin_edit_saved_meanwhile(customer, monkeypatch):
+    referral_converts(all_day_campaign(customer))
+    policy = PriorityPolicy.objects.create(customer=customer, name="Learned")
+    save_policy_settings(
+        policy=policy, values={**_defaults(), "weights_source": WeightsSource.LEARNED}, note="", user=None
+    )
+    real_save = services_module.save_policy_settings
+    edited = []
+
+    def staff_saves_first(**kwargs: Any) -> Any:
+        if not edited:  # a staff member saves a new SLA window between training's read and write
+            edited.append(
+                real_save(
+                    policy=policy,
+                    values={**version_values(policy.versions.latest("number")), "sla_window_minutes": 45.0},
+                    note="staff edit",
+                    user=None,
+                )
+            )
+        return real_save(**kwargs)
+
+    monkeypatch.setattr(services_module, "save_policy_settings", staff_saves_first)
+
+    summary = train_models(now=T0)
+
+    policy.refresh_from_db()
+    current = policy.current_version
+    assert summary.policy_version_ids == [current.pk]
+    assert current.number == 3  # v1 set up, v2 the staff edit, v3 the model on top of it
+    assert current.sla_window_minutes == 45.0  # the edit is kept
+    assert current.learned_model is not None
 
 
 def _defaults() -> dict[str, Any]:

@@ -1,5 +1,7 @@
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -7,7 +9,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from leads.ids import MAX_ID
 from leads.importers import ImportFileError, LeadMapping
+from leads.models import Campaign, Customer
 from leads.services import estimate_rows, import_leads, open_import
 
 
@@ -39,38 +43,64 @@ class Command(BaseCommand):
         if not path.is_file():
             raise CommandError(f"No such file: {path}")
         mapping = self._mapping(options["mapping"])
+        customer_id, campaign_id = options["customer_id"], options["campaign_id"]
+        _check_given(customer_id, campaign_id)
         errors_path: Path = options["errors"] or path.with_name(path.name + ".errors.csv")
+        if errors_path.resolve() == path.resolve():
+            raise CommandError(f"--errors {errors_path} is the file being imported; name another file.")
+        stored = 0
+
+        def progress(rows: int) -> None:
+            nonlocal stored
+            stored += rows
+            bar.update(rows)
+
+        # The report is written beside its final name and moved there only when the import
+        # ends with rejected rows: a failed run leaves no half-written or empty report.
+        report = _temporary_beside(errors_path)
         try:
-            table, _ = open_import(
-                path, mapping=mapping, customer_id=options["customer_id"], campaign_id=options["campaign_id"]
-            )
-            total = estimate_rows(path, table)
-            started = time.perf_counter()
-            with (
-                errors_path.open("w", newline="", encoding="utf-8") as errors_out,
-                tqdm(
+            with report.open("w", newline="", encoding="utf-8") as errors_out:
+                table, _ = open_import(
+                    path, mapping=mapping, customer_id=customer_id, campaign_id=campaign_id
+                )
+                total = estimate_rows(path, table)
+                started = time.perf_counter()
+                with tqdm(
                     total=total,
                     unit="rows",
                     disable=options["no_progress"],
                     file=sys.stderr,
                     dynamic_ncols=True,
-                ) as bar,
-            ):
-                summary = import_leads(
-                    path,
-                    mapping=mapping,
-                    customer_id=options["customer_id"],
-                    campaign_id=options["campaign_id"],
-                    errors_out=errors_out,
-                    on_progress=bar.update,
+                ) as bar:
+                    summary = import_leads(
+                        path,
+                        mapping=mapping,
+                        customer_id=customer_id,
+                        campaign_id=campaign_id,
+                        errors_out=errors_out,
+                        on_progress=progress,
+                    )
+        except (ImportFileError, OSError) as exc:
+            report.unlink(missing_ok=True)
+            reason = (
+                str(exc)
+                if isinstance(exc, ImportFileError)
+                else f"cannot read or write a file: {exc.strerror}"
+            )
+            if stored:
+                reason += (
+                    f" The valid rows among the first {stored:,} were already stored; importing the "
+                    "fixed file again is safe (rows are matched by external id)."
                 )
-        except ImportFileError as exc:
-            raise CommandError(f"{path.name}: {exc}") from None
-        except OSError as exc:
-            raise CommandError(f"{path.name}: cannot read or write a file: {exc.strerror}") from None
+            raise CommandError(f"{path.name}: {reason}") from None
+        except BaseException:
+            report.unlink(missing_ok=True)
+            raise
+        if summary.rejected:
+            report.replace(errors_path)
+        else:
+            report.unlink()
         seconds = time.perf_counter() - started
-        if summary.rejected == 0:
-            errors_path.unlink(missing_ok=True)
         self.stdout.write(
             f"{path.name}: {summary.total} rows in {seconds:.1f} s "
             f"({summary.total / max(seconds, 1e-9):,.0f} rows/s): "
@@ -88,7 +118,40 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot read the mapping {mapping_path}: {exc.strerror}") from None
         except ValueError as exc:
             raise CommandError(f"The mapping {mapping_path} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise CommandError(
+                f"The mapping {mapping_path} is not valid JSON: it is nested too deeply."
+            ) from None
         try:
             return LeadMapping.from_json(data)
         except ImportFileError as exc:
             raise CommandError(f"The mapping {mapping_path}: {exc}") from None
+
+
+def _check_given(customer_id: int | None, campaign_id: int | None) -> None:
+    """The customer and campaign given for every row exist and go together: one typo is one
+    line, not a rejected row per line of the file."""
+    customer = None
+    if customer_id is not None:
+        customer = Customer.objects.filter(pk=customer_id).first() if 0 < customer_id <= MAX_ID else None
+        if customer is None:
+            raise CommandError(f"--customer-id {customer_id}: there is no such customer.")
+    if campaign_id is not None:
+        campaign = Campaign.objects.filter(pk=campaign_id).first() if 0 < campaign_id <= MAX_ID else None
+        if campaign is None:
+            raise CommandError(f"--campaign-id {campaign_id}: there is no such campaign.")
+        if customer is not None and campaign.customer_id != customer.pk:
+            raise CommandError(
+                f"--campaign-id {campaign_id} belongs to customer {campaign.customer_id}, not to customer "
+                f"{customer.pk}."
+            )
+
+
+def _temporary_beside(final: Path) -> Path:
+    """A new empty file in ``final``'s folder, to be renamed to it once complete."""
+    try:
+        handle, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
+    except OSError as exc:
+        raise CommandError(f"Cannot write the error report in {final.parent}: {exc.strerror}") from None
+    os.close(handle)
+    return Path(name)

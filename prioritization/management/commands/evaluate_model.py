@@ -23,7 +23,7 @@ from prioritization.evaluation import (
     evaluate_file,
 )
 from prioritization.learning import DEFAULT_SETTINGS, LearningError, LearningSettings
-from prioritization.training import evaluate_customer
+from prioritization.training import evaluate_customer, window_days_error
 
 _FILE_ONLY = ("target", "features", "order_by", "customer_column", "empty_values", "weights")
 
@@ -65,6 +65,8 @@ class Command(BaseCommand):
         share = options["holdout_share"]
         if not 0 < share < 1:
             raise CommandError("--holdout-share must be between 0 and 1, e.g. 0.2.")
+        if error := window_days_error(options["window_days"]):
+            raise CommandError(error)
         settings = LearningSettings(holdout_share=share)
         try:
             if options["file"] is not None:

@@ -10,14 +10,18 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from leads.importers import DAY_RANGE_ERROR, day_in_range
 from prioritization.sla import days_between, rollup_sla
 
 
 def _day(value: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
         raise CommandError(f"{value!r} is not a day; write it as YYYY-MM-DD.") from None
+    if not day_in_range(day):
+        raise CommandError(f"{value}: {DAY_RANGE_ERROR}")
+    return day
 
 
 class Command(BaseCommand):

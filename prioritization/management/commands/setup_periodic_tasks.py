@@ -16,19 +16,29 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         with transaction.atomic():
             for schedule in SCHEDULES:
-                interval, _ = IntervalSchedule.objects.get_or_create(
-                    every=schedule.every_seconds, period=IntervalSchedule.SECONDS
-                )
                 PeriodicTask.objects.update_or_create(
                     name=schedule.name,
                     defaults={
                         "task": schedule.task,
-                        "interval": interval,
+                        "interval": _interval(schedule.every_seconds),
                         "crontab": None,
                         "solar": None,
                         "clocked": None,
                         "enabled": True,
                         "description": schedule.description,
+                        # Whatever was changed by hand in the beat admin goes back as declared:
+                        # a past expiry or a one-off run would leave the task dead.
+                        "args": "[]",
+                        "kwargs": "{}",
+                        "headers": "{}",
+                        "one_off": False,
+                        "start_time": None,
+                        "expires": None,
+                        "expire_seconds": None,
+                        "queue": None,
+                        "exchange": None,
+                        "routing_key": None,
+                        "priority": None,
                     },
                 )
             # A schedule renamed or dropped in a release: beat would go on sending its task,
@@ -41,3 +51,12 @@ class Command(BaseCommand):
         self.stdout.write(f"{len(SCHEDULES)} periodic tasks set up.")
         if removed:
             self.stdout.write(f"Removed {len(removed)} retired: {', '.join(removed)}.")
+
+
+def _interval(seconds: int) -> IntervalSchedule:
+    """The interval row of that many seconds. django-celery-beat's table has no unique
+    constraint, so the beat admin may hold two such rows: the first is used, not refused."""
+    existing = (
+        IntervalSchedule.objects.filter(every=seconds, period=IntervalSchedule.SECONDS).order_by("pk").first()
+    )
+    return existing or IntervalSchedule.objects.create(every=seconds, period=IntervalSchedule.SECONDS)

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from prioritization.models import TrainingTrigger
-from prioritization.training import train_models
+from prioritization.training import train_models, window_days_error
 
 
 class Command(BaseCommand):
@@ -22,8 +22,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         window = options["window_days"]
-        if window is not None and window < 1:
-            raise CommandError("--window-days must be at least 1.")
+        if error := window_days_error(window):
+            raise CommandError(error)
         summary = train_models(trigger=TrainingTrigger.COMMAND, window_days=window)
         if summary.skipped or (summary.reason and not summary.model_version_ids):
             raise CommandError(summary.reason)
