@@ -4,6 +4,7 @@ Each view validates input, calls one service and serializes the result.
 """
 
 import datetime as dt
+import re
 from typing import Any
 
 from django.conf import settings
@@ -114,6 +115,29 @@ class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField[Any]):
         if not 1 <= data <= MAX_ID:
             self.fail("does_not_exist", pk_value=data)
         return super().to_internal_value(data)
+
+
+class CaseInsensitiveChoiceField(serializers.ChoiceField):
+    """A choice sent in any case ("LIVE"), as lead pushes accept it (leads.importers)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return super().to_internal_value(data.strip().lower() if isinstance(data, str) else data)
+
+
+class LocalTimeField(serializers.TimeField):
+    """A campaign's calling-hours bound: a wall-clock time of the campaign's own time zone.
+    DRF would read "08:00+05:00" as 08:00 and drop the offset unsaid."""
+
+    default_error_messages = {
+        "offset": "A time of day in the campaign's time zone (time_zone), without an offset: e.g. 08:00."
+    }
+    _OFFSET = re.compile(r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$")
+
+    def to_internal_value(self, value: Any) -> dt.time:
+        if isinstance(value, str) and self._OFFSET.search(value.strip()):
+            self.fail("offset")
+        parsed: dt.time = super().to_internal_value(value)
+        return parsed
 
 
 class TimestampField(serializers.DateTimeField):
@@ -305,7 +329,7 @@ class _LeadFilterSerializer(serializers.Serializer[Any]):
 
 
 class LeadPatchSerializer(serializers.Serializer[Any]):
-    lead_type = serializers.ChoiceField(choices=LeadType.choices, required=False)
+    lead_type = CaseInsensitiveChoiceField(choices=LeadType.choices, required=False)
     rescheduled_at = TimestampField(required=False, allow_null=True)
     city = serializers.CharField(required=False, allow_blank=True, max_length=200)
     source = serializers.CharField(  # type: ignore[assignment]  # see LeadInputSerializer
@@ -313,7 +337,7 @@ class LeadPatchSerializer(serializers.Serializer[Any]):
     )
     stage = serializers.CharField(required=False, allow_blank=True, max_length=200)
     last_activity = TimestampField(required=False, allow_null=True)
-    pricing_plan = serializers.ChoiceField(choices=PricingPlan.choices, required=False)
+    pricing_plan = CaseInsensitiveChoiceField(choices=PricingPlan.choices, required=False)
 
     def validate_last_activity(self, value: dt.datetime | None) -> dt.datetime | None:
         if value is not None and value > latest_activity_for(timezone.now()):
@@ -392,6 +416,8 @@ class CampaignSerializer(serializers.ModelSerializer[Campaign]):
     calling_days = serializers.ListField(
         child=serializers.IntegerField(min_value=0, max_value=6), required=False, allow_empty=False
     )
+    calling_hours_start = LocalTimeField(required=False)
+    calling_hours_end = LocalTimeField(required=False)
 
     class Meta:
         model = Campaign

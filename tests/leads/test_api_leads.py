@@ -794,6 +794,18 @@ def test_patching_rescheduled_at_into_the_future_makes_the_lead_wait_until_then(
     assert (lead.status, lead.rescheduled_at, lead.due_at) == (QueueStatus.WAITING, later, later)
 
 
+def test_patching_a_choice_in_capitals_is_read_as_a_push_reads_it(contract_api, campaign):
+    lead = LeadFactory(campaign=campaign, lead_type=LeadType.LIVE)
+
+    response = contract_api.patch(
+        lead_url(lead.pk), {"lead_type": " STALE", "pricing_plan": "Pro"}, format="json"
+    )
+
+    assert response.status_code == 200, response.json()
+    lead.refresh_from_db()
+    assert (lead.lead_type, lead.pricing_plan) == (LeadType.STALE, "pro")
+
+
 def test_a_last_activity_ahead_of_now_is_a_field_error_on_post_and_patch(
     admin_api, contract_api, campaign, frozen_now
 ):

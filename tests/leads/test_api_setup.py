@@ -136,6 +136,9 @@ def test_creating_a_campaign_stores_its_own_calling_hours_and_zone(admin_api, cu
         ({"calling_hours_start": "09:00", "calling_hours_end": "09:00"}, "calling_hours_end"),
         ({"calling_hours_end": "07:00"}, "calling_hours_end"),
         ({"calling_hours_start": "25:00"}, "calling_hours_start"),
+        # Local times of the campaign's zone: an offset would be dropped unsaid.
+        ({"calling_hours_start": "08:00+05:00"}, "calling_hours_start"),
+        ({"calling_hours_end": "20:00Z"}, "calling_hours_end"),
         ({"calling_days": [1, 7]}, "calling_days"),
         ({"calling_days": [-1]}, "calling_days"),
         ({"calling_days": []}, "calling_days"),
