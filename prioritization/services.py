@@ -324,8 +324,9 @@ _WAKE_SQL = f"WITH {_WAKE_CTES} SELECT count(*) FROM woken"  # noqa: S608 (const
 # One row per candidate with the contractor's and the versions' columns repeated, or one
 # row with NULL candidate columns when there is none; no row for an unknown contractor.
 #
-# Candidates: per campaign of the tuple, three index lookups of one row each: the best
-# live lead, the best stale lead (both on lead_claim_ready, by stored key) and the
+# Candidates: per active campaign of the tuple (an inactive campaign is paused: its leads
+# wait, and are handed out again once it is active), three index lookups of one row each:
+# the best live lead, the best stale lead (both on lead_claim_ready, by stored key) and the
 # never-called live lead with the nearest SLA deadline still ahead (lead_claim_sla); plus
 # the leads just woken. Python compares these few at the instant. They are read, not
 # locked: the take locks the chosen lead with SKIP LOCKED and re-checks it is still ready;
@@ -346,9 +347,12 @@ WITH {_WAKE_CTES}, me AS MATERIALIZED (
     SELECT array_agg(o.campaign_id ORDER BY o.campaign_id) AS campaign_ids,
            array_agg({_version_in_force_sql("o.customer_id")} ORDER BY o.campaign_id) AS version_ids
     FROM owners o WHERE o.customer_id IS NOT NULL
+), open_campaigns AS MATERIALIZED (
+    SELECT k.campaign_id FROM unnest(%(campaigns)s::bigint[]) AS k(campaign_id)
+    WHERE EXISTS (SELECT 1 FROM leads_campaign cp WHERE cp.id = k.campaign_id AND cp.active)
 ), found AS (
     SELECT x.*
-    FROM unnest(%(campaigns)s::bigint[]) AS c(campaign_id)
+    FROM open_campaigns c
     CROSS JOIN LATERAL (
         SELECT * FROM (
             SELECT {_CANDIDATE_COLUMNS}
@@ -375,7 +379,7 @@ WITH {_WAKE_CTES}, me AS MATERIALIZED (
     ) x
     UNION ALL
     SELECT {_CANDIDATE_COLUMNS} FROM woken
-    WHERE campaign_id = ANY(%(campaigns)s::bigint[]) AND id <> ALL(%(excluded)s::bigint[])
+    WHERE campaign_id IN (SELECT campaign_id FROM open_campaigns) AND id <> ALL(%(excluded)s::bigint[])
 )
 SELECT me.active, me.claims_made, me.qualified, me.held, versions.campaign_ids, versions.version_ids,
        found.*

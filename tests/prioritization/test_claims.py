@@ -503,6 +503,39 @@ def test_nothing_eligible_is_none(make_contractor) -> None:
 
 
 @pytest.mark.django_db
+def test_the_leads_of_an_inactive_campaign_wait_until_it_is_active_again(make_contractor) -> None:
+    customer = CustomerFactory()
+    paused, running = all_day_campaign(customer), all_day_campaign(customer)
+    contractor = make_contractor(paused, running)
+    with time_machine.travel(T0, tick=False):
+        # The paused campaign's lead would come first (older), and so would its woken one.
+        waiting = add_lead(paused, created_at=T0 - dt.timedelta(minutes=5))
+        woken = add_lead(paused, rescheduled_at=T0 + dt.timedelta(minutes=1))
+        other = add_lead(running)
+    Campaign.objects.filter(pk=paused.pk).update(active=False)
+    both = [paused.pk, running.pk]
+
+    with time_machine.travel(T0 + dt.timedelta(minutes=2), tick=False):
+        first = claim_next_lead(contractor_id=contractor.pk, campaign_ids=both)
+        assert first is not None
+        assert first.lead.pk == other.pk
+        record_outcome(lead_id=other.pk, contractor_id=contractor.pk, disposition="converted")
+        assert claim_next_lead(contractor_id=contractor.pk, campaign_ids=[paused.pk]) is None
+
+        Campaign.objects.filter(pk=paused.pk).update(active=True)
+        again = claim_next_lead(contractor_id=contractor.pk, campaign_ids=both)
+    assert again is not None
+    assert again.lead.pk in (waiting.pk, woken.pk)
+
+
+def test_the_claim_read_fits_psycopgs_cache_of_converted_statements() -> None:
+    # Longer, psycopg would convert its placeholders again on every claim.
+    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
+
+    assert len(services._CLAIM_READ_SQL.encode()) <= MAX_CACHED_STATEMENT_LENGTH
+
+
+@pytest.mark.django_db
 def test_a_claim_answers_with_reasons_and_logs_the_decision_with_version_band_and_score_parts(
     make_contractor,
 ) -> None:
