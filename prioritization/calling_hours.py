@@ -16,22 +16,64 @@ class CallingHours:
     days: frozenset[int]  # Monday = 0 … Sunday = 6
 
     def is_open(self, moment: dt.datetime) -> bool:
-        local = moment.astimezone(zoneinfo.ZoneInfo(self.time_zone))
-        return local.weekday() in self.days and self.start <= local.time() < self.end
+        """Whether ``moment`` falls in its local day's window: from the first instant the
+        wall clock reads ``start`` to the first it reads ``end`` (see :func:`_window`)."""
+        zone = zoneinfo.ZoneInfo(self.time_zone)
+        day = moment.astimezone(zone).date()
+        if day.weekday() not in self.days:
+            return False
+        opens, closes = _window(day, self, zone)
+        return opens <= moment.astimezone(dt.UTC) < closes
 
 
 def next_opening(moment: dt.datetime, hours: CallingHours) -> dt.datetime:
     """``moment`` if the campaign may call then, else the start of its next calling window (UTC)."""
     zone = zoneinfo.ZoneInfo(hours.time_zone)
-    local = moment.astimezone(zone)
+    # Compared in UTC: two datetimes of one zone compare by wall clock, which repeats an hour
+    # when clocks go back.
+    instant = moment.astimezone(dt.UTC)
+    first_day = instant.astimezone(zone).date()
     for offset in range(_SEARCH_DAYS):
-        day = local.date() + dt.timedelta(days=offset)
+        day = first_day + dt.timedelta(days=offset)
         if day.weekday() not in hours.days:
             continue
-        opens = dt.datetime.combine(day, hours.start, tzinfo=zone)
-        closes = dt.datetime.combine(day, hours.end, tzinfo=zone)
-        if offset == 0 and opens <= local < closes:
-            return moment.astimezone(dt.UTC)
-        if local < opens:
-            return opens.astimezone(dt.UTC)
+        opens, closes = _window(day, hours, zone)
+        if offset == 0 and opens <= instant < closes:
+            return instant
+        if instant < opens:
+            return opens
     raise ValueError(f"no calling hours within a week of {moment.isoformat()}")
+
+
+def _window(day: dt.date, hours: CallingHours, zone: zoneinfo.ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    """A calling day's window as UTC instants. On the days clocks change it keeps its
+    length in wall-clock terms as far as it can: it opens when the clock first reads its
+    start (at the jump, when clocks skip it) and, when clocks go back, does not close for
+    the repeated hour."""
+    return _first_instant_at(day, hours.start, zone), _first_instant_at(day, hours.end, zone)
+
+
+def _first_instant_at(day: dt.date, time: dt.time, zone: zoneinfo.ZoneInfo) -> dt.datetime:
+    """The first instant (UTC) of ``day`` at which the wall clock in ``zone`` reads ``time``
+    or later.
+
+    Usually the wall time itself (the first of two, where clocks go back). A wall time the
+    clocks skip (02:30 where they jump from 02:00 to 03:00) does not exist: the first such
+    instant is the jump, found between the two readings of the skipped time (before and
+    after the jump's offset), to the second.
+    """
+    wall = dt.datetime.combine(day, time)
+    before = wall.replace(tzinfo=zone, fold=0)
+    if before.astimezone(dt.UTC).astimezone(zone).replace(tzinfo=None) == wall:
+        return before.astimezone(dt.UTC)
+    # In seconds since the epoch: the wall clock reads before `time` at `low`, at or after
+    # it at `high`.
+    low = int(wall.replace(tzinfo=zone, fold=1).timestamp())
+    high = int(before.timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if dt.datetime.fromtimestamp(middle, zone).replace(tzinfo=None) >= wall:
+            high = middle
+        else:
+            low = middle
+    return dt.datetime.fromtimestamp(high, dt.UTC)

@@ -12,6 +12,8 @@ UTC_9_TO_17 = CallingHours("UTC", dt.time(9), dt.time(17), WEEKDAYS)
 KOLKATA = CallingHours("Asia/Kolkata", dt.time(9), dt.time(18), WEEKDAYS)
 SAO_PAULO = CallingHours("America/Sao_Paulo", dt.time(8), dt.time(20), frozenset(range(6)))
 NEW_YORK = CallingHours("America/New_York", dt.time(9), dt.time(17), frozenset(range(7)))
+NIGHT_BERLIN = CallingHours("Europe/Berlin", dt.time(2, 30), dt.time(20), frozenset(range(7)))
+EARLY_BERLIN = CallingHours("Europe/Berlin", dt.time(1), dt.time(2, 30), frozenset(range(7)))
 
 
 def utc(*args: int) -> dt.datetime:
@@ -60,6 +62,19 @@ def local(zone: str, *args: int) -> dt.datetime:
         (NEW_YORK, utc(2026, 3, 7, 23, 0), utc(2026, 3, 8, 13, 0)),
         # and back (2026-11-01): Saturday 18:00 EDT (22:00 UTC) → Sunday 09:00 EST = 14:00 UTC.
         (NEW_YORK, utc(2026, 10, 31, 22, 0), utc(2026, 11, 1, 14, 0)),
+        # A window that opens at a wall time the clocks skip: Berlin jumps from 02:00 CET to
+        # 03:00 CEST (01:00 UTC) on 2026-03-29, over 02:30. It opens at the jump, not an hour
+        # late (the skipped time read with the winter offset: 01:30 UTC).
+        (NIGHT_BERLIN, utc(2026, 3, 29, 0, 30), utc(2026, 3, 29, 1, 0)),
+        (NIGHT_BERLIN, utc(2026, 3, 29, 1, 10), utc(2026, 3, 29, 1, 10)),  # 03:10 CEST: open
+        (NIGHT_BERLIN, utc(2026, 3, 28, 1, 0), utc(2026, 3, 28, 1, 30)),  # a normal day, 02:30 CET
+        # Clocks going back (2026-10-25, 03:00 CEST → 02:00 CET at 01:00 UTC) repeat 02:00-03:00:
+        # a window opened at the first 02:30 stays open through the repeat.
+        (NIGHT_BERLIN, utc(2026, 10, 25, 1, 4), utc(2026, 10, 25, 1, 4)),
+        # EARLY_BERLIN closes at the first 02:30 (00:30 UTC) and opens again the next day.
+        (EARLY_BERLIN, utc(2026, 10, 25, 1, 4), utc(2026, 10, 26, 0, 0)),
+        (EARLY_BERLIN, utc(2026, 3, 29, 0, 59), utc(2026, 3, 29, 0, 59)),  # 01:59 CET: open
+        (EARLY_BERLIN, utc(2026, 3, 29, 1, 0), utc(2026, 3, 29, 23, 0)),  # 03:00 CEST: closed till 01:00 CEST
     ],
 )
 def test_next_opening(hours: CallingHours, moment: dt.datetime, expected: dt.datetime) -> None:
@@ -85,6 +100,31 @@ def test_the_opening_is_never_before_the_moment() -> None:
             assert opening >= probe
             assert hours.is_open(opening)
             assert opening - probe < dt.timedelta(days=3, hours=1)
+
+
+@pytest.mark.parametrize(
+    ("hours", "start"),
+    [
+        (NIGHT_BERLIN, utc(2026, 3, 28, 12, 0)),  # across the spring jump
+        (NIGHT_BERLIN, utc(2026, 10, 24, 12, 0)),  # and the autumn fold
+        # A window that closes at a wall time the clocks skip: it closes at the jump.
+        (EARLY_BERLIN, utc(2026, 3, 28, 12, 0)),
+        (NEW_YORK, utc(2026, 3, 7, 12, 0)),
+    ],
+)
+def test_across_clock_changes_the_opening_is_the_first_open_minute(
+    hours: CallingHours, start: dt.datetime
+) -> None:
+    # Checked minute by minute against is_open over two days around the change.
+    for step in range(0, 2 * 24 * 60, 7):
+        probe = start + dt.timedelta(minutes=step)
+        opening = next_opening(probe, hours)
+        assert opening >= probe
+        assert hours.is_open(opening)
+        minute = probe
+        while minute < opening - dt.timedelta(minutes=1):
+            assert not hours.is_open(minute), (probe, minute, opening)
+            minute += dt.timedelta(minutes=1)
 
 
 def test_a_campaign_open_one_day_a_week_waits_up_to_a_week() -> None:
