@@ -765,10 +765,26 @@ def open_table(path: Path, *, encoding: str = "utf-8") -> Table:
     read by :meth:`LeadMapping.from_json` was checked already; other callers were not).
     """
     check_file_encoding(encoding)
+    encoding = _byte_order_mark_encoding(path) or encoding
     file_format = detect_format(path, encoding)
     if file_format == "csv":
         return _csv_table(path, encoding)
     return _sheet_table(path, file_format)
+
+
+def _byte_order_mark_encoding(path: Path) -> str | None:
+    """The encoding a byte order mark at the start of the file names, for UTF-16 and UTF-32
+    (a UTF-8 one is read by "utf-8" as it is). Spreadsheet programs save "Unicode text" so.
+    The mark is unambiguous: it decides over the mapping's "encoding", which such a file
+    then needs not give."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    # UTF-32 first: its little-endian mark begins with UTF-16's.
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    return None
 
 
 def count_data_rows(path: Path, table_format: FileFormat) -> int | None:

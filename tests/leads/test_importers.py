@@ -1,5 +1,6 @@
 """Pure parsing: no database."""
 
+import codecs
 import datetime as dt
 import zipfile
 from pathlib import Path
@@ -260,12 +261,23 @@ def test_a_lower_case_z_marks_utc_as_rfc_3339_allows():
     assert lead.created_at == dt.datetime(2026, 2, 20, 10, tzinfo=dt.UTC)
 
 
-def test_a_utf_16_csv_is_read_when_the_mapping_names_its_encoding(tmp_path):
-    path = _write(tmp_path, "unicode.csv", "external_id\tcity\nA\tKöln\n".encode("utf-16"))
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_a_unicode_text_csv_is_read_by_its_byte_order_mark_without_a_mapping(tmp_path, codec):
+    # What spreadsheet programs save as "Unicode text": UTF-16 with its mark, tab separated.
+    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}.get(codec, b"")
+    path = _write(tmp_path, "unicode.csv", bom + "external_id\tcity\nA\tKöln\n".encode(codec))
+    # The mark is unambiguous: it decides, whatever the mapping says.
+    for encoding in ("utf-8", "utf-16", "cp1252"):
+        table = open_table(path, encoding=encoding)
+        assert table.header == ["external_id", "city"]
+        assert list(table.rows) == [(2, ["A", "Köln"])]
+
+
+def test_utf_16_without_its_mark_still_needs_the_mapping_to_say_so(tmp_path):
+    path = _write(tmp_path, "unicode.csv", "external_id\tcity\nA\tKöln\n".encode("utf-16-le"))
     with pytest.raises(ImportFileError):
         open_table(path)
-    table = open_table(path, encoding="utf-16")
-    assert table.header == ["external_id", "city"]
+    table = open_table(path, encoding="utf-16-le")
     assert list(table.rows) == [(2, ["A", "Köln"])]
 
 
