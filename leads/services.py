@@ -535,9 +535,12 @@ def import_leads(
     allowed_customer_id: int | None = None,
     errors_out: TextIO | None = None,
     on_progress: ProgressCallback | None = None,
+    on_opened: Callable[[Table], None] | None = None,
     chunk_rows: int = IMPORT_CHUNK_ROWS,
 ) -> ImportSummary:
     """Import a whole file: parse, validate, upsert in chunks; returns the counts.
+    ``on_opened`` is called with the table once the file is opened and checked, before its
+    first row is read (the command sizes its progress bar then).
 
     Parsing (Python, one core) overlaps with the previous chunk's upsert (PostgreSQL,
     the other core): a writer thread with its own database connection stores chunk N
@@ -550,6 +553,8 @@ def import_leads(
     chunks already committed (re-running the fixed file upserts them again, harmlessly).
     """
     table, plan = open_import(path, mapping=mapping, customer_id=customer_id, campaign_id=campaign_id)
+    if on_opened is not None:
+        on_opened(table)
     report = ErrorReport(errors_out)
     references = ReferenceCache()
     summary = ImportSummary()

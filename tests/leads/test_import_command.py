@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from leads import services
 from leads.importers import ImportFileError, LeadMapping
 from leads.models import Lead
 from leads.services import import_leads
@@ -69,6 +70,23 @@ def test_a_row_whose_last_activity_lies_ahead_of_the_import_is_rejected(tmp_path
     rows = list(csv.reader(errors.open()))
     assert rows[1][:2] == ["3", "last_activity"]
     assert "later than when the lead was received" in rows[1][2]
+
+
+@pytest.mark.django_db
+def test_the_command_opens_and_checks_the_file_once(tmp_path, customer, campaign, monkeypatch):
+    # Opening decodes every byte of a CSV (and loads a whole workbook): once is enough.
+    path = _csv(tmp_path, f"A,{customer.pk},{campaign.pk},live,,\nB,{customer.pk},{campaign.pk},live,,\n")
+    opened = []
+    real_open = services.open_import
+
+    def counting_open(*args, **kwargs):
+        opened.append(args[0])
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(services, "open_import", counting_open)
+
+    assert "2 created" in _run(path)
+    assert opened == [path]
 
 
 @pytest.mark.django_db

@@ -10,9 +10,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from leads.ids import MAX_ID
-from leads.importers import ImportFileError, LeadMapping
+from leads.importers import ImportFileError, LeadMapping, Table
 from leads.models import Campaign, Customer
-from leads.services import estimate_rows, import_leads, open_import
+from leads.services import estimate_rows, import_leads
 
 
 class Command(BaseCommand):
@@ -60,18 +60,20 @@ class Command(BaseCommand):
         report = _temporary_beside(errors_path)
         try:
             with report.open("w", newline="", encoding="utf-8") as errors_out:
-                table, _ = open_import(
-                    path, mapping=mapping, customer_id=customer_id, campaign_id=campaign_id
-                )
-                total = estimate_rows(path, table)
                 started = time.perf_counter()
                 with tqdm(
-                    total=total,
                     unit="rows",
                     disable=options["no_progress"],
                     file=sys.stderr,
                     dynamic_ncols=True,
                 ) as bar:
+
+                    def sized(table: Table) -> None:
+                        bar.total = estimate_rows(path, table)
+                        bar.refresh()
+
+                    # The file is opened (and its encoding checked, every byte) once, by the
+                    # import itself.
                     summary = import_leads(
                         path,
                         mapping=mapping,
@@ -79,6 +81,7 @@ class Command(BaseCommand):
                         campaign_id=campaign_id,
                         errors_out=errors_out,
                         on_progress=progress,
+                        on_opened=sized,
                     )
         except (ImportFileError, OSError) as exc:
             report.unlink(missing_ok=True)
