@@ -27,6 +27,7 @@ from django.utils.safestring import SafeString
 
 from leads.admin import EstimatedCountPaginator, PostedIdAutocompleteAdmin
 from leads.ids import parse_id
+from leads.models import Lead
 from prioritization import (
     admin_alerts,  # noqa: F401 (registers the alert admin)
     admin_models,  # noqa: F401 (registers the learned models' admin)
@@ -239,7 +240,32 @@ class PriorityPolicyAdmin(PostedIdAutocompleteAdmin[PriorityPolicy]):
             render_to_string("admin/prioritization/version_history.html", {"rows": version_history(obj)})
         )
 
+    @admin.display(description="settings in force")
+    def current_settings(self, obj: PriorityPolicy) -> SafeString:
+        version = obj.current_version
+        if version is None:
+            return SafeString("-")
+        rows = (
+            (PolicyVersion._meta.get_field(name).verbose_name, value)
+            for name, value in version_values(version).items()
+        )
+        return format_html(
+            '<table class="policy-settings">{}</table>',
+            format_html_join("", "<tr><th scope='row'>{}</th><td>{}</td></tr>", rows),
+        )
+
     def get_fieldsets(self, request: HttpRequest, obj: PriorityPolicy | None = None) -> Any:
+        if obj is not None and not self.has_change_permission(request, obj):
+            # Staff who may only view: the settings as a table. The edit form's fields are a
+            # version's, not the policy's, which Django's read-only rendering cannot look up.
+            return [
+                (None, {"fields": ["name", "customer_or_default"]}),
+                (
+                    f"Version {obj.current_version.number if obj.current_version else '-'}",
+                    {"fields": ["current_settings"]},
+                ),
+                ("Version history", {"fields": ["history"]}),
+            ]
         identity = ["name", "customer"] if obj is None else ["name", "customer_or_default"]
         fieldsets: list[tuple[str | None, dict[str, Any]]] = [(None, {"fields": identity})]
         fieldsets += _settings_fieldsets()
@@ -321,6 +347,11 @@ class PriorityPolicyAdmin(PostedIdAutocompleteAdmin[PriorityPolicy]):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
+        # The preview ranks leads: offered to staff who may view them (as its view checks).
+        extra_context = {
+            **(extra_context or {}),
+            "can_preview": self.admin_site.get_model_admin(Lead).has_view_permission(request),
+        }
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
         except PolicyChangedMeanwhile:

@@ -308,6 +308,13 @@ def test_the_policy_preview_shows_leads_only_to_staff_who_may_view_leads(
 
     assert response.status_code == status
     assert ("Pune" in response.content.decode()) == (status == 200)
+    # The policy's page offers the preview only to those it would answer.
+    policy = PriorityPolicy.objects.get(customer__isnull=True)
+    page = client.get(
+        reverse("admin:prioritization_prioritypolicy_change", args=[policy.pk])
+    ).content.decode()
+    assert ("policy-preview-link" in page) == (status == 200)
+    assert ('name="_preview"' in page) == (status == 200)
 
 
 @pytest.mark.django_db
@@ -396,3 +403,18 @@ def test_staff_who_may_change_leads_see_the_dashboard_link_on_the_admin_index() 
         'id="sla-dashboard-link"'
         not in staff_client(name="nobody").get(reverse("admin:index")).content.decode()
     )
+
+
+@pytest.mark.django_db
+def test_staff_who_may_only_view_policies_see_the_settings_in_force() -> None:
+    # The edit form's fields are a version's: Django's read-only rendering of them failed.
+    policy = PriorityPolicy.objects.get(customer__isnull=True)
+    client = staff_client("prioritization.view_prioritypolicy")
+
+    response = client.get(reverse("admin:prioritization_prioritypolicy_change", args=[policy.pk]))
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'class="policy-settings"' in page
+    assert "sla window minutes" in page.lower()
+    assert 'name="sla_window_minutes"' not in page  # nothing to edit
