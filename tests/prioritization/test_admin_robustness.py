@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
@@ -21,6 +22,7 @@ from prioritization.models import (
     ModelVersion,
     PolicyVersion,
     PriorityPolicy,
+    SimulationRun,
     TrainingTrigger,
 )
 from prioritization.services import claim_next_lead
@@ -418,3 +420,32 @@ def test_staff_who_may_only_view_policies_see_the_settings_in_force() -> None:
     assert 'class="policy-settings"' in page
     assert "sla window minutes" in page.lower()
     assert 'name="sla_window_minutes"' not in page  # nothing to edit
+
+
+@pytest.mark.django_db
+def test_every_admin_list_and_page_opens_for_staff_who_may_only_view_it(decision: Decision) -> None:
+    # A decision brings a customer, campaign, contractor, lead, its events and the default
+    # policy; the rest are made here, so that every registered model has a row to open.
+    customer = customer_with_history()
+    ImportJob.objects.create(original_name="leads.csv", customer=customer)
+    SimulationRun.objects.create(customer=customer)
+    ApiKey.objects.create_key(name="Acme CRM", scope=ApiScope.INGEST, customer=customer)
+    failures = []
+    ours = [model for model in admin.site._registry if model._meta.app_label in ("leads", "prioritization")]
+    assert len(ours) >= 12
+    for model in ours:
+        opts = model._meta
+        obj = model._default_manager.first()
+        if obj is None:
+            failures.append(f"{opts.label}: no row to open")
+            continue
+        client = staff_client(f"{opts.app_label}.view_{opts.model_name}", name=f"viewer-{opts.model_name}")
+        client.raise_request_exception = False
+        for url in (
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"),
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]),
+        ):
+            status = client.get(url).status_code
+            if status >= 500:
+                failures.append(f"{url}: {status}")
+    assert failures == [], "\n".join(failures)
