@@ -449,3 +449,30 @@ def test_every_admin_list_and_page_opens_for_staff_who_may_only_view_it(decision
             if status >= 500:
                 failures.append(f"{url}: {status}")
     assert failures == [], "\n".join(failures)
+
+
+@pytest.mark.django_db
+def test_every_admin_list_add_and_change_page_opens_for_a_superuser(
+    admin_client: Client, decision: Decision
+) -> None:
+    customer = customer_with_history()
+    ImportJob.objects.create(original_name="leads.csv", customer=customer)
+    SimulationRun.objects.create(customer=customer)
+    ApiKey.objects.create_key(name="Acme CRM", scope=ApiScope.INGEST, customer=customer)
+    admin_client.raise_request_exception = False
+    failures = []
+    for model in [m for m in admin.site._registry if m._meta.app_label in ("leads", "prioritization")]:
+        opts = model._meta
+        prefix = f"admin:{opts.app_label}_{opts.model_name}"
+        obj = model._default_manager.first()
+        assert obj is not None, opts.label
+        for url in (
+            reverse(f"{prefix}_changelist"),
+            reverse(f"{prefix}_add"),
+            reverse(f"{prefix}_change", args=[obj.pk]),
+            reverse(f"{prefix}_history", args=[obj.pk]),
+        ):
+            status = admin_client.get(url).status_code
+            if status >= 500:
+                failures.append(f"{url}: {status}")
+    assert failures == [], "\n".join(failures)
