@@ -245,10 +245,8 @@ class PriorityPolicyAdmin(PostedIdAutocompleteAdmin[PriorityPolicy]):
         version = obj.current_version
         if version is None:
             return SafeString("-")
-        rows = (
-            (PolicyVersion._meta.get_field(name).verbose_name, value)
-            for name, value in version_values(version).items()
-        )
+        fields = {field.name: field for field in PolicyVersion._meta.concrete_fields}
+        rows = ((fields[name].verbose_name, value) for name, value in version_values(version).items())
         return format_html(
             '<table class="policy-settings">{}</table>',
             format_html_join("", "<tr><th scope='row'>{}</th><td>{}</td></tr>", rows),

@@ -422,14 +422,18 @@ def test_staff_who_may_only_view_policies_see_the_settings_in_force() -> None:
     assert 'name="sla_window_minutes"' not in page  # nothing to edit
 
 
-@pytest.mark.django_db
-def test_every_admin_list_and_page_opens_for_staff_who_may_only_view_it(decision: Decision) -> None:
-    # A decision brings a customer, campaign, contractor, lead, its events and the default
-    # policy; the rest are made here, so that every registered model has a row to open.
+def a_row_of_every_model() -> None:
+    """With the ``decision`` fixture (a customer, campaign, contractor, lead, its events, the
+    default policy), a row of every model leadrank's admin shows."""
     customer = customer_with_history()
     ImportJob.objects.create(original_name="leads.csv", customer=customer)
     SimulationRun.objects.create(customer=customer)
     ApiKey.objects.create_key(name="Acme CRM", scope=ApiScope.INGEST, customer=customer)
+
+
+@pytest.mark.django_db
+def test_every_admin_list_and_page_opens_for_staff_who_may_only_view_it(decision: Decision) -> None:
+    a_row_of_every_model()
     failures = []
     ours = [model for model in admin.site._registry if model._meta.app_label in ("leads", "prioritization")]
     assert len(ours) >= 12
@@ -455,10 +459,7 @@ def test_every_admin_list_and_page_opens_for_staff_who_may_only_view_it(decision
 def test_every_admin_list_add_and_change_page_opens_for_a_superuser(
     admin_client: Client, decision: Decision
 ) -> None:
-    customer = customer_with_history()
-    ImportJob.objects.create(original_name="leads.csv", customer=customer)
-    SimulationRun.objects.create(customer=customer)
-    ApiKey.objects.create_key(name="Acme CRM", scope=ApiScope.INGEST, customer=customer)
+    a_row_of_every_model()
     admin_client.raise_request_exception = False
     failures = []
     for model in [m for m in admin.site._registry if m._meta.app_label in ("leads", "prioritization")]:
