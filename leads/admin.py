@@ -19,6 +19,7 @@ from django.db.models import Count, Q, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, reverse
+from django.utils import timezone
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
@@ -26,7 +27,12 @@ from leads.admin_import import import_urls, job_url
 from leads.admin_widgets import PostedIdAutocompleteSelect
 from leads.authentication import forget_verified_keys
 from leads.ids import parse_id
-from leads.importers import TIMESTAMP_RANGE_ERROR, timestamp_in_range
+from leads.importers import (
+    TIMESTAMP_RANGE_ERROR,
+    future_activity_error,
+    latest_activity_for,
+    timestamp_in_range,
+)
 from leads.models import (
     ApiKey,
     ApiScope,
@@ -306,6 +312,13 @@ class LeadAdminForm(forms.ModelForm[Lead]):
                 f"not to this lead's customer {self.instance.customer_id}."
             )
         return campaign
+
+    def clean_last_activity(self) -> Any:
+        value = self.cleaned_data["last_activity"]
+        changed = "last_activity" in self.changed_data and value is not None
+        if changed and value > latest_activity_for(timezone.now()):
+            raise forms.ValidationError(future_activity_error(value.isoformat()))
+        return value
 
     def clean_rescheduled_at(self) -> Any:
         value = self.cleaned_data["rescheduled_at"]

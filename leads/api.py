@@ -91,10 +91,17 @@ class LeadOutputSerializer(serializers.ModelSerializer[Lead]):
 
 
 class IdField(serializers.IntegerField):
-    """A positive id that fits PostgreSQL's bigint."""
+    """A positive id that fits PostgreSQL's bigint; as text, ASCII digits only (DRF's own
+    field reads an Arabic-Indic one as 1)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(min_value=1, max_value=MAX_ID, **kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str) and not data.isascii():
+            self.fail("invalid")
+        value: int = super().to_internal_value(data)
+        return value
 
 
 class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField[Any]):

@@ -18,6 +18,8 @@ from typing import Any, Literal, NamedTuple
 
 from python_calamine import CalamineError, CalamineWorkbook
 
+from leads.ids import MAX_ID, parse_id
+
 LEAD_FIELDS = (
     "external_id",
     "customer_id",
@@ -144,17 +146,18 @@ def _optional_text(value: object) -> str:
 
 
 def _positive_id(value: object) -> int:
+    """An id: an int, an integral float (spreadsheets), or ASCII digits, within bigint."""
     if value.__class__ is int:
-        number: int = value
+        number: int | None = value if 0 < value <= MAX_ID else None
     elif value is None or (value.__class__ is str and not value.strip()):
         raise ValueError(_REQUIRED)
     elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif value.__class__ is str and value.strip().isdigit():
-        number = int(value)
+        number = int(value) if 0 < value <= MAX_ID else None
+    elif value.__class__ is str:
+        number = parse_id(value.strip())
     else:
-        number = 0
-    if number <= 0:
+        number = None
+    if number is None:
         raise ValueError(f"A positive integer id is required, got {_show(value)}.")
     return number
 
@@ -325,8 +328,7 @@ def latest_activity_for(received_at: dt.datetime) -> dt.datetime:
 
 def future_activity_error(value: object) -> str:
     return (
-        f"{_show(value)} is later than when the lead was received: send a past moment, in UTC or "
-        "with its offset."
+        f"{_show(value)} is in the future: last_activity is a past moment; send it in UTC or with its offset."
     )
 
 

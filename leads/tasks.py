@@ -238,6 +238,20 @@ def _send(job_id: int, task: Task[[int], Any], fail: Callable[[int, str], int]) 
         fail(job_id, f"The background queue could not be reached ({exc}); upload the file again later.")
 
 
+def _send_again(job_id: int, task: Task[[int], Any], *, still_waiting: QuerySet[ImportJob]) -> bool:
+    """Send a waiting job's task again, noting when; nothing when a worker took the job
+    meanwhile. A broker that cannot be reached fails nothing here: the first message may
+    still be queued, and a later sweep tries again."""
+    if not still_waiting.filter(pk=job_id).update(sent_at=timezone.now()):
+        return False
+    try:
+        task.delay(job_id)
+    except BrokerError:
+        logger.warning("could not send %s for import job %s again", task.name, job_id, exc_info=True)
+        return False
+    return True
+
+
 @shared_task
 def sweep_import_jobs() -> dict[str, int]:
     """Beat task for the jobs whose worker went quiet for ``LEADRANK_IMPORT_STALL_MINUTES``.
@@ -249,7 +263,8 @@ def sweep_import_jobs() -> dict[str, int]:
       begun, a confirmed import still queued) is sent again: the broker may have lost the
       message (a Redis restarted without persistence does). Starting is conditional on the
       job's status, so whichever copy a worker takes first runs it and the others do
-      nothing; a job that waits only because the workers are busy loses nothing.
+      nothing; a job that waits only because the workers are busy loses nothing, and one
+      the broker refuses to take again waits for a later sweep.
 
     Returns how many jobs were failed and how many sent again.
     """
@@ -279,11 +294,8 @@ def sweep_import_jobs() -> dict[str, int]:
     )
     sent = 0
     for job_id, status in waiting.values_list("pk", "status"):
-        if status == ImportStatus.QUEUED:
-            enqueue_import_job(job_id)
-        else:
-            enqueue_check(job_id)
-        sent += 1
+        task = run_import_job if status == ImportStatus.QUEUED else check_import_job
+        sent += _send_again(job_id, task, still_waiting=waiting)
     if failed:
         logger.warning("failed %s stalled import job(s)", failed)
     if sent:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 from django import forms
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
+from django.forms.fields import InvalidJSONInput
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -57,9 +58,32 @@ _CONSTRAINT_EXCLUDE = {"policy", "number", "created_at", "created_by", "note"}
 # --- The settings fields ---------------------------------------------------------------------
 
 
+class WeightsField(forms.JSONField):
+    """Weights as JSON text. Django's field lets the decoder's RecursionError out (a 500)
+    for text nested too deeply, when reading it and when showing it back."""
+
+    default_error_messages = {"too_deep": "Enter valid JSON: this is nested too deeply."}
+
+    def to_python(self, value: Any) -> Any:
+        try:
+            return super().to_python(value)
+        except RecursionError:
+            raise ValidationError(self.error_messages["too_deep"], code="too_deep") from None
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return InvalidJSONInput(data)
+
+
 def settings_form_fields() -> dict[str, forms.Field]:
     """Fresh form fields for every editable version field (JSON weights as JSON text)."""
-    fields = forms.fields_for_model(PolicyVersion, fields=version_field_names())
+    fields = forms.fields_for_model(
+        PolicyVersion,
+        fields=version_field_names(),
+        field_classes=dict.fromkeys(JSON_FIELDS, WeightsField),
+    )
     made: dict[str, forms.Field] = {}
     for name, field in fields.items():
         assert field is not None

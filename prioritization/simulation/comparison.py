@@ -158,6 +158,8 @@ def read_policy_file(argument: str, *, base: PolicyEntry) -> PolicyEntry:
         raise PolicyError(f"Policy {name}: cannot read {path}: {exc.strerror or exc}.") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise PolicyError(f"Policy {name}: {path} is not valid JSON ({exc}).") from exc
+    except RecursionError:
+        raise PolicyError(f"Policy {name}: {path} is not valid JSON (it is nested too deeply).") from None
     if not isinstance(changes, dict):
         raise PolicyError(f"Policy {name}: {path} must hold a JSON object of policy fields.")
     return draft_entry(name.strip(), changes, base=base)

@@ -125,9 +125,19 @@ def sweep_simulation_runs() -> dict[str, int]:
     waiting = SimulationRun.objects.filter(status=SimulationStatus.QUEUED).filter(
         Q(sent_at__lt=now - RESEND_AFTER) | Q(sent_at__isnull=True, created_at__lt=now - RESEND_AFTER)
     )
+    from prioritization import tasks  # tasks import the services this module uses
+
     sent = 0
     for run_id in waiting.values_list("pk", flat=True):
-        enqueue_simulation_run(run_id)
+        # Only while still queued; a broker that refuses fails nothing (the first message may
+        # still be queued): a later sweep tries again.
+        if not waiting.filter(pk=run_id).update(sent_at=now):
+            continue
+        try:
+            tasks.run_simulation.delay(run_id)
+        except (BrokerError, OSError):
+            logger.warning("could not send simulation run %s again", run_id, exc_info=True)
+            continue
         sent += 1
     if failed:
         logger.warning("failed %s simulation run(s) past their time limit", failed)

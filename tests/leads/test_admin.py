@@ -453,6 +453,24 @@ def test_a_lead_cannot_be_moved_to_another_customers_campaign(admin_client):
 
 
 @pytest.mark.django_db
+def test_a_last_activity_in_the_future_is_a_form_error_as_in_a_patch(admin_client):
+    lead = LeadFactory(last_activity=None)
+    ahead = timezone.now() + dt.timedelta(days=300)
+    data = {
+        **_lead_form_data(admin_client, lead),
+        "last_activity_0": ahead.date().isoformat(),
+        "last_activity_1": "10:00:00",
+    }
+
+    response = admin_client.post(reverse("admin:leads_lead_change", args=[lead.pk]), data)
+
+    assert response.status_code == 200
+    assert "is in the future" in str(response.context["adminform"].form.errors["last_activity"])
+    lead.refresh_from_db()
+    assert lead.last_activity is None
+
+
+@pytest.mark.django_db
 def test_a_closed_lead_cannot_be_rescheduled_from_the_admin(admin_client):
     lead = LeadFactory(
         status=QueueStatus.CLOSED, closed_at=timezone.now(), closed_reason=CloseReason.CONVERTED

@@ -1364,7 +1364,9 @@ def test_both_copies_of_a_job_sent_again_import_it_once(settings, admin_client, 
 
 
 @pytest.mark.django_db
-def test_a_job_sent_again_while_the_broker_is_down_fails_with_a_message(settings, monkeypatch):
+def test_a_job_the_broker_refuses_to_take_again_keeps_waiting(settings, monkeypatch):
+    # Its first message may still be queued behind busy workers: a broker that is down for a
+    # moment must not fail a healthy job. A later sweep sends it again.
     settings.LEADRANK_IMPORT_STALL_MINUTES = 15
 
     def unreachable(job_id: int) -> None:
@@ -1377,11 +1379,10 @@ def test_a_job_sent_again_while_the_broker_is_down_fails_with_a_message(settings
         sent_at=timezone.now() - dt.timedelta(minutes=20),
     )
 
-    assert sweep_import_jobs()["sent_again"] == 1
+    assert sweep_import_jobs() == {"failed": 0, "sent_again": 0}
 
     job.refresh_from_db()
-    assert job.status == ImportStatus.FAILED
-    assert "The background queue could not be reached (Error 111" in job.message
+    assert (job.status, job.message) == (ImportStatus.QUEUED, "")
 
 
 @pytest.mark.django_db

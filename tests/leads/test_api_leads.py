@@ -822,7 +822,7 @@ def test_a_last_activity_ahead_of_now_is_a_field_error_on_post_and_patch(
     )
 
     message = (
-        f"{ahead!r} is later than when the lead was received: send a past moment, in UTC or with its offset."
+        f"{ahead!r} is in the future: last_activity is a past moment; send it in UTC or with its offset."
     )
     assert posted.status_code == 400
     assert posted.json() == {"last_activity": [message]}

@@ -69,7 +69,7 @@ def test_a_row_whose_last_activity_lies_ahead_of_the_import_is_rejected(tmp_path
     assert "1 created, 0 updated, 1 rejected" in output
     rows = list(csv.reader(errors.open()))
     assert rows[1][:2] == ["3", "last_activity"]
-    assert "later than when the lead was received" in rows[1][2]
+    assert "is in the future: last_activity is a past moment" in rows[1][2]
 
 
 @pytest.mark.django_db

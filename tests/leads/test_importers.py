@@ -48,6 +48,13 @@ def test_a_minimal_lead_parses_with_empty_optional_fields():
         ("customer_id", 0, "positive integer"),
         ("campaign_id", 4.5, "positive integer"),
         ("campaign_id", True, "positive integer"),
+        # Digits that are not ASCII, and numbers no bigint id holds.
+        ("customer_id", "²", "positive integer"),
+        ("campaign_id", "\u0667", "positive integer"),  # an Arabic-Indic 7
+        ("customer_id", "9" * 25, "positive integer"),
+        ("customer_id", "9" * 5000, "positive integer"),
+        ("customer_id", 2**63, "positive integer"),
+        ("campaign_id", 1e30, "positive integer"),
         ("lead_type", "warm", "not one of: live, stale"),
         ("lead_type", None, "required"),
         ("pricing_plan", "gold", "not one of: starter, pro, enterprise"),
@@ -81,8 +88,8 @@ def test_a_last_activity_later_than_its_arrival_allows_is_refused():
     assert lead is None
     assert errors == {
         "last_activity": [
-            "'2026-11-24 14:25:00' is later than when the lead was received: send a past moment, "
-            "in UTC or with its offset."
+            "'2026-11-24 14:25:00' is in the future: last_activity is a past moment; send it in "
+            "UTC or with its offset."
         ]
     }
     # Without a bound (a caller with no arrival time), any year in range is taken.

@@ -477,3 +477,16 @@ def test_every_admin_list_add_and_change_page_opens_for_a_superuser(
             if status >= 500:
                 failures.append(f"{url}: {status}")
     assert failures == [], "\n".join(failures)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url", ["admin:prioritization_prioritypolicy_add", "admin:prioritization_simulationrun_add"]
+)
+def test_weights_nested_too_deeply_are_a_form_error(admin_client: Client, url: str) -> None:
+    # Django's JSON form field lets the decoder's RecursionError out.
+    response = admin_client.post(reverse(url), {"name": "Deep", "city_weights": "[" * 100_000})
+
+    assert response.status_code == 200
+    form = response.context["adminform"].form if "adminform" in response.context else response.context["form"]
+    assert "nested too deeply" in str(form.errors["city_weights"])

@@ -80,6 +80,8 @@ def test_next_lead_is_204_when_nothing_is_eligible(
         # Past PostgreSQL's bigint: a field error, not the database's.
         ({"campaign_ids": [2**63], "contractor_id": 1}, "campaign_ids"),
         ({"campaign_ids": [1], "contractor_id": 2**63}, "contractor_id"),
+        # Digits other than ASCII's (DRF would read this one as 1).
+        ({"campaign_ids": [1], "contractor_id": "\u0661"}, "contractor_id"),
     ],
 )
 def test_next_lead_rejects_a_bad_body_with_field_errors(

@@ -134,6 +134,15 @@ def test_semicolon_separated_csv_and_xlsx_files_are_read(tmp_path: Path) -> None
         assert {**read_from_csv, "fit_seconds": 0} == {**read_from_xlsx, "fit_seconds": 0}
 
 
+def test_a_weights_file_nested_too_deeply_is_one_readable_line(tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("Converted,Source\n1,Google\n0,Referral\n")
+    weights = tmp_path / "weights.json"
+    weights.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CommandError, match="not a readable JSON file"):
+        run("--file", path, "--target", "Converted", "--features", "Source", "--weights", weights)
+
+
 def test_manual_weights_from_a_file_are_compared_too(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "leads.csv", history_rows())
     weights = tmp_path / "weights.json"

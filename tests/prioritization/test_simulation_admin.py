@@ -267,6 +267,23 @@ def test_the_sweep_fails_runs_whose_worker_died_and_sends_again_those_no_worker_
     assert tasks.run_simulation(lost.pk)["status"] == "skipped"
 
 
+def test_a_run_the_broker_refuses_to_take_again_stays_queued(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable(run_id: int) -> None:
+        raise BrokerError("Error 111 connecting to localhost:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.run_simulation, "delay", unreachable)
+    run = SimulationRun.objects.create(
+        customer=CustomerFactory(),
+        status=SimulationStatus.QUEUED,
+        sent_at=timezone.now() - RESEND_AFTER - dt.timedelta(minutes=1),
+    )
+
+    assert tasks.sweep_simulation_runs() == {"failed": 0, "sent_again": 0}
+
+    run.refresh_from_db()
+    assert (run.status, run.message) == (SimulationStatus.QUEUED, "")
+
+
 def test_runs_are_read_only_records(admin_client: Client) -> None:
     run = SimulationRun.objects.create(customer=CustomerFactory())
     assert admin_client.get(RUNS).status_code == 200

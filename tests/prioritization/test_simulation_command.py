@@ -96,6 +96,7 @@ def test_the_databases_are_dropped_when_a_run_fails(tmp_path: Path, monkeypatch:
         ('{"source_weights": {"Google": 1000}}', "between 0.01 and 100"),
         ('{"reschedule_min_hours": 5, "reschedule_max_hours": 1}', "reschedule"),
         ('{"ordering": "random"}', "ordering"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ],
 )
 def test_a_bad_policy_file_is_one_readable_error(tmp_path: Path, content: str | None, error: str) -> None:

@@ -93,7 +93,7 @@ class Command(BaseCommand):
         if options["weights"] is not None:
             try:
                 weights = json.loads(options["weights"].read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
                 raise CommandError(
                     f"--weights {options['weights']}: not a readable JSON file ({exc})."
                 ) from None
