@@ -24,7 +24,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from leads.admin_import import import_urls, job_url
-from leads.admin_widgets import PostedIdAutocompleteSelect
+from leads.admin_widgets import BaseAdmin, PostedIdAutocompleteSelect
 from leads.authentication import forget_verified_keys
 from leads.ids import parse_id
 from leads.importers import (
@@ -111,7 +111,7 @@ def _exact_search(queryset: QuerySet[Any], term: str, *, text_field: str | None)
 _M = TypeVar("_M", bound=models.Model)
 
 
-class CascadesToRecordsAdmin(admin.ModelAdmin[_M]):
+class CascadesToRecordsAdmin(BaseAdmin[_M]):
     """An admin whose objects take read-only records with them when deleted.
 
     The records' own admins refuse to delete them (history the engine writes), and Django's
@@ -132,7 +132,7 @@ class CascadesToRecordsAdmin(admin.ModelAdmin[_M]):
         return deleted, counts, perms_needed, protected
 
 
-class PostedIdAutocompleteAdmin(admin.ModelAdmin[_M]):
+class PostedIdAutocompleteAdmin(BaseAdmin[_M]):
     """Autocomplete fields that redisplay a posted value that is no id instead of failing
     (:class:`~leads.admin_widgets.PostedIdAutocompleteSelect`)."""
 
@@ -189,7 +189,7 @@ class CampaignAdmin(CascadesToRecordsAdmin[Campaign], PostedIdAutocompleteAdmin[
 
 
 @admin.register(Contractor)
-class ContractorAdmin(admin.ModelAdmin[Contractor]):
+class ContractorAdmin(BaseAdmin[Contractor]):
     list_display = ("name", "id", "active", "qualified_campaigns", "created_at")
     list_filter = ("active",)
     search_fields = ("name",)
@@ -429,7 +429,7 @@ class LeadAdmin(PostedIdAutocompleteAdmin[Lead]):
 
 
 @admin.register(LeadEvent)
-class LeadEventAdmin(admin.ModelAdmin[LeadEvent]):
+class LeadEventAdmin(BaseAdmin[LeadEvent]):
     """The history is append-only: written by the engine, only read here."""
 
     list_display = ("id", "at", "lead", "kind", "disposition", "contractor")
@@ -531,7 +531,7 @@ class ApiKeyAdmin(PostedIdAutocompleteAdmin[ApiKey], APIKeyModelAdmin):
 
 
 @admin.register(ImportJob)
-class ImportJobAdmin(admin.ModelAdmin[ImportJob]):
+class ImportJobAdmin(BaseAdmin[ImportJob]):
     """File imports. "Add" opens the upload form; a job opens its preview or progress page."""
 
     list_display = (

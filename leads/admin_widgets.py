@@ -1,12 +1,40 @@
-"""Admin widgets shared by the admin modules (``leads.admin`` imports ``leads.admin_import``,
-so what both use lives here)."""
+"""Admin widgets and the base of every leadrank ``ModelAdmin``, shared by the admin
+modules (``leads.admin`` imports ``leads.admin_import``, so what both use lives here)."""
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+from django.contrib import admin
+from django.contrib.admin import helpers
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+
+_M = TypeVar("_M", bound=models.Model)
+
+
+class BaseAdmin(admin.ModelAdmin[_M]):
+    """What every leadrank ``ModelAdmin`` derives from.
+
+    A bulk action posted with a row that is no id (a tampered form: "abc", a NUL) would reach
+    Django's ``pk__in`` lookup and fail there, a 500; such values are dropped, and with none
+    left Django says that no items were selected.
+    """
+
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse | None:
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        pk = self.model._meta.pk
+        assert pk is not None
+        ids = [value for value in selected if "\x00" not in value and _is_value_of(pk, value)]
+        if len(ids) != len(selected):
+            posted = request.POST.copy()
+            posted.setlist(helpers.ACTION_CHECKBOX_NAME, ids)
+            request.POST = posted  # type: ignore[assignment]
+        return super().response_action(request, queryset, *args, **kwargs)
 
 
 class PostedIdAutocompleteSelect(AutocompleteSelect):

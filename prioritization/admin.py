@@ -26,6 +26,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from leads.admin import EstimatedCountPaginator, PostedIdAutocompleteAdmin
+from leads.admin_widgets import BaseAdmin
 from leads.ids import parse_id
 from leads.models import Lead
 from prioritization import (
@@ -382,7 +383,7 @@ class PriorityPolicyAdmin(PostedIdAutocompleteAdmin[PriorityPolicy]):
 M = TypeVar("M", bound=models.Model)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin[M]):
+class ReadOnlyAdmin(BaseAdmin[M]):
     """Records the engine writes: listed and shown, never added, changed or deleted here."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from leads.admin_widgets import BaseAdmin
 from prioritization.models import Alert
 
 
@@ -26,7 +27,7 @@ class AlertStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin[Alert]):
+class AlertAdmin(BaseAdmin[Alert]):
     """Alerts are records of the evaluation: listed and shown, never edited here."""
 
     list_display = (

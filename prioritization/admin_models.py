@@ -22,6 +22,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.safestring import SafeString
 from kombu.exceptions import KombuError
 
+from leads.admin_widgets import BaseAdmin
 from prioritization import tasks
 from prioritization.evaluation import MODEL_LABELS
 from prioritization.models import ModelVersion, PolicyVersion, TrainingTrigger
@@ -70,7 +71,7 @@ def strongest_multipliers(version: ModelVersion) -> list[tuple[str, list[Multipl
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin[ModelVersion]):
+class ModelVersionAdmin(BaseAdmin[ModelVersion]):
     list_display = (
         "__str__",
         "trained_at",

@@ -18,6 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from leads.admin_widgets import BaseAdmin
 from leads.ids import parse_id
 from leads.importers import TIMESTAMP_RANGE_ERROR, timestamp_in_range
 from leads.models import Customer
@@ -94,7 +95,7 @@ def _draft_changes(run: SimulationRun) -> list[tuple[str, Any, Any]]:
 
 
 @admin.register(SimulationRun)
-class SimulationRunAdmin(admin.ModelAdmin[SimulationRun]):
+class SimulationRunAdmin(BaseAdmin[SimulationRun]):
     list_display = ("__str__", "created_at", "customer", "status", "summary", "created_by")
     list_select_related = ("customer", "created_by")
     list_filter = ("status",)

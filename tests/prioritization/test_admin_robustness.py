@@ -9,7 +9,7 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
@@ -476,6 +476,14 @@ def test_every_admin_list_add_and_change_page_opens_for_a_superuser(
             status = admin_client.get(url).status_code
             if status >= 500:
                 failures.append(f"{url}: {status}")
+        # A bulk action posted with rows that are no ids (a tampered form).
+        changelist = reverse(f"{prefix}_changelist")
+        for action in ("delete_selected", *(name for name, _ in _actions_of(model))):
+            for bad in ("abc", "\x00", "1.5", "9" * 30):
+                posted = {"action": action, "_selected_action": [bad], "index": "0"}
+                status = admin_client.post(changelist, posted).status_code
+                if status >= 500:
+                    failures.append(f"{changelist} action {action} on {bad!r}: {status}")
     assert failures == [], "\n".join(failures)
 
 
@@ -490,3 +498,10 @@ def test_weights_nested_too_deeply_are_a_form_error(admin_client: Client, url: s
     assert response.status_code == 200
     form = response.context["adminform"].form if "adminform" in response.context else response.context["form"]
     assert "nested too deeply" in str(form.errors["city_weights"])
+
+
+def _actions_of(model: type[Any]) -> list[tuple[str, str]]:
+    model_admin = admin.site._registry[model]
+    request = RequestFactory().get("/")
+    request.user = User.objects.filter(is_superuser=True).first()
+    return [(name, str(label)) for name, label in model_admin.get_action_choices(request)[1:]]
