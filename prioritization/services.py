@@ -194,7 +194,9 @@ class PolicyChangedMeanwhile(Exception):
     """The policy got a new version after the one the caller's edit started from."""
 
     def __init__(self, current: PolicyVersion | None) -> None:
-        super().__init__(f"The policy is at version {current.number if current else None} now.")
+        super().__init__(
+            f"The policy is at version {current.number} now." if current else "The policy has no version now."
+        )
         self.current = current
 
 
@@ -386,9 +388,9 @@ SELECT me.active, me.claims_made, me.qualified, me.held, versions.campaign_ids, 
 FROM me CROSS JOIN versions LEFT JOIN found ON true
 """  # noqa: S608 (constant column list)
 # psycopg converts a statement's placeholders once and caches the result, for statements
-# up to 4 KiB; this one is longer with its indentation (and has no comments or quoted
-# spaces).
-_CLAIM_READ_SQL = " ".join(_CLAIM_READ_SQL.split())
+# up to 4 KiB; this one is longer with its indentation. Lines stay lines, so that a "--"
+# comment added one day ends with its line.
+_CLAIM_READ_SQL = "\n".join(line.strip() for line in _CLAIM_READ_SQL.splitlines() if line.strip())
 
 
 # The lead's row as statements return it, and the attribute names Lead.from_db() takes.

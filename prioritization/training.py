@@ -216,8 +216,8 @@ def manual_log_scores(data: TrainingData) -> Floats:
     return scores
 
 
-# The longest training window: a century of outcomes (a longer one reaches past the dates
-# Python can count back to).
+# The longest training window: a century of outcomes. Without a bound, a typo of many
+# digits reached back past the year 1, where Python's dates end (an OverflowError).
 MAX_WINDOW_DAYS = 36_500
 
 
@@ -421,6 +421,10 @@ def _train_locked(
     )
 
 
+# Tries to apply a new model to a policy that staff keep saving meanwhile.
+APPLY_ATTEMPTS = 3
+
+
 def _apply_to_policies(created: dict[int | None, ModelVersion], *, user_id: int | None) -> list[int]:
     """A new version of every learned or blended policy, pointing at its new model."""
     learned = PriorityPolicy.objects.select_related("current_version").filter(
@@ -430,7 +434,7 @@ def _apply_to_policies(created: dict[int | None, ModelVersion], *, user_id: int 
     for policy_id in learned.values_list("pk", flat=True):
         # From the version in force, so that an admin edit saved meanwhile is never undone:
         # the policy is read again and the model applied on top of that edit.
-        for _ in range(3):
+        for _ in range(APPLY_ATTEMPTS):
             policy = learned.filter(pk=policy_id).first()
             if policy is None:  # no longer learned or blended
                 break
@@ -441,6 +445,11 @@ def _apply_to_policies(created: dict[int | None, ModelVersion], *, user_id: int 
             if version is not None:
                 new_versions.append(version.pk)
             break
+        else:
+            logger.warning(
+                "policy %s kept changing while training applied its model; the next training applies it",
+                policy_id,
+            )
     return new_versions
 
 

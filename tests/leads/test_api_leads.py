@@ -283,7 +283,7 @@ def test_a_lead_rescheduled_into_the_past_is_ready_at_once(admin_api, campaign, 
 
 def test_reposting_a_lead_the_engine_made_stale_keeps_it_stale(admin_api, campaign):
     # No answer after the last reschedule made it stale; the customer's nightly re-push still
-    # says live, which must not give it three more reschedules at live priority.
+    # says live, which must not put it back among live leads.
     contractor = ContractorFactory(campaigns=[campaign])
     made_stale = LeadFactory(campaign=campaign, external_id="A-1", reschedule_count=3)
     sent_stale = LeadFactory(campaign=campaign, external_id="A-2", lead_type=LeadType.STALE)
