@@ -25,7 +25,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from leads.admin import EstimatedCountPaginator, PostedIdAutocompleteAdmin
+from leads.admin import CascadesToRecordsAdmin, EstimatedCountPaginator, PostedIdAutocompleteAdmin
 from leads.admin_widgets import BaseAdmin
 from leads.ids import parse_id
 from leads.models import Lead
@@ -201,8 +201,10 @@ def _settings_fieldsets() -> list[tuple[str, dict[str, Any]]]:
 
 
 @admin.register(PriorityPolicy)
-class PriorityPolicyAdmin(PostedIdAutocompleteAdmin[PriorityPolicy]):
+class PriorityPolicyAdmin(CascadesToRecordsAdmin[PriorityPolicy], PostedIdAutocompleteAdmin[PriorityPolicy]):
     form = PriorityPolicyForm
+    # Versions are read-only records of their policy, deleted with it, never on their own.
+    cascade_records = (PolicyVersion,)
     list_display = ("name", "customer_or_default", "version_number", "updated_at", "updated_by")
     list_select_related = ("customer", "current_version", "current_version__created_by")
     search_fields = ("customer__name", "name")
@@ -285,8 +287,6 @@ class PriorityPolicyAdmin(PostedIdAutocompleteAdmin[PriorityPolicy]):
         self, objs: Sequence[PriorityPolicy] | QuerySet[PriorityPolicy], request: HttpRequest
     ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
-        # Versions are read-only records of their policy, deleted with it, never on their own.
-        perms_needed.discard(str(PolicyVersion._meta.verbose_name))
         policies = [policy.pk for policy in objs]
         if protected and not Decision.objects.filter(policy_version__policy__in=policies).exists():
             # What protects the versions is the policy's own pointer at its current one
