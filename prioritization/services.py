@@ -322,7 +322,9 @@ _WAKE_SQL = f"WITH {_WAKE_CTES} SELECT count(*) FROM woken"  # noqa: S608 (const
 # Everything a claim decides on, in one statement (no row locks but the wake's): the
 # contractor (active, claims so far, which of the campaigns it is qualified for, the lead
 # it holds), the policy version in force for each campaign's customer (each campaign looked up
-# by its key: a join may scan the campaign table), and the candidates.
+# once by its key: a join, or an EXISTS the planner turns into one, may scan the campaign
+# table; OFFSET 0 keeps the lateral lookup from being flattened into such a join), and the
+# candidates.
 # One row per candidate with the contractor's and the versions' columns repeated, or one
 # row with NULL candidate columns when there is none; no row for an unknown contractor.
 #
@@ -342,19 +344,18 @@ WITH {_WAKE_CTES}, me AS MATERIALIZED (
             WHERE l.holder_id = c.id AND l.lease_expires_at > %(now)s) AS held
     FROM leads_contractor c WHERE c.id = %(contractor)s
 ), owners AS MATERIALIZED (
-    SELECT k.campaign_id,
-           (SELECT cp.customer_id FROM leads_campaign cp WHERE cp.id = k.campaign_id) AS customer_id
+    SELECT k.campaign_id, cp.customer_id, cp.active
     FROM unnest(%(campaigns)s::bigint[]) AS k(campaign_id)
+    LEFT JOIN LATERAL (
+        SELECT customer_id, active FROM leads_campaign WHERE id = k.campaign_id OFFSET 0
+    ) cp ON true
 ), versions AS (
     SELECT array_agg(o.campaign_id ORDER BY o.campaign_id) AS campaign_ids,
            array_agg({_version_in_force_sql("o.customer_id")} ORDER BY o.campaign_id) AS version_ids
     FROM owners o WHERE o.customer_id IS NOT NULL
-), open_campaigns AS MATERIALIZED (
-    SELECT k.campaign_id FROM unnest(%(campaigns)s::bigint[]) AS k(campaign_id)
-    WHERE EXISTS (SELECT 1 FROM leads_campaign cp WHERE cp.id = k.campaign_id AND cp.active)
 ), found AS (
     SELECT x.*
-    FROM open_campaigns c
+    FROM (SELECT campaign_id FROM owners WHERE active) c
     CROSS JOIN LATERAL (
         SELECT * FROM (
             SELECT {_CANDIDATE_COLUMNS}
@@ -381,7 +382,7 @@ WITH {_WAKE_CTES}, me AS MATERIALIZED (
     ) x
     UNION ALL
     SELECT {_CANDIDATE_COLUMNS} FROM woken
-    WHERE campaign_id IN (SELECT campaign_id FROM open_campaigns) AND id <> ALL(%(excluded)s::bigint[])
+    WHERE campaign_id IN (SELECT campaign_id FROM owners WHERE active) AND id <> ALL(%(excluded)s::bigint[])
 )
 SELECT me.active, me.claims_made, me.qualified, me.held, versions.campaign_ids, versions.version_ids,
        found.*

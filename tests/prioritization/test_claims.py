@@ -740,3 +740,28 @@ def test_held_leads_are_looked_up_by_campaign_or_holder_even_when_statistics_saw
     for node in held_scans:
         leading = _HELD_INDEX_LEADING_COLUMN[node["Index Name"]]
         assert re.match(rf"\(+{leading} =", node.get("Index Cond", "")), node
+
+
+def test_the_claim_read_looks_each_campaign_up_once_by_its_key(make_contractor, monkeypatch) -> None:
+    # Its owner (for the policy in force) and whether it is active, in one lookup; a join,
+    # or an EXISTS turned into a semi-join, read the whole campaign table on every claim.
+    campaigns = [all_day_campaign(CustomerFactory()) for _ in range(4)]
+    for campaign in campaigns:
+        add_leads(campaign, *({} for _ in range(5)))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE leads_campaign")
+    statements: list[tuple[str, dict[str, Any]]] = []
+    execute = services._execute
+
+    def recording(query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        statements.append((query, params))
+        return execute(query, params)
+
+    monkeypatch.setattr(services, "_execute", recording)
+    assert claim_next_lead(
+        contractor_id=make_contractor(*campaigns).pk, campaign_ids=[c.pk for c in campaigns]
+    )
+
+    query, params = statements[0]
+    lookups = [n for n in _generic_plan_nodes(query, params) if n.get("Relation Name") == "leads_campaign"]
+    assert [n.get("Index Cond") for n in lookups] == ["(id = k.campaign_id)"]
