@@ -146,6 +146,12 @@ class PostedIdAutocompleteAdmin(BaseAdmin[_M]):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
+def may_view_leads(request: HttpRequest) -> bool:
+    """Whether a screen that shows leads (the SLA dashboard, the policy preview) is for this
+    user: the lead admin decides, so that the permission to change leads counts as well."""
+    return admin.site.get_model_admin(Lead).has_view_permission(request)
+
+
 # --- Customers, campaigns, contractors ---------------------------------------------------------
 
 

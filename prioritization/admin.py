@@ -25,10 +25,14 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from leads.admin import CascadesToRecordsAdmin, EstimatedCountPaginator, PostedIdAutocompleteAdmin
+from leads.admin import (
+    CascadesToRecordsAdmin,
+    EstimatedCountPaginator,
+    PostedIdAutocompleteAdmin,
+    may_view_leads,
+)
 from leads.admin_widgets import BaseAdmin
 from leads.ids import parse_id
-from leads.models import Lead
 from prioritization import (
     admin_alerts,  # noqa: F401 (registers the alert admin)
     admin_models,  # noqa: F401 (registers the learned models' admin)
@@ -349,7 +353,7 @@ class PriorityPolicyAdmin(CascadesToRecordsAdmin[PriorityPolicy], PostedIdAutoco
         # The preview ranks leads: offered to staff who may view them (as its view checks).
         extra_context = {
             **(extra_context or {}),
-            "can_preview": self.admin_site.get_model_admin(Lead).has_view_permission(request),
+            "can_preview": may_view_leads(request),
         }
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)

@@ -26,9 +26,10 @@ from django.urls import URLPattern, path
 from django.utils import timezone
 from matplotlib.figure import Figure
 
+from leads.admin import may_view_leads
 from leads.ids import parse_id
 from leads.importers import DAY_RANGE_ERROR, day_in_range
-from leads.models import Campaign, Customer, Lead
+from leads.models import Campaign, Customer
 from prioritization.sla import (
     MAX_RANGE_DAYS,
     TAT_BUCKET_EDGES_SECONDS,
@@ -312,9 +313,8 @@ def _joined(errors: Any) -> str:
 
 
 def sla_dashboard_view(request: HttpRequest) -> HttpResponse:
-    # The page lists leads and every customer's figures: staff who may view leads only (the
-    # lead admin decides, so that the permission to change leads counts as well).
-    if not admin.site.get_model_admin(Lead).has_view_permission(request):
+    # The page lists leads and every customer's figures: staff who may view leads only.
+    if not may_view_leads(request):
         raise PermissionDenied
     now = timezone.now()
     today = utc_day(now)

@@ -25,6 +25,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from leads.admin import may_view_leads
 from leads.ids import parse_id
 from leads.models import Campaign, Customer, Lead
 from prioritization import services
@@ -307,7 +308,7 @@ def preview_view(
     if not model_admin.has_view_permission(request, policy):
         raise PermissionDenied
     # The rankings show leads (ids, city, source, stage): staff who may view leads only.
-    if not model_admin.admin_site.get_model_admin(Lead).has_view_permission(request):
+    if not may_view_leads(request):
         raise PermissionDenied
 
     preview: Preview | None = None
