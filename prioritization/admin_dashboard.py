@@ -44,8 +44,9 @@ from prioritization.sla import (
 DEFAULT_RANGE_DAYS = 14
 # Lines of the attainment chart when every customer is shown (the biggest by leads).
 MAX_CUSTOMER_LINES = 8
-# Bars of the queue chart (the deepest campaigns).
+# Bars of the queue chart (the deepest campaigns), and the length of their labels.
 MAX_QUEUE_BARS = 15
+QUEUE_LABEL_CHARS = 40
 
 # The TAT chart groups the fine histogram buckets into these (upper bounds in minutes;
 # the last group is open).
@@ -182,6 +183,9 @@ def queue_chart(rows: Sequence[tuple[str, QueueDepth]]) -> str:
             _empty(ax, "No open leads.")
             return _svg_data_uri(figure)
         labels = [label for label, _ in reversed(deepest)]
+        # One row per campaign by position: bars placed by label text would share a row
+        # (and hide each other) whenever two campaigns' labels read the same.
+        positions = list(range(len(deepest)))
         left = [0] * len(deepest)
         for part, text in (
             ("live_due", "live, due"),
@@ -191,12 +195,25 @@ def queue_chart(rows: Sequence[tuple[str, QueueDepth]]) -> str:
             ("held", "being called"),
         ):
             widths = [getattr(depth, part) for _, depth in reversed(deepest)]
-            ax.barh(labels, widths, left=left, color=_COLOURS[part], label=text)
+            ax.barh(positions, widths, left=left, color=_COLOURS[part], label=text)
             left = [a + b for a, b in zip(left, widths, strict=True)]
+        ax.set_yticks(positions, labels)
         ax.set_xlabel("leads")
         ax.grid(axis="x", alpha=0.3)
         figure.legend(loc="outside lower center", fontsize=8, ncols=5, frameon=False)
         return _svg_data_uri(figure)
+
+
+def _campaign_label(customer: str, campaign: str) -> str:
+    """``customer / campaign`` in at most QUEUE_LABEL_CHARS, shortening the customer's name
+    first: cut as a whole, a long customer name left every one of its campaigns the same label."""
+    label = f"{customer} / {campaign}"
+    if len(label) <= QUEUE_LABEL_CHARS:
+        return label
+    room = max(QUEUE_LABEL_CHARS - len(campaign) - len(" / ") - 1, 8)
+    if len(customer) > room:
+        customer = customer[:room] + "…"
+    return f"{customer} / {campaign}"[:QUEUE_LABEL_CHARS]
 
 
 def tat_groups(histogram: Sequence[int]) -> list[tuple[str, int, float]]:
@@ -296,7 +313,7 @@ def build_charts(report: SlaReport) -> Charts:
         attainment=attainment_chart(days, lines, [c.sla_target for c in customers]),
         queue=queue_chart(
             [
-                (f"{names.get(c.customer_id, c.customer_id)} / {c.name}"[:40], c.figures.queue)
+                (_campaign_label(str(names.get(c.customer_id, c.customer_id)), c.name), c.figures.queue)
                 for c in report.campaigns
             ]
         ),

@@ -28,7 +28,11 @@ from prioritization.services import current_versions
 from prioritization.simulation.comparison import PolicyError
 from prioritization.simulation.report import comparison_rows
 from prioritization.simulation.runs import start_simulation_run
-from prioritization.simulation.scenario import DEFAULT_START
+from prioritization.simulation.scenario import (
+    DEFAULT_START,
+    SIMULATED_PERIOD_ERROR,
+    simulated_period_in_range,
+)
 
 # The admin runs the command line's headline week by default: three policies (two at once)
 # take about half as long again as the headline comparison.
@@ -68,6 +72,10 @@ class _SimulationFormBase(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
+        start, days = cleaned.get("start"), cleaned.get("days")
+        if start is not None and days is not None and not simulated_period_in_range(start, days):
+            # Said here rather than by a run that fails in the background.
+            self.add_error("days", SIMULATED_PERIOD_ERROR)
         self.settings_values = clean_settings(self, cleaned)
         return cleaned
 

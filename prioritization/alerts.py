@@ -72,8 +72,8 @@ class SlaOutlook:
     target: float
     at_risk_minutes: float
     today: SlaCounts
-    # Never-called live leads whose deadline is within at_risk_minutes (capped at pending:
-    # the report's count may include a lead created just before midnight).
+    # Never-called live leads of today whose deadline is within at_risk_minutes (capped at
+    # pending: a lead's stored deadline predates a change of the SLA window).
     at_risk: int
     contractors_active: int = 0
 
@@ -146,7 +146,9 @@ def sla_outlooks(report: SlaReport) -> list[SlaOutlook]:
             target=c.sla_target,
             at_risk_minutes=c.at_risk_minutes,
             today=c.figures.sla_today,
-            at_risk=min(c.figures.at_risk, c.figures.sla_today.pending),
+            # Today's leads only: yesterday's last leads, at risk just after midnight, would
+            # otherwise count as misses of today's (an alert every night).
+            at_risk=min(c.figures.at_risk_today, c.figures.sla_today.pending),
             contractors_active=c.figures.contractors_active,
         )
         for c in report.customers

@@ -103,9 +103,18 @@ def _order_keys(values: list[str], rows: list[int], column: str) -> list[Any]:
         if not value:
             raise EvaluationInputError(f"Row {row}: the --order-by column {column!r} is empty.")
     try:
-        return [float(value) for value in values]
+        numbers = [float(value) for value in values]
     except ValueError:
         pass
+    else:
+        for number, value, row in zip(numbers, values, rows, strict=True):
+            # NaN compares false with everything: sorting by it would put newer rows among
+            # the training rows, so the models would learn from the future they are tested on.
+            if math.isnan(number):
+                raise EvaluationInputError(
+                    f"Row {row}: the --order-by column {column!r} is {value!r}, which orders nothing."
+                )
+        return numbers
     try:
         return [parse_timestamp(value) for value in values]
     except (TypeError, ValueError, OverflowError):

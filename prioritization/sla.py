@@ -10,7 +10,8 @@ Definitions (the README states them for product staff):
 - Its *first call* started at ``first_attempt_at``; while that first call is under way
   (the lead is held and was never called before) at ``claimed_at``, the moment
   :func:`prioritization.services.record_outcome` will store as ``first_attempt_at``.
-  A rescheduled lead therefore counts once, by its first attempt.
+  A rescheduled lead therefore counts once, by its first attempt. A lead withdrawn while
+  that first call was under way keeps counting by it (its ``claimed`` event).
 - Its *deadline* is ``created_at`` plus the SLA window of the customer's current policy
   version (``sla_window_minutes``), so a changed window applies to past days too.
 - *In SLA*: first call at or before the deadline (exactly at the deadline is in SLA).
@@ -200,6 +201,9 @@ class Figures:
     at_risk: int
     contractors_active: int
     daily: tuple[DayFigures, ...]  # each day of the range
+    # Of the leads at risk, those created today (UTC): the ones today's SLA counts hold.
+    # Just after midnight, yesterday's last leads are at risk too, but they are yesterday's.
+    at_risk_today: int = 0
 
 
 @dataclass(frozen=True)
@@ -272,30 +276,46 @@ def days_between(start: dt.date, end: dt.date) -> Iterator[dt.date]:
 
 # Counts per (customer, campaign, UTC day, TAT bucket) of leads created in [start, end) by
 # the customers given, each with its SLA window. Served by lead_customer_created; the
-# lateral lookup of a became_stale event runs only for stale leads that were called (the
-# one-time filter inside it), through lead_event_history.
+# lateral lookups of events run only for stale leads that were called (a became_stale
+# event) and for withdrawn leads without a call (the claim under way), each through
+# lead_event_history (the one-time filters inside them).
 _DAY_COUNTS_SQL = """
 WITH w AS (
     SELECT * FROM unnest(%(customers)s::bigint[], %(windows)s::float8[]) AS w(customer_id, window_minutes)
 ), f AS (
     SELECT l.id, l.customer_id, l.campaign_id, l.lead_type, l.created_at, l.closed_reason, l.closed_at,
            (l.created_at AT TIME ZONE 'UTC')::date AS day,
-           COALESCE(l.first_attempt_at, CASE WHEN l.status = 'held' THEN l.claimed_at END) AS first_call,
+           COALESCE(l.first_attempt_at, CASE WHEN l.status = 'held' THEN l.claimed_at END) AS known_call,
            l.created_at + w.window_minutes * interval '1 minute' AS deadline
     FROM leads_lead l JOIN w ON w.customer_id = l.customer_id
     WHERE l.customer_id = ANY(%(customers)s) AND l.created_at >= %(start)s AND l.created_at < %(end)s
       {campaign_filter}
-), g AS (
-    SELECT f.*,
-           (f.lead_type = 'live' OR became.stale IS NOT NULL)
-           AND NOT (f.closed_reason = 'withdrawn' AND f.first_call IS NULL AND f.closed_at <= f.deadline)
-           -- Imported past outcomes (training history) were never in our queue.
-           AND f.closed_reason NOT IN ('past_converted', 'past_not_converted')
-           AS counted
+), c AS (
+    -- Withdrawing a lead clears its claim: one withdrawn while its first call was under way
+    -- (its last claim neither released nor expired) counts by that call, as it did while held.
+    SELECT f.*, COALESCE(f.known_call, during.at) AS first_call
     FROM f LEFT JOIN LATERAL (
+        SELECT last.at FROM (
+            SELECT e.kind, e.at FROM leads_leadevent e
+            WHERE f.closed_reason = 'withdrawn' AND f.known_call IS NULL
+              AND e.lead_id = f.id AND e.kind IN ('claimed', 'released', 'lease_expired')
+              AND e.at <= f.closed_at
+            ORDER BY e.at DESC, e.id DESC
+            LIMIT 1
+        ) last
+        WHERE last.kind = 'claimed'
+    ) during ON true
+), g AS (
+    SELECT c.*,
+           (c.lead_type = 'live' OR became.stale IS NOT NULL)
+           AND NOT (c.closed_reason = 'withdrawn' AND c.first_call IS NULL AND c.closed_at <= c.deadline)
+           -- Imported past outcomes (training history) were never in our queue.
+           AND c.closed_reason NOT IN ('past_converted', 'past_not_converted')
+           AS counted
+    FROM c LEFT JOIN LATERAL (
         SELECT true AS stale FROM leads_leadevent e
-        WHERE f.lead_type = 'stale' AND f.first_call IS NOT NULL
-          AND e.lead_id = f.id AND e.kind = 'became_stale'
+        WHERE c.lead_type = 'stale' AND c.first_call IS NOT NULL
+          AND e.lead_id = c.id AND e.kind = 'became_stale'
         LIMIT 1
     ) became ON true
 )
@@ -426,8 +446,11 @@ def sla_report(
         )
 
     at_risk_by_campaign: dict[int, int] = defaultdict(int)
+    at_risk_today_by_campaign: dict[int, int] = defaultdict(int)
     for lead in at_risk:
         at_risk_by_campaign[lead.campaign_id] += 1
+        if utc_day(lead.created_at) == today:
+            at_risk_today_by_campaign[lead.campaign_id] += 1
 
     sums = _CellSums(cells, campaigns=campaigns, customers=customers, range_days=range_days, today=today)
 
@@ -436,11 +459,12 @@ def sla_report(
     ) -> Figures:
         contractors: set[int] = set()
         queue = QueueDepth()
-        at_risk_count = 0
+        at_risk_count = at_risk_today_count = 0
         for cid in campaign_set:
             contractors |= active.get(cid, set())
             queue += queues.get(cid, QueueDepth())
             at_risk_count += at_risk_by_campaign[cid]
+            at_risk_today_count += at_risk_today_by_campaign[cid]
         return Figures(
             sla_range=SlaCounts(*counts.sla_range),
             sla_today=SlaCounts(*counts.sla_today),
@@ -448,6 +472,7 @@ def sla_report(
             tat=TatFigures(tuple(counts.tat)),
             queue=queue,
             at_risk=at_risk_count,
+            at_risk_today=at_risk_today_count,
             contractors_active=len(contractors),
             daily=tuple(DayFigures(day, SlaCounts(*row)) for day, row in zip(range_days, daily, strict=True))
             if daily is not None

@@ -107,6 +107,9 @@ def read_call_log(path: Path) -> CallLog:
                     pools["*"].append(seconds)
         except (ValueError, KeyError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}, line {line}: unreadable ({exc}).") from exc
+    if not arrivals:
+        # Synthetic arrivals draw their call types from the log's mix: there would be none.
+        raise DataError(f"{path} holds no calls.")
     # The log is in line order; time order with a stable tie-break keeps runs reproducible.
     arrivals.sort(key=lambda arrival: arrival.at)
     return CallLog(arrivals=arrivals, handling=HandlingTimes(dict(pools)))
@@ -169,6 +172,8 @@ def read_shift_template(path: Path) -> tuple[frozenset[int], ...]:
             rows = list(csv.reader(handle))
     except OSError as exc:
         raise DataError(f"Cannot read the shift template {path}: {exc.strerror or exc}.") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not the shift template: it is not ASCII text ({exc}).") from exc
     if len(rows) != 25 or len(rows[0]) < 3:
         raise DataError(f"{path} is not a 24-hour shift template.")
     shifts = len(rows[0]) - 2
@@ -179,7 +184,11 @@ def read_shift_template(path: Path) -> tuple[frozenset[int], ...]:
         ]
     except IndexError as exc:
         raise DataError(f"{path}: a row has fewer columns than the header.") from exc
-    return tuple(hours for hours in covered if hours)
+    shifts_with_hours = tuple(hours for hours in covered if hours)
+    if not shifts_with_hours:
+        # Contractors are spread over the shifts: with none, nobody could be on duty.
+        raise DataError(f"{path}: no shift covers any hour (a shift's hours are marked 1).")
+    return shifts_with_hours
 
 
 def shift_spans(hours: frozenset[int]) -> list[tuple[int, int]]:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from leads.importers import timestamp_in_range
 from prioritization.simulation import arrivals as arrivals_module
 from prioritization.simulation.arrivals import (
     CALL_LOG_DIR,
@@ -94,6 +95,18 @@ LAST_ACTIVITY_MEAN_HOURS = 24.0
 STALE_BACKLOG_MAX_DAYS = 90.0
 
 
+SIMULATED_PERIOD_ERROR = "The simulated period (the start plus the days) must end in the years 1900 to 2099."
+
+
+def simulated_period_in_range(start: dt.datetime, days: float) -> bool:
+    """Whether ``days`` from ``start`` end within the years leads may be stamped with."""
+    try:
+        end = start + dt.timedelta(days=days)
+    except OverflowError:
+        return False
+    return timestamp_in_range(end)
+
+
 @dataclass(frozen=True)
 class ScenarioOptions:
     data_dir: Path
@@ -122,6 +135,10 @@ class ScenarioOptions:
             raise ValueError("The stale backlog must not be negative.")
         if self.start.tzinfo is None:
             raise ValueError("The start must be an aware datetime.")
+        if not simulated_period_in_range(self.start, self.days):
+            # Leads are created up to the end: it must be a timestamp the store accepts
+            # (and one Python can represent: a huge --days overflowed in build_scenario).
+            raise ValueError(SIMULATED_PERIOD_ERROR)
         if not math.isfinite(self.sla_minutes) or self.sla_minutes <= 0:
             raise ValueError("The SLA window must be greater than 0 minutes.")
         if not 0 < self.sla_target <= 1:
@@ -318,7 +335,9 @@ def _synthetic_rows(customer: int, rng: random.Random) -> tuple[list[LeadRow], C
 def build_scenario(options: ScenarioOptions) -> Scenario:
     """The world of one comparison, from the data files and the options (deterministic)."""
     data_dir = options.data_dir
-    start = options.start
+    # Shifts are hours of the UTC day, as the log's clock is (see arrivals): a start given
+    # with another offset must not move them by that offset.
+    start = options.start.astimezone(dt.UTC)
     end = start + dt.timedelta(days=options.days)
     rng = random.Random(f"{options.seed}:scenario")
 
