@@ -156,7 +156,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "SERVE_PERMISSIONS": ["leads.permissions.AnyValidKey"],
+    "SERVE_PERMISSIONS": ["leads.permissions.CanReadDocs"],
     "SERVE_AUTHENTICATION": [
         "leads.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",

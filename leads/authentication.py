@@ -20,6 +20,7 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework_api_key.permissions import KeyParser
 
@@ -107,12 +108,35 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignor
 
 
 def request_scope(request: Request) -> str | None:
-    """The caller's scope: the key's, or ``admin`` for a staff user signed in to the admin."""
+    """The caller's scope: the key's; for a staff user signed in to the admin, what their
+    admin permissions allow (:func:`staff_session_scope`)."""
     if isinstance(request.user, ApiClient):
         return request.user.scope
-    if request.user is not None and request.user.is_authenticated and request.user.is_staff:
+    return staff_session_scope(request)
+
+
+def staff_session_scope(request: Request) -> str | None:
+    """A signed-in staff user's scope through the API, which has no per-model permissions of
+    its own: a superuser has ``admin``; other staff may read (safe methods only) as ``admin``
+    when they may view leads in the admin, and nothing else. Writing through a session would
+    otherwise let staff whom the admin shows leads read-only push, claim or withdraw them."""
+    user = request.user
+    if user is None or not user.is_authenticated or not user.is_active or not user.is_staff:
+        return None
+    if user.is_superuser:
+        return ApiScope.ADMIN
+    if request.method in SAFE_METHODS and (
+        user.has_perm("leads.view_lead") or user.has_perm("leads.change_lead")
+    ):
         return ApiScope.ADMIN
     return None
+
+
+def is_staff_session(request: Request) -> bool:
+    """Whether the caller is an active staff user signed in to the admin (the API docs are
+    theirs to read whatever their permissions)."""
+    user = request.user
+    return user is not None and user.is_authenticated and user.is_active and user.is_staff
 
 
 def request_customer_id(request: Request) -> int | None:

@@ -5,7 +5,7 @@ from typing import Any
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from leads.authentication import request_scope
+from leads.authentication import is_staff_session, request_scope
 from leads.models import ApiScope
 
 
@@ -36,3 +36,10 @@ class CanReadLeads(_ScopePermission):
 
 class AnyValidKey(_ScopePermission):
     allowed = frozenset(ApiScope.values)
+
+
+class CanReadDocs(AnyValidKey):
+    """The schema and its docs: any valid key, or any staff user signed in to the admin."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return is_staff_session(request) or super().has_permission(request, view)

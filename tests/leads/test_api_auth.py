@@ -5,6 +5,7 @@ import io
 
 import pytest
 import time_machine
+from django.contrib.auth.models import Permission
 from django.core.management import CommandError, ManagementUtility, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -336,12 +337,78 @@ def test_an_admin_key_posts_leads_of_any_customer(admin_api, campaign, other_cam
     assert response.json()["created"] == 2
 
 
-def test_a_signed_in_staff_user_has_the_admin_scope(db, django_user_model, campaign):
-    staff = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+def staff_client(django_user_model, *permissions: str, superuser: bool = False) -> APIClient:
+    """A client signed in to the admin as a staff user with these ``leads`` permissions."""
+    staff = django_user_model.objects.create_user(
+        "staff", password="pw", is_staff=True, is_superuser=superuser
+    )
+    staff.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="leads", codename__in=permissions)
+    )
     client = APIClient()
     client.force_login(staff)
+    return client
+
+
+def test_a_signed_in_superuser_has_the_admin_scope(db, django_user_model, campaign):
+    client = staff_client(django_user_model, superuser=True)
 
     assert client.get(LEADS_URL).status_code == 200
+    response = client.post(LEADS_URL, {"leads": [lead_body(campaign, external_id="s-1")]}, format="json")
+    assert response.status_code == 200, response.content
+    assert Lead.objects.filter(external_id="s-1").exists()
+
+
+@pytest.mark.parametrize("permission", ["view_lead", "change_lead"])
+def test_staff_who_may_view_leads_in_the_admin_read_through_the_api(
+    db, django_user_model, campaign, permission
+):
+    client = staff_client(django_user_model, permission)
+
+    assert client.get(LEADS_URL).status_code == 200
+    assert client.get("/api/v1/stats/sla/").status_code == 200
+
+
+def test_staff_without_permission_to_view_leads_read_nothing_but_the_docs(db, django_user_model, campaign):
+    client = staff_client(django_user_model, "view_customer")
+
+    assert client.get(LEADS_URL).status_code == 403
+    assert client.get("/api/v1/stats/sla/").status_code == 403
+    assert client.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.parametrize("permission", ["view_lead", "change_lead", "add_lead"])
+def test_staff_who_are_not_superusers_never_write_through_the_api(
+    db, django_user_model, campaign, permission
+):
+    # The admin is where their permissions are enforced, field by field; the API has none of
+    # its own, so a session writing would let staff shown leads read-only push or claim them.
+    client = staff_client(django_user_model, "view_lead", permission)
+    lead = LeadFactory(campaign=campaign)
+    contractor = ContractorFactory(campaigns=[campaign])
+
+    pushed = client.post(LEADS_URL, {"leads": [lead_body(campaign, external_id="s-1")]}, format="json")
+    claimed = client.post(
+        "/api/v1/next-lead/", {"campaign_ids": [campaign.pk], "contractor_id": contractor.pk}, format="json"
+    )
+    withdrawn = client.post(f"/api/v1/leads/{lead.pk}/withdraw/")
+    patched = client.patch(f"{LEADS_URL}{lead.pk}/", {"city": "Elsewhere"}, format="json")
+
+    assert [pushed.status_code, claimed.status_code, withdrawn.status_code, patched.status_code] == [403] * 4
+    assert not Lead.objects.filter(external_id="s-1").exists()
+    city = lead.city
+    lead.refresh_from_db()
+    assert (lead.status, lead.holder_id, lead.city) == ("ready", None, city)
+
+
+def test_an_inactive_staff_user_reads_nothing(db, django_user_model, campaign):
+    staff = django_user_model.objects.create_user("staff", password="pw", is_staff=True, is_superuser=True)
+    client = APIClient()
+    client.force_login(staff)
+    staff.is_active = False
+    staff.save()
+
+    assert client.get(LEADS_URL).status_code in (401, 403)
 
 
 def test_a_signed_in_user_who_is_not_staff_is_refused(db, django_user_model):
