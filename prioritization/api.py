@@ -141,7 +141,20 @@ class OutcomeView(APIView):
 
     @extend_schema(
         request=OutcomeInput,
-        responses={200: LeadOutputSerializer, **error_responses(400, 403, 404, 409)},
+        responses={
+            200: LeadOutputSerializer,
+            **error_responses(
+                400,
+                403,
+                404,
+                409,
+                descriptions={
+                    409: "The contractor does not hold the lead, the lead is closed, or the "
+                    "idempotency key was used for another outcome of the lead (a retry sends the "
+                    "same body again; a new attempt needs a new key)."
+                },
+            ),
+        },
     )
     def post(self, request: Request, lead_id: int) -> Response:
         body = OutcomeInput(data=request.data)

@@ -11,10 +11,11 @@ Locking rules (every function here follows them):
   index (``lead_one_held_per_holder``): of two concurrent requests of one contractor the
   second take fails there and answers with the lead the first one took.
 - Outcomes write the lead only if it is still held by the same contractor under the same
-  claim; releases, extensions and withdrawals lock the one lead row they change
-  (``select_for_update``) and check that the caller holds it.
-- Rescoring works in batches of ``RESCORE_BATCH`` rows, one short transaction each, and
-  only one rescoring runs at a time (an advisory lock; a second run returns at once).
+  claim and unchanged since it was read; releases, extensions and withdrawals lock the one
+  lead row they change (``select_for_update``) and check that the caller holds it.
+- Rescoring works in batches of ``RESCORE_BATCH`` rows, one short transaction each, writes
+  a row only if it still holds the key the batch read, and only one rescoring runs at a
+  time (an advisory lock; a second run returns at once).
 """
 
 import contextlib
@@ -110,6 +111,12 @@ FROM unnest(%(customers)s::bigint[]) AS k(customer_id)
 def version_by_id(version_id: int) -> PolicyVersion:
     """A policy version, with its learned model (cached: versions are immutable)."""
     return PolicyVersion.objects.select_related("learned_model").get(pk=version_id)
+
+
+def forget_cached_versions() -> None:
+    """Drop what this process keeps of versions: immutable, but deleted with their policy."""
+    version_by_id.cache_clear()
+    params_for_version.cache_clear()
 
 
 def current_versions(customer_ids: Iterable[int]) -> dict[int, PolicyVersion]:
@@ -585,10 +592,22 @@ def _candidates(
                 key=_no_nan(key) if key is not None else -1e300,
                 deadline=deadline,
                 first_attempt_at=first_attempt_at,
-                policy=params_for_version(version) if version else _fallback_params(versions),
+                policy=_scored_params(version, versions),
             )
         )
     return candidates, facts
+
+
+def _scored_params(version_id: int | None, versions: dict[int, PolicyVersion]) -> PolicyParams:
+    """Params of the version a lead was keyed under; when there is none (never scored) or it
+    is gone (its policy was deleted in the admin, which takes the versions along while the
+    rescoring it enqueued has not run yet), a version in force."""
+    if version_id:
+        try:
+            return params_for_version(version_id)
+        except PolicyVersion.DoesNotExist:
+            pass
+    return _fallback_params(versions)
 
 
 def _held_claim_now(contractor_id: int, now: dt.datetime) -> Claim | None:
@@ -605,7 +624,7 @@ def _held_claim(lead_id: int, contractor_id: int) -> Claim | None:
 
 
 def _fallback_params(versions: dict[int, PolicyVersion]) -> PolicyParams:
-    """Params for a lead never scored yet (rescoring will give it its own)."""
+    """Params for a lead without a version of its own (rescoring will give it its own)."""
     return next(iter(versions.values())).params()
 
 
@@ -627,8 +646,10 @@ def _check_caps(*, contractor_id: int, versions: Iterable[PolicyVersion], now: d
     daily = [v.claims_per_day_cap for v in versions if v.claims_per_day_cap is not None]
     if not hourly and not daily:
         return
-    # Over a cap: 429 with the moment the oldest counted claim leaves its window.
+    # Over a cap: 429 with the moment the oldest counted claim leaves its window. Over both,
+    # the later of the two moments: at the earlier one the other cap still refuses.
     hour, day = now - dt.timedelta(hours=1), now - dt.timedelta(days=1)
+    refusals: list[tuple[dt.datetime, str]] = []
     with connection.cursor() as cursor:
         cursor.execute(_CLAIMS_SINCE_SQL, {"contractor": contractor_id, "hour": hour, "day": day})
         last_hour, last_day = cursor.fetchone()
@@ -645,12 +666,16 @@ def _check_caps(*, contractor_id: int, versions: Iterable[PolicyVersion], now: d
                 )
                 oldest_counted = cursor.fetchone()
                 retry = (oldest_counted[0] if oldest_counted else now) + (now - window)
-                raise ClaimRefused(
-                    f"Contractor {contractor_id} reached the cap of {cap} claims per "
-                    f"{'hour' if window == hour else 'day'}.",
-                    status=429,
-                    retry_after=retry,
+                refusals.append(
+                    (
+                        retry,
+                        f"Contractor {contractor_id} reached the cap of {cap} claims per "
+                        f"{'hour' if window == hour else 'day'}.",
+                    )
                 )
+    if refusals:
+        retry, message = max(refusals)
+        raise ClaimRefused(message, status=429, retry_after=retry)
 
 
 def _take(
@@ -663,8 +688,8 @@ def _take(
     now: dt.datetime,
 ) -> Claim | int:
     """Take the chosen lead and log the decision in one statement: the claim, the lead's id
-    when another claim took it first, or 0 when this contractor's other request took a
-    lead first."""
+    when another claim took it first, or 0 when the claim must run again (this
+    contractor's other request took a lead first; a cached version was gone)."""
     params = chosen.candidate.policy
     version = version_by_id(params.version_id) if params.version_id else next(iter(versions.values()))
     lease = now + dt.timedelta(seconds=version.lease_seconds)
@@ -700,9 +725,17 @@ def _take(
             },
         )
     except IntegrityError as error:
-        if _violated_constraint(error) != ONE_HELD_PER_HOLDER:
-            raise
-        return 0
+        if _violated_constraint(error) == ONE_HELD_PER_HOLDER:
+            return 0
+        if isinstance(error.__cause__, psycopg.errors.ForeignKeyViolation):
+            # The decision names a version this process had cached that is gone since (its
+            # policy was deleted in the admin, taking its versions along, while its leads
+            # still carry it until rescoring): forget the cached versions and run again,
+            # which keys such leads under a version in force (_scored_params). A contractor
+            # deleted meanwhile is answered by that run's read.
+            forget_cached_versions()
+            return 0
+        raise
     if not rows:
         return decision.lead_id
     decision.pk, *lead_values = rows[0]
@@ -748,7 +781,8 @@ def release_lead(*, lead_id: int, contractor_id: int, now: dt.datetime | None = 
 def extend_lease(*, lead_id: int, contractor_id: int, now: dt.datetime | None = None) -> Lead:
     """Give the holder a fresh lease (the policy's lease length from now), while the one it
     holds runs: a lease that ran out has put the lead back in the queue, even before a claim
-    or the beat task has returned it there."""
+    or the beat task has returned it there. An extension never ends a lease sooner (a
+    policy whose lease was shortened since the claim)."""
     now = now or timezone.now()
     with transaction.atomic():
         lead = _locked_lead(lead_id)
@@ -759,7 +793,9 @@ def extend_lease(*, lead_id: int, contractor_id: int, now: dt.datetime | None = 
                 "ask for the next lead."
             )
         version = current_versions([lead.customer_id])[lead.customer_id]
-        lead.lease_expires_at = now + dt.timedelta(seconds=version.lease_seconds)
+        fresh = now + dt.timedelta(seconds=version.lease_seconds)
+        lease = max(lead.lease_expires_at or fresh, fresh)
+        lead.lease_expires_at = lease
         lead.updated_at = now
         lead.save(update_fields=["lease_expires_at", "updated_at"])
         LeadEvent.objects.create(
@@ -767,7 +803,7 @@ def extend_lease(*, lead_id: int, contractor_id: int, now: dt.datetime | None = 
             kind=EventKind.LEASE_EXTENDED,
             at=now,
             contractor_id=contractor_id,
-            detail={"lease_expires_at": lead.lease_expires_at.isoformat()},
+            detail={"lease_expires_at": lease.isoformat()},
         )
     return lead
 
@@ -840,8 +876,9 @@ def record_outcome(
     - converted, not interested, wrong number, do not call: closed.
 
     The same outcome reported again (same idempotency key, or without a key the same
-    disposition by the same contractor right after) changes nothing. An outcome from a
-    contractor who does not hold the lead, or for a closed lead, is a conflict.
+    disposition by the same contractor right after) changes nothing; another outcome under
+    a key already used (disposition, callback time or contractor) is a conflict. An outcome
+    from a contractor who does not hold the lead, or for a closed lead, is a conflict.
     """
     now = now or timezone.now()
     rng = rng or random.Random()
@@ -872,12 +909,23 @@ def _record_outcome(
     rng: random.Random,
 ) -> OutcomeResult:
     # Two statements, no explicit transaction: read the lead, decide in Python, write it
-    # back only if it is still held by this contractor under the same claim (a conditional
-    # UPDATE: a concurrent change in between, such as the same outcome sent twice, sends
-    # this round back to the read, which then sees what that change did).
+    # back only if it is still held by this contractor under the same claim and unchanged
+    # since the read (a conditional UPDATE: a concurrent change in between, such as the same
+    # outcome sent twice or a PATCH, sends this round back to the read, which then sees what
+    # that change did).
     for _ in range(MAX_OUTCOME_ATTEMPTS):
-        lead, hours, version_id, key_seen = _read_for_outcome(lead_id, idempotency_key)
-        if key_seen or (
+        lead, row_version, hours, version_id, seen = _read_for_outcome(lead_id, idempotency_key)
+        if seen is not None and not seen.matches(
+            contractor_id=contractor_id, disposition=disposition, callback_at=callback_at
+        ):
+            # The key names another outcome: answering "done" would tell this sender that
+            # an outcome was recorded which never was (another disposition or callback time,
+            # or another contractor, who may not even hold the lead).
+            raise LeadStateConflict(
+                f"Idempotency key {idempotency_key!r} of lead {lead_id} was used for another "
+                f"outcome ({seen}); a new attempt needs a new key."
+            )
+        if seen is not None or (
             not idempotency_key
             and _repeated_without_key(lead, contractor_id=contractor_id, disposition=disposition)
         ):
@@ -899,7 +947,7 @@ def _record_outcome(
             now=now,
             rng=rng,
         )
-        if _save_outcome(lead, events, now, holder_id=contractor_id, claimed_at=claimed_at):
+        if _save_outcome(lead, events, now, holder_id=contractor_id, claimed_at=claimed_at, row=row_version):
             return OutcomeResult(lead=lead, repeated=False)
     raise LeadStateConflict(f"Lead {lead_id} kept changing while its outcome was recorded; send it again.")
 
@@ -934,6 +982,9 @@ def _apply_outcome(
         assert callback_at is not None
         _reschedule(lead, next_opening(max(callback_at, now), hours), now)
         detail["callback_at"] = lead.due_at.isoformat()
+        # As sent (callback_at is when it is due, moved into calling hours): a retry under
+        # the same idempotency key is compared with it.
+        detail["requested_callback_at"] = callback_at.astimezone(dt.UTC).isoformat()
     elif disposition in _NO_CONTACT:
         if lead.lead_type == LeadType.LIVE and lead.reschedule_count >= version.reschedule_limit:
             lead.lead_type = LeadType.STALE
@@ -960,24 +1011,29 @@ def _apply_outcome(
     return events
 
 
-# The lead, its campaign's calling hours, the policy version in force for its customer
-# and whether the outcome's idempotency key was seen, in one statement.
+# The lead and its row version (xmin: any write since gives another), its campaign's
+# calling hours, the policy version in force for its customer and, when the outcome's
+# idempotency key was seen, who reported what under it (one row at most:
+# lead_event_idempotency_unique), in one statement.
 _READ_FOR_OUTCOME_SQL = f"""
-SELECT {", ".join(f"l.{c}" for c in _LEAD_COLUMNS)},
+SELECT {", ".join(f"l.{c}" for c in _LEAD_COLUMNS)}, l.xmin::text,
        cp.time_zone, cp.calling_hours_start, cp.calling_hours_end, cp.calling_days,
        {_version_in_force_sql("l.customer_id")},
-       %(key)s <> '' AND EXISTS (
-           SELECT 1 FROM leads_leadevent WHERE lead_id = l.id AND idempotency_key = %(key)s
-       )
+       e.id IS NOT NULL, e.contractor_id, e.disposition, e.detail ->> 'requested_callback_at'
 FROM leads_lead l
 JOIN leads_campaign cp ON cp.id = l.campaign_id
+LEFT JOIN leads_leadevent e
+  ON e.lead_id = l.id AND e.idempotency_key = %(key)s AND e.idempotency_key <> ''
 WHERE l.id = %(lead)s
 """  # noqa: S608 (column names from the model, no input)
 
 # What an outcome may change on the lead, written with its events in one statement, only
 # while the lead is still held by the same contractor under the same claim (a holder
-# implies status = 'held', which is left unsaid: see lead_one_held_per_holder); returns a
-# row per event written (none when the lead changed since it was read).
+# implies status = 'held', which is left unsaid: see lead_one_held_per_holder) and still
+# the row version that was read: the write puts back every field of the list as the
+# outcome computed it from that read, so a change in between (a PATCH making the lead
+# stale, an upsert) would be undone otherwise. Returns a row per event written (none when
+# the lead changed since it was read).
 _OUTCOME_FIELDS = [
     "lead_type",
     "status",
@@ -1001,7 +1057,7 @@ _SAVE_OUTCOME_SQL = f"""
 WITH updated AS (
     UPDATE leads_lead SET {", ".join(f"{name} = %({name})s" for name in _OUTCOME_FIELDS)}
     WHERE id = %(lead)s AND holder_id = %(read_holder_id)s
-      AND claimed_at IS NOT DISTINCT FROM %(read_claimed_at)s
+      AND claimed_at IS NOT DISTINCT FROM %(read_claimed_at)s AND xmin::text = %(read_row)s
     RETURNING id
 )
 INSERT INTO leads_leadevent (lead_id, kind, at, contractor_id, disposition, idempotency_key, detail)
@@ -1014,16 +1070,44 @@ RETURNING 1
 """  # noqa: S608 (field names from a constant list, no input)
 
 
-def _read_for_outcome(lead_id: int, idempotency_key: str) -> tuple[Lead, CallingHours, int | None, bool]:
+@dataclass(frozen=True)
+class _SeenOutcome:
+    """The attempt already recorded under an outcome's idempotency key."""
+
+    contractor_id: int | None
+    disposition: str
+    callback_at: dt.datetime | None  # as requested (attempts recorded before it was kept: None)
+
+    def matches(self, *, contractor_id: int, disposition: str, callback_at: dt.datetime | None) -> bool:
+        """Whether an outcome sent under the same key is this one again."""
+        if (self.contractor_id, self.disposition) != (contractor_id, disposition):
+            return False
+        # A callback's time is part of it (kept for callbacks only).
+        return self.callback_at is None or callback_at is None or self.callback_at == callback_at
+
+    def __str__(self) -> str:
+        at = f" at {self.callback_at.isoformat()}" if self.callback_at else ""
+        return f"{self.disposition}{at} by contractor {self.contractor_id}"
+
+
+def _read_for_outcome(
+    lead_id: int, idempotency_key: str
+) -> tuple[Lead, str, CallingHours, int | None, _SeenOutcome | None]:
+    """The lead, its row version, its calling hours, the version in force, and the attempt
+    already recorded under ``idempotency_key`` (``None`` when there is none)."""
     rows = run_statement(_READ_FOR_OUTCOME_SQL, {"lead": lead_id, "key": idempotency_key})
     if not rows:
         raise Lead.DoesNotExist(f"No lead {lead_id}.")
     row = rows[0]
     count = len(_LEAD_ATTNAMES)
     lead = Lead.from_db(connection.alias, _LEAD_ATTNAMES, row[:count])
-    time_zone, start, end, days, version_id, key_seen = row[count:]
+    row_version, time_zone, start, end, days, version_id, key_seen, *seen = row[count:]
     hours = CallingHours(time_zone=time_zone, start=start, end=end, days=frozenset(days))
-    return lead, hours, version_id, bool(key_seen)
+    if not key_seen:
+        return lead, row_version, hours, version_id, None
+    contractor, disposition, callback_at = seen
+    requested = dt.datetime.fromisoformat(callback_at) if callback_at else None
+    return lead, row_version, hours, version_id, _SeenOutcome(contractor, disposition, requested)
 
 
 def _save_outcome(
@@ -1033,6 +1117,7 @@ def _save_outcome(
     *,
     holder_id: int,
     claimed_at: dt.datetime | None,
+    row: str,
 ) -> bool:
     """Write the lead and its events if the lead is still as read; whether it was."""
     values: dict[str, Any] = {name: getattr(lead, name) for name in _OUTCOME_FIELDS}
@@ -1041,6 +1126,7 @@ def _save_outcome(
         now=now,
         read_holder_id=holder_id,
         read_claimed_at=claimed_at,
+        read_row=row,
         kinds=[kind for kind, *_ in events],
         contractors=[contractor for _, contractor, *_ in events],
         dispositions=[disposition for _, _, disposition, _, _ in events],
@@ -1126,16 +1212,21 @@ FROM leads_lead
 WHERE id > %(after)s AND status <> 'closed'
 ORDER BY id LIMIT %(limit)s
 """
+# A row is written only if it still holds the key, deadline and version the batch read:
+# a writer that changed the lead since the read (an outcome, a PATCH, an upsert) keyed it
+# from its new facts itself, and a key computed from the old ones (a callback's lead keyed
+# from its old due time) must not overwrite that. Such a row is left for the next pass.
 _RESCORE_WRITE_SQL = """
 UPDATE leads_lead l
 SET priority_key = v.priority_key,
     sla_deadline = timestamptz 'epoch' + v.deadline_us * interval '1 microsecond',
     scored_version = v.scored_version
-FROM unnest(%(ids)s::bigint[], %(keys)s::float8[], %(deadlines)s::bigint[], %(versions)s::int[])
-     AS v(id, priority_key, deadline_us, scored_version)
+FROM unnest(%(ids)s::bigint[], %(keys)s::float8[], %(deadlines)s::bigint[], %(versions)s::int[],
+            %(read_keys)s::float8[], %(read_deadlines)s::bigint[], %(read_versions)s::int[])
+     AS v(id, priority_key, deadline_us, scored_version, read_key, read_deadline_us, read_version)
 WHERE l.id = v.id AND l.status <> 'closed'
   AND (l.priority_key, (extract(epoch FROM l.sla_deadline) * 1000000)::bigint, l.scored_version)
-      IS DISTINCT FROM (v.priority_key, v.deadline_us, v.scored_version)
+      IS NOT DISTINCT FROM (v.read_key, v.read_deadline_us, v.read_version)
 """
 _UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
@@ -1296,6 +1387,10 @@ def _rescore_rows(
     keys: list[float] = []
     deadlines: list[int | None] = []
     version_ids: list[int] = []
+    # What the row held when read: the write is conditional on it (_RESCORE_WRITE_SQL).
+    read_keys: list[float | None] = []
+    read_deadlines: list[int | None] = []
+    read_versions: list[int | None] = []
     for (
         lead_id,
         customer_id,
@@ -1331,10 +1426,23 @@ def _rescore_rows(
             keys.append(key)
             deadlines.append(deadline_us)
             version_ids.append(params.version_id)
+            read_keys.append(old_key)
+            read_deadlines.append(old_deadline_us)
+            read_versions.append(old_version)
     writer.summary.scanned += len(rows)
     writer.summary.batches += 1
     if ids:
-        writer.put({"ids": ids, "keys": keys, "deadlines": deadlines, "versions": version_ids})
+        writer.put(
+            {
+                "ids": ids,
+                "keys": keys,
+                "deadlines": deadlines,
+                "versions": version_ids,
+                "read_keys": read_keys,
+                "read_deadlines": read_deadlines,
+                "read_versions": read_versions,
+            }
+        )
 
 
 def ranked_leads_at(
@@ -1347,6 +1455,19 @@ def ranked_leads_at(
         | Q(status=QueueStatus.WAITING, due_at__lte=now)
         | Q(status=QueueStatus.HELD, lease_expires_at__lte=now)
     )
+    in_force: dict[int, PolicyParams] = {}
+
+    def params_of(lead: Lead) -> PolicyParams:
+        if not lead.scored_version:
+            return PolicyParams()
+        try:
+            return params_for_version(lead.scored_version)
+        except PolicyVersion.DoesNotExist:  # deleted with its policy; the claim does the same
+            if lead.customer_id not in in_force:
+                version = current_versions([lead.customer_id])[lead.customer_id]
+                in_force[lead.customer_id] = params_for_version(version.pk)
+            return in_force[lead.customer_id]
+
     candidates = [
         Candidate(
             lead_id=lead.pk,
@@ -1354,7 +1475,7 @@ def ranked_leads_at(
             key=lead.priority_key if lead.priority_key is not None else -1e300,
             deadline=lead.sla_deadline,
             first_attempt_at=lead.first_attempt_at,
-            policy=params_for_version(lead.scored_version) if lead.scored_version else PolicyParams(),
+            policy=params_of(lead),
         )
         for lead in leads
     ]
