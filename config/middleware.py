@@ -8,11 +8,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 def refuse_nul_in_query_string(
     get_response: Callable[[HttpRequest], HttpResponse],
 ) -> Callable[..., HttpResponse]:
-    """A query string holding a NUL character (``%00``) is a 400.
+    """A query string or a path holding a NUL character (``%00``) is a 400.
 
     PostgreSQL text cannot hold NUL, and the admin's list filters (Django's own among them)
     hand their parameters to queries unchecked: ``?status__exact=%00`` would fail in the
-    database, a 500. No parameter of this project means anything with a NUL in it.
+    database, a 500. No parameter of this project means anything with a NUL in it. Nor does
+    a path: the admin looks up an API key (whose primary key is text) by the id in its URL,
+    so ``/admin/leads/apikey/%00/change/`` failed the same way.
     """
 
     def middleware(request: HttpRequest) -> HttpResponse:
@@ -20,6 +22,11 @@ def refuse_nul_in_query_string(
         if "%00" in query or "\x00" in query:
             return HttpResponseBadRequest(
                 "The query string holds a NUL character (%00), which no parameter accepts.",
+                content_type="text/plain; charset=utf-8",
+            )
+        if "\x00" in request.path_info:  # decoded from the URL's %00
+            return HttpResponseBadRequest(
+                "The path holds a NUL character (%00), which no URL accepts.",
                 content_type="text/plain; charset=utf-8",
             )
         return get_response(request)

@@ -131,6 +131,11 @@ WHITENOISE_USE_FINDERS = True
 
 # Uploads above this are refused with a message (the CLI has no limit).
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Uploaded lead files and their error reports hold customers' leads: readable by the user
+# (and group) the web and worker processes run as, not by every user of the machine, whatever
+# the process's umask (a small upload would otherwise be world-readable, as 0o644).
+FILE_UPLOAD_PERMISSIONS = 0o640
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o750
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 32 * 1024 * 1024, minimum=1)
 
 # --- REST API -------------------------------------------------------------------------

@@ -146,12 +146,6 @@ class PostedIdAutocompleteAdmin(BaseAdmin[_M]):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
-def may_view_leads(request: HttpRequest) -> bool:
-    """Whether a screen that shows leads (the SLA dashboard, the policy preview) is for this
-    user: the lead admin decides, so that the permission to change leads counts as well."""
-    return admin.site.get_model_admin(Lead).has_view_permission(request)
-
-
 # --- Customers, campaigns, contractors ---------------------------------------------------------
 
 
@@ -476,10 +470,32 @@ class LeadEventAdmin(BaseAdmin[LeadEvent]):
 # --- API keys ------------------------------------------------------------------------------
 
 
+# Shown to staff who are not superusers in place of the admin scope they may not grant.
+ADMIN_SCOPE_FOR_SUPERUSERS = (
+    "Only a superuser may create an admin key: it may do everything through the API, which "
+    "only superusers may do signed in to the admin."
+)
+
+
 class ApiKeyAdminForm(forms.ModelForm[ApiKey]):
+    # Set by ApiKeyAdmin.get_form from the user creating the key.
+    may_grant_admin_scope: ClassVar[bool] = True
+
     class Meta:
         model = ApiKey
         fields = ("name", "scope", "customer", "expiry_date", "revoked")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        scope = self.fields.get("scope")
+        if not self.may_grant_admin_scope and isinstance(scope, forms.ChoiceField):
+            # An admin key is the admin scope through the API: a staff member who may create
+            # keys but is no superuser would otherwise give themselves what staff sessions are
+            # refused (leads.authentication.staff_session_scope).
+            scope.choices = [("", "---------")] + [
+                (value, label) for value, label in ApiScope.choices if value != ApiScope.ADMIN
+            ]
+            scope.help_text = ADMIN_SCOPE_FOR_SUPERUSERS
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -512,6 +528,11 @@ class ApiKeyAdmin(PostedIdAutocompleteAdmin[ApiKey], APIKeyModelAdmin):
 
     def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
         return ("name", "prefix", "customer__name")
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        # A subclass per request: the form class is shared by every request of the process.
+        return type(form.__name__, (form,), {"may_grant_admin_scope": request.user.is_superuser})
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         if obj is None:

@@ -33,7 +33,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from leads.admin_widgets import PostedIdAutocompleteSelect
+from leads.admin_widgets import PostedIdAutocompleteSelect, may_view_leads
 from leads.importers import LEAD_FIELDS, ImportFileError, LeadMapping
 from leads.models import Campaign, Customer, ImportJob, ImportStatus
 from leads.services import ImportPreview, open_import
@@ -394,6 +394,10 @@ def preview_view(request: HttpRequest, model_admin: ImportJobModelAdmin, job_id:
         ):
             _start_check(job)
         return redirect("admin:leads_importjob_preview", job_id=job.pk)
+    # The preview shows the file's rows as leads (ids, cities, sources, stages), and its
+    # errors quote their values: for staff who may view leads, as the screens of leads are.
+    if not may_view_leads(request):
+        raise PermissionDenied
     preview = ImportPreview.from_json(job.preview)
     context = _context(
         request,
@@ -494,7 +498,8 @@ def progress_view(request: HttpRequest, model_admin: ImportJobModelAdmin, job_id
 def error_report_view(request: HttpRequest, model_admin: ImportJobModelAdmin, job_id: int) -> FileResponse:
     """The rejected rows as CSV, served through the admin (permission-checked), never MEDIA_URL."""
     job = get_object_or_404(ImportJob, pk=job_id)
-    if not model_admin.has_view_permission(request, job):
+    # The rejected rows quote the file's values: lead data, as on the preview.
+    if not model_admin.has_view_permission(request, job) or not may_view_leads(request):
         raise PermissionDenied
     if not job.error_report:
         raise Http404("This import has no error report.")

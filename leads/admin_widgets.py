@@ -12,6 +12,8 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
+from leads.models import Lead
+
 _M = TypeVar("_M", bound=models.Model)
 
 
@@ -35,6 +37,13 @@ class BaseAdmin(admin.ModelAdmin[_M]):
             posted.setlist(helpers.ACTION_CHECKBOX_NAME, ids)
             request.POST = posted  # type: ignore[assignment]
         return super().response_action(request, queryset, *args, **kwargs)
+
+
+def may_view_leads(request: HttpRequest) -> bool:
+    """Whether a screen that shows leads (the SLA dashboard, the policy preview, an import's
+    preview and error report) is for this user: the lead admin decides, so that the
+    permission to change leads counts as well."""
+    return admin.site.get_model_admin(Lead).has_view_permission(request)
 
 
 class PostedIdAutocompleteSelect(AutocompleteSelect):

@@ -25,13 +25,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from leads.admin import (
-    CascadesToRecordsAdmin,
-    EstimatedCountPaginator,
-    PostedIdAutocompleteAdmin,
-    may_view_leads,
-)
-from leads.admin_widgets import BaseAdmin
+from leads.admin import CascadesToRecordsAdmin, EstimatedCountPaginator, PostedIdAutocompleteAdmin
+from leads.admin_widgets import BaseAdmin, may_view_leads
 from leads.ids import parse_id
 from prioritization import (
     admin_alerts,  # noqa: F401 (registers the alert admin)

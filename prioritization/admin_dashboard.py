@@ -26,7 +26,7 @@ from django.urls import URLPattern, path
 from django.utils import timezone
 from matplotlib.figure import Figure
 
-from leads.admin import may_view_leads
+from leads.admin_widgets import may_view_leads
 from leads.ids import parse_id
 from leads.importers import DAY_RANGE_ERROR, day_in_range
 from leads.models import Campaign, Customer

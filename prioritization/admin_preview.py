@@ -25,7 +25,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from leads.admin import may_view_leads
+from leads.admin_widgets import may_view_leads
 from leads.ids import parse_id
 from leads.models import Campaign, Customer, Lead
 from prioritization import services

@@ -351,10 +351,27 @@ def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress
     return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
 
 
+# Headers a reverse proxy adds to what it forwards. A request holding one came through a
+# proxy, so its TCP peer is the proxy, not the client.
+_PROXY_HEADERS = (
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_FORWARDED",
+    "HTTP_X_REAL_IP",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_HOST",
+)
+
+
 def metrics_allowed(request: HttpRequest) -> bool:
     """Open with DEBUG; otherwise the right bearer token, or a client address in
     ``LEADRANK_METRICS_ALLOWED_IPS``. The address is the TCP peer (``REMOTE_ADDR``), never
-    a forwarded header a client could write: behind a proxy, use the token."""
+    a forwarded header a client could write: behind a proxy, use the token.
+
+    A request a proxy forwarded (it carries one of :data:`_PROXY_HEADERS`) is admitted by
+    the token only: its peer is the proxy, which in the usual deployment (granian on
+    127.0.0.1, a proxy in front on the same machine) is the loopback address the default
+    allows, so every client on the internet would pass as local. A client can only lose
+    access by adding such a header, never gain it."""
     if settings.DEBUG:
         return True
     token: str = settings.LEADRANK_METRICS_TOKEN
@@ -362,6 +379,8 @@ def metrics_allowed(request: HttpRequest) -> bool:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
             return True
+    if any(name in request.META for name in _PROXY_HEADERS):
+        return False
     try:
         address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
     except ValueError:
@@ -377,8 +396,8 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     """GET /metrics: Prometheus text format; 403 outside the allowed addresses and token."""
     if not metrics_allowed(request):
         return HttpResponseForbidden(
-            "Metrics are restricted: scrape from an address in LEADRANK_METRICS_ALLOWED_IPS or send "
-            "'Authorization: Bearer <LEADRANK_METRICS_TOKEN>'.\n",
+            "Metrics are restricted: scrape from an address in LEADRANK_METRICS_ALLOWED_IPS (directly, "
+            "not through a proxy) or send 'Authorization: Bearer <LEADRANK_METRICS_TOKEN>'.\n",
             content_type="text/plain; charset=utf-8",
         )
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

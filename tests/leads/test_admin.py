@@ -5,7 +5,9 @@ import re
 
 import pytest
 from django.contrib.admin.utils import quote
+from django.contrib.auth.models import Permission, User
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -538,3 +540,57 @@ def test_events_and_leads_cannot_be_deleted_or_edited_from_the_event_list(admin_
     assert page.status_code == 200
     assert page.context["has_change_permission"] is False
     assert admin_client.post(reverse("admin:leads_leadevent_delete", args=[event.pk])).status_code == 403
+
+
+def staff_with(*perms: str, name: str = "clerk") -> Client:
+    """A signed-in staff user holding exactly ``perms`` ("app_label.codename")."""
+    user = User.objects.create_user(name, is_staff=True)
+    for perm in perms:
+        app_label, codename = perm.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+KEY_PERMS = ("leads.add_apikey", "leads.view_apikey", "leads.change_apikey")
+
+
+@pytest.mark.django_db
+def test_staff_who_may_create_keys_but_are_not_superusers_cannot_create_an_admin_key():
+    # An admin key is the admin scope through the API, which only superusers have.
+    client = staff_with(*KEY_PERMS)
+    url = reverse("admin:leads_apikey_add")
+
+    page = client.get(url).content.decode()
+    response = client.post(url, {"name": "mine", "scope": ApiScope.ADMIN})
+
+    assert f'value="{ApiScope.ADMIN}"' not in page
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    assert not ApiKey.objects.exists()
+
+
+@pytest.mark.django_db
+def test_staff_who_may_create_keys_create_contract_app_and_ingest_keys():
+    customer = CustomerFactory()
+    client = staff_with(*KEY_PERMS)
+    url = reverse("admin:leads_apikey_add")
+
+    assert client.post(url, {"name": "app", "scope": ApiScope.CONTRACT_APP}).status_code == 302
+    assert (
+        client.post(url, {"name": "crm", "scope": ApiScope.INGEST, "customer": customer.pk}).status_code
+        == 302
+    )
+    assert sorted(ApiKey.objects.values_list("scope", flat=True)) == [ApiScope.CONTRACT_APP, ApiScope.INGEST]
+
+
+@pytest.mark.django_db
+def test_a_superuser_still_creates_admin_keys(admin_client):
+    url = reverse("admin:leads_apikey_add")
+
+    assert f'value="{ApiScope.ADMIN}"' in admin_client.get(url).content.decode()
+    assert admin_client.post(url, {"name": "ops", "scope": ApiScope.ADMIN}).status_code == 302
+    assert ApiKey.objects.get().scope == ApiScope.ADMIN

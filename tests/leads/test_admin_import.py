@@ -1405,3 +1405,61 @@ def test_the_import_job_sweep_is_a_periodic_task():
     task = PeriodicTask.objects.get(task="leads.tasks.sweep_import_jobs")
     assert task.enabled
     assert (task.interval.every, task.interval.period) == (300, "seconds")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("lead_perm", "status"), [(None, 403), ("view_lead", 200), ("change_lead", 200)])
+def test_an_imports_preview_and_error_report_are_for_staff_who_may_view_leads(
+    admin_client, client, django_user_model, campaign, lead_perm, status
+):
+    # Both show the file's rows (the preview as leads, the report quoting rejected values).
+    previewed = job_from(
+        upload(
+            admin_client,
+            "l.csv",
+            b"external_id,lead_type,city\nA,live,Pune\nB,hot,Agra\n",
+            campaign=campaign.pk,
+        )
+    )
+    done = job_from_second_upload(admin_client, campaign)
+    ImportJob.objects.filter(pk=done.pk).update(error_report=ImportJob.objects.get(pk=done.pk).file.name)
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    codenames = ["view_importjob", *([lead_perm] if lead_perm else [])]
+    viewer.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="leads", codename__in=codenames)
+    )
+    client.force_login(viewer)
+
+    preview = client.get(preview_url(previewed))
+    report = client.get(reverse("admin:leads_importjob_error_report", kwargs={"job_id": done.pk}))
+
+    assert preview.status_code == status
+    assert ("Pune" in preview.content.decode()) == (status == 200)
+    assert ("is not one of: live, stale" in preview.content.decode()) == (status == 200)
+    assert report.status_code == status
+    # The job's progress page (counts, no rows) stays theirs to see.
+    assert client.get(progress_url(done)).status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_uploaded_files_and_error_reports_are_not_readable_by_other_users_of_the_machine(
+    admin_client, campaign, media_root, settings, size
+):
+    # They hold customers' leads. A small upload is written from memory (the process's umask
+    # decided: world-readable), a large one moved from a temporary file (owner only).
+    if size == "large":
+        settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 10
+    job = job_from(
+        upload(admin_client, "l.csv", b"external_id,lead_type\nA,live\nB,hot\n", campaign=campaign.pk)
+    )
+    admin_client.post(preview_url(job), {"confirm": "1"})
+    job.refresh_from_db()
+    assert job.status == ImportStatus.DONE
+    assert job.error_report
+
+    for path in (Path(job.file.path), Path(job.error_report.path)):
+        mode = path.stat().st_mode & 0o777
+        assert mode & 0o007 == 0, f"{path.name}: {oct(mode)}"
+        assert mode & 0o600 == 0o600, f"{path.name}: {oct(mode)}"  # the web and worker processes
+        assert path.parent.stat().st_mode & 0o007 == 0

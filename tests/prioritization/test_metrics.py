@@ -84,6 +84,35 @@ def test_a_forwarded_header_does_not_make_a_remote_client_local(client: Client) 
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"HTTP_X_FORWARDED_FOR": "203.0.113.9"},
+        {"HTTP_FORWARDED": "for=203.0.113.9"},
+        {"HTTP_X_REAL_IP": "203.0.113.9"},
+        {"HTTP_X_FORWARDED_PROTO": "https"},
+        {"HTTP_X_FORWARDED_FOR": "127.0.0.1"},  # what a client wrote, passed on by the proxy
+    ],
+)
+def test_a_request_forwarded_by_a_local_proxy_is_not_taken_for_a_local_client(
+    client: Client, header: dict[str, str]
+) -> None:
+    # granian listens on 127.0.0.1, so a proxy in front of it on the same machine is the
+    # TCP peer of every client on the internet.
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1", **header)
+    assert response.status_code == 403
+    assert b"leadrank_" not in response.content
+
+
+@pytest.mark.django_db
+@override_settings(LEADRANK_METRICS_TOKEN="s3cret-token")
+def test_a_request_forwarded_by_a_proxy_is_admitted_with_the_token(client: Client) -> None:
+    forwarded = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.9"}
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token", **forwarded).status_code == 200
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong", **forwarded).status_code == 403
+
+
+@pytest.mark.django_db
 @override_settings(LEADRANK_METRICS_ALLOWED_IPS=["10.0.0.0/8", "192.0.2.7"])
 def test_the_allowed_networks_setting_admits_its_addresses_only(client: Client) -> None:
     assert client.get("/metrics", REMOTE_ADDR="10.20.30.40").status_code == 200
