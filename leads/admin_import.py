@@ -491,6 +491,8 @@ def progress_view(request: HttpRequest, model_admin: ImportJobModelAdmin, job_id
         active=active,
         refresh_seconds=PROGRESS_REFRESH_SECONDS,
         mapping_json=json.dumps(job.mapping, indent=2) if job.mapping else "",
+        # The error report quotes rejected rows: offered to whom error_report_view serves it.
+        may_view_leads=may_view_leads(request),
     )
     return TemplateResponse(request, "admin/leads/import_job.html", context)
 

@@ -1,5 +1,7 @@
 """GET /healthz: is the database reachable, and the broker?"""
 
+import time
+
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
@@ -7,6 +9,13 @@ from django.views.decorators.http import require_GET
 from kombu import Connection
 
 BROKER_TIMEOUT_SECONDS = 1
+# How long a process answers with the broker state it last saw. /healthz needs no key, and
+# while the broker is down each check holds a web worker for up to its timeouts: probed
+# often (a load balancer, or anyone), that would take workers from the next-lead path.
+BROKER_STATUS_SECONDS = 10.0
+
+# (monotonic time of the check, broker reachable), of this process.
+_broker_seen: tuple[float, bool] | None = None
 
 
 def _database_ok() -> bool:
@@ -19,6 +28,21 @@ def _database_ok() -> bool:
 
 
 def _broker_ok() -> bool:
+    global _broker_seen
+    now = time.monotonic()
+    if _broker_seen is not None and now - _broker_seen[0] < BROKER_STATUS_SECONDS:
+        return _broker_seen[1]
+    _broker_seen = (now, _broker_reachable())
+    return _broker_seen[1]
+
+
+def forget_broker_status() -> None:
+    """Check the broker again on the next request (tests; nothing else needs it)."""
+    global _broker_seen
+    _broker_seen = None
+
+
+def _broker_reachable() -> bool:
     try:
         with Connection(
             settings.CELERY_BROKER_URL,

@@ -32,6 +32,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -435,10 +436,10 @@ def deliver_alert_webhook(*, alert_id: int, event: Event, now: dt.datetime | Non
             allow_redirects=False,
         )
     except (requests.ConnectionError, requests.Timeout) as error:
-        raise WebhookTransientError(f"{type(error).__name__}: {error}") from error
+        raise WebhookTransientError(without_url_secrets(f"{type(error).__name__}: {error}", url)) from error
     except requests.RequestException as error:  # invalid URL and the like: retrying cannot help
         return record_webhook_failure(
-            alert_id=alert_id, event=event, error=f"{type(error).__name__}: {error}"
+            alert_id=alert_id, event=event, error=without_url_secrets(f"{type(error).__name__}: {error}", url)
         )
     if 200 <= response.status_code < 300:
         Alert.objects.filter(pk=alert_id, **{state_field: WebhookState.PENDING}).update(
@@ -446,10 +447,31 @@ def deliver_alert_webhook(*, alert_id: int, event: Event, now: dt.datetime | Non
         )
         return WebhookState.DELIVERED
     if response.status_code in (408, 429) or response.status_code >= 500:
-        raise WebhookTransientError(f"HTTP {response.status_code} from {url}")
+        raise WebhookTransientError(f"HTTP {response.status_code} from {url_origin(url)}")
     return record_webhook_failure(
-        alert_id=alert_id, event=event, error=f"HTTP {response.status_code} from {url}"
+        alert_id=alert_id, event=event, error=f"HTTP {response.status_code} from {url_origin(url)}"
     )
+
+
+def url_origin(url: str) -> str:
+    """``scheme://host[:port]`` of a webhook URL: its path, query and credentials are often
+    the receiver's secret (``https://hooks.example/T0/B0/secret``), and errors are kept on
+    the alert, shown to whoever may view alerts, and logged."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts.scheme else "the webhook URL"
+
+
+def without_url_secrets(text: str, url: str) -> str:
+    """``text`` (an error message that may quote the URL or its parts) without the URL's
+    path, query and credentials."""
+    parts = urlsplit(url)
+    text = text.replace(url, f"{url_origin(url)}/…")
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    credentials = parts.netloc.rpartition("@")[0]
+    for secret in (target, parts.path, parts.query, credentials):
+        if len(secret) > 1:  # "/" alone is no secret, and would mangle the rest
+            text = text.replace(secret, "…")
+    return text
 
 
 def record_webhook_failure(*, alert_id: int, event: Event, error: str) -> str:

@@ -1,11 +1,14 @@
 """Findings of the security and authorization review that belong to no one module's tests:
 what a request can do to a page before any view runs."""
 
+import importlib
+
 import pytest
 from django.contrib.admin.utils import quote
 from django.test import Client
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 
+import config.urls
 from leads.models import ApiKey, ApiScope
 
 
@@ -29,3 +32,16 @@ def test_an_api_key_page_still_opens_by_its_id(admin_client: Client) -> None:
     response = admin_client.get(reverse("admin:leads_apikey_change", args=[quote(api_key.pk)]))
 
     assert response.status_code == 200
+
+
+def test_uploaded_files_are_not_served_by_url_even_in_debug(settings) -> None:
+    # `make run` runs with DEBUG on; Django's static() helper would serve MEDIA_ROOT to anyone
+    # at guessable paths (imports/errors/import-<id>-errors.csv).
+    settings.DEBUG = True
+    try:
+        urls = importlib.reload(config.urls)
+        with pytest.raises(Resolver404):
+            resolve(f"/{settings.MEDIA_URL}imports/errors/import-1-errors.csv", urlconf=urls)
+    finally:
+        settings.DEBUG = False
+        importlib.reload(config.urls)

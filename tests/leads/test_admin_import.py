@@ -1437,8 +1437,11 @@ def test_an_imports_preview_and_error_report_are_for_staff_who_may_view_leads(
     assert ("Pune" in preview.content.decode()) == (status == 200)
     assert ("is not one of: live, stale" in preview.content.decode()) == (status == 200)
     assert report.status_code == status
-    # The job's progress page (counts, no rows) stays theirs to see.
-    assert client.get(progress_url(done)).status_code == 200
+    # The job's progress page (counts, no rows) stays theirs to see, offering the report
+    # only to those it is served to.
+    progress = client.get(progress_url(done))
+    assert progress.status_code == 200
+    assert ("error-report-link" in progress.content.decode()) == (status == 200)
 
 
 @pytest.mark.django_db

@@ -11,6 +11,13 @@ from leads.models import ApiScope
 # --- /healthz --------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def fresh_broker_status():
+    health.forget_broker_status()
+    yield
+    health.forget_broker_status()
+
+
 def test_healthz_answers_200_with_database_and_broker_status_without_a_key(db):
     response = APIClient().get("/healthz")
 
@@ -47,6 +54,21 @@ def test_healthz_reports_an_unreachable_broker_url_within_its_timeout(db, settin
 
     assert response.status_code == 200
     assert response.json()["broker"] == "unreachable"
+
+
+def test_healthz_checks_the_broker_once_per_period_not_on_every_request(db, monkeypatch):
+    # /healthz needs no key: with the broker down, a check on every request would hold a web
+    # worker for up to its timeouts each time.
+    checks = []
+    monkeypatch.setattr(health, "_broker_reachable", lambda: checks.append(1) or False)
+
+    for _ in range(5):
+        assert APIClient().get("/healthz").json()["broker"] == "unreachable"
+    assert len(checks) == 1
+
+    monkeypatch.setattr(health, "BROKER_STATUS_SECONDS", 0.0)
+    APIClient().get("/healthz")
+    assert len(checks) == 2
 
 
 def test_healthz_refuses_writes(db):

@@ -427,8 +427,36 @@ def test_a_webhook_that_keeps_failing_is_given_up_after_the_retries(
     assert len(fake.requests) == 1 + alerts.WEBHOOK_RETRIES
     alert.refresh_from_db()
     assert alert.opened_webhook == WebhookState.FAILED
-    assert alert.webhook_error == f"HTTP 500 from {HOOK}"
+    assert alert.webhook_error == "HTTP 500 from https://hooks.example.com"
     assert alert.closed_at is None  # the alert itself is untouched
+
+
+SECRET_HOOK = "https://bot:pa55@hooks.example.com/T0/B0/s3cret-token?sig=abc123"
+
+
+REFUSED = requests.ConnectionError(
+    "HTTPSConnectionPool(host='hooks.example.com', port=443): "
+    "Max retries exceeded with url: /T0/B0/s3cret-token?sig=abc123"
+)
+
+
+@pytest.mark.parametrize("outcome", [404, REFUSED])
+def test_a_webhook_error_keeps_no_part_of_the_url_that_may_be_its_secret(
+    receiver: Callable[..., FakeReceiver], outcome: int | Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Errors are kept on the alert (shown to whoever may view alerts) and logged: the path,
+    # query and credentials of a webhook URL are often the receiver's secret.
+    alert = open_empty_queue_alert(SECRET_HOOK)
+    receiver(*[outcome] * (1 + alerts.WEBHOOK_RETRIES))
+
+    tasks.deliver_alert_webhook.apply(args=[alert.pk, "opened"]).get()
+
+    alert.refresh_from_db()
+    assert alert.opened_webhook == WebhookState.FAILED
+    assert "hooks.example.com" in alert.webhook_error
+    for secret in ("s3cret-token", "abc123", "pa55", "bot:"):
+        assert secret not in alert.webhook_error
+        assert secret not in caplog.text
 
 
 def test_a_client_error_is_not_retried(receiver: Callable[..., FakeReceiver]) -> None:
