@@ -214,6 +214,9 @@ LEADRANK_IMPORT_INLINE_ROWS = env_int("LEADRANK_IMPORT_INLINE_ROWS", 2_000, mini
 # by the beat task leads.tasks.sweep_import_jobs; a job not yet taken by a worker this long
 # after it was sent is sent again.
 LEADRANK_IMPORT_STALL_MINUTES = env_int("LEADRANK_IMPORT_STALL_MINUTES", 15, minimum=1)
+# Uploaded files and error reports hold customers' leads: the same sweep removes those of
+# jobs finished (or previewed and never confirmed) this many days ago; the jobs stay.
+LEADRANK_IMPORT_RETENTION_DAYS = env_int("LEADRANK_IMPORT_RETENTION_DAYS", 30, minimum=1, maximum=36_500)
 # Where the real public data sets live (demo data, simulator, model evaluation).
 LEADRANK_DATA_DIR = Path(env_str("LEADRANK_DATA_DIR", str(BASE_DIR.parent / "shared" / "data")))
 

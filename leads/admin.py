@@ -617,11 +617,11 @@ class ImportJobAdmin(BaseAdmin[ImportJob]):
         jobs = list(queryset)
         super().delete_queryset(request, queryset)
         for job in jobs:
-            _delete_job_files(job)
+            job.delete_files()
 
     def delete_model(self, request: HttpRequest, obj: ImportJob) -> None:
         super().delete_model(request, obj)
-        _delete_job_files(obj)
+        obj.delete_files()
 
     def has_delete_permission(self, request: HttpRequest, obj: ImportJob | None = None) -> bool:
         # A running job's file is still being read (the bulk action asks this per job too).
@@ -629,9 +629,3 @@ class ImportJobAdmin(BaseAdmin[ImportJob]):
         if obj is not None and obj.status in (ImportStatus.QUEUED, ImportStatus.RUNNING):
             return False
         return super().has_delete_permission(request, obj)
-
-
-def _delete_job_files(job: ImportJob) -> None:
-    for stored in (job.file, job.error_report):
-        if stored:
-            stored.delete(save=False)

@@ -439,6 +439,13 @@ class ImportJob(models.Model):
     def __str__(self) -> str:
         return f"Import {self.pk}: {self.original_name}"
 
+    def delete_files(self) -> None:
+        """Remove the uploaded file and the error report from storage (the fields are left
+        for the caller to save)."""
+        for stored in (self.file, self.error_report):
+            if stored:
+                stored.delete(save=False)
+
     @property
     def progress_percent(self) -> int:
         if not self.total_rows:

@@ -266,7 +266,10 @@ def sweep_import_jobs() -> dict[str, int]:
       nothing; a job that waits only because the workers are busy loses nothing, and one
       the broker refuses to take again waits for a later sweep.
 
-    Returns how many jobs were failed and how many sent again.
+    - Files of jobs ended ``LEADRANK_IMPORT_RETENTION_DAYS`` ago are removed
+      (:func:`remove_expired_import_files`).
+
+    Returns how many jobs were failed, how many sent again and how many lost their files.
     """
     minutes: int = settings.LEADRANK_IMPORT_STALL_MINUTES
     cutoff = timezone.now() - dt.timedelta(minutes=minutes)
@@ -305,7 +308,45 @@ def sweep_import_jobs() -> dict[str, int]:
             sent,
             minutes,
         )
-    return {"failed": failed, "sent_again": sent}
+    removed = remove_expired_import_files(now=timezone.now())
+    return {"failed": failed, "sent_again": sent, "files_removed": removed}
+
+
+# Jobs whose files one sweep removes at most (the next sweep takes the rest).
+RETENTION_BATCH = 500
+
+
+def remove_expired_import_files(*, now: dt.datetime) -> int:
+    """Remove the files of jobs that ended ``LEADRANK_IMPORT_RETENTION_DAYS`` ago: the upload
+    and the error report hold customers' leads, and nothing reads them once a job has ended.
+    A job previewed and never confirmed for that long is cancelled first (conditionally: one
+    confirmed meanwhile keeps its file). The jobs stay, with their counts and message.
+    Returns how many jobs' files were removed."""
+    days: int = settings.LEADRANK_IMPORT_RETENTION_DAYS
+    cutoff = now - dt.timedelta(days=days)
+    unconfirmed = ImportJob.objects.filter(status=ImportStatus.PREVIEWED, created_at__lt=cutoff)
+    cancelled = [
+        job_id
+        for job_id in unconfirmed.values_list("pk", flat=True)[:RETENTION_BATCH]
+        if unconfirmed.filter(pk=job_id).update(
+            status=ImportStatus.CANCELLED,
+            finished_at=now,
+            message=f"Not confirmed within {days} days: cancelled, nothing was written.",
+            preview=None,
+        )
+    ]
+    ended = ImportJob.objects.filter(
+        ~Q(file="") | ~Q(error_report=""),
+        status__in=(ImportStatus.DONE, ImportStatus.FAILED, ImportStatus.CANCELLED),
+    ).filter(Q(finished_at__lt=cutoff) | Q(pk__in=cancelled))
+    removed = 0
+    for job in ended.order_by("pk")[:RETENTION_BATCH]:
+        job.delete_files()
+        # The files are gone whatever happens next; the fields say so (no dead link).
+        removed += ImportJob.objects.filter(pk=job.pk).update(file="", error_report="")
+    if removed:
+        logger.info("removed the files of %s import job(s) ended over %s days ago", removed, days)
+    return removed
 
 
 def _fail(job_id: int, reason: str, *, only_if: QuerySet[ImportJob] | None = None) -> int:

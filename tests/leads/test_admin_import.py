@@ -32,6 +32,7 @@ from leads.tasks import (
     enqueue_check,
     enqueue_import_job,
     fail_check,
+    remove_expired_import_files,
     run_import_job,
     sweep_import_jobs,
 )
@@ -1240,7 +1241,7 @@ def test_a_running_job_without_a_sign_of_life_is_failed_with_what_was_stored(set
     long_queued = running_job(heartbeat_minutes_ago=None, status=ImportStatus.QUEUED, started_minutes_ago=60)
     done = running_job(heartbeat_minutes_ago=60, status=ImportStatus.DONE)
 
-    assert sweep_import_jobs() == {"failed": 2, "sent_again": 0}
+    assert sweep_import_jobs() == {"failed": 2, "sent_again": 0, "files_removed": 0}
 
     stalled.refresh_from_db()
     assert stalled.status == ImportStatus.FAILED
@@ -1255,7 +1256,7 @@ def test_a_running_job_without_a_sign_of_life_is_failed_with_what_was_stored(set
         (done, ImportStatus.DONE),
     ):
         assert ImportJob.objects.get(pk=untouched.pk).status == status
-    assert sweep_import_jobs() == {"failed": 0, "sent_again": 0}  # nothing left to fail
+    assert sweep_import_jobs() == {"failed": 0, "sent_again": 0, "files_removed": 0}  # nothing left to fail
 
 
 @pytest.mark.django_db
@@ -1309,7 +1310,7 @@ def test_a_job_no_worker_took_is_sent_again_and_one_sent_lately_is_not(settings,
     begun_check = running_job(heartbeat_minutes_ago=1, status=ImportStatus.CHECKING, sent_at=ago(20))
     previewed = running_job(heartbeat_minutes_ago=None, status=ImportStatus.PREVIEWED, sent_at=ago(20))
 
-    assert sweep_import_jobs() == {"failed": 0, "sent_again": 3}
+    assert sweep_import_jobs() == {"failed": 0, "sent_again": 3, "files_removed": 0}
 
     assert sent_to_broker == [lost_import.pk]
     assert sorted(checks_sent) == sorted([lost_check.pk, old_check.pk])
@@ -1321,7 +1322,7 @@ def test_a_job_no_worker_took_is_sent_again_and_one_sent_lately_is_not(settings,
     for untouched in (begun_check, previewed):
         assert ImportJob.objects.get(pk=untouched.pk).sent_at == ago(20)
     # Sent again just now: the next sweep leaves them alone.
-    assert sweep_import_jobs() == {"failed": 0, "sent_again": 0}
+    assert sweep_import_jobs() == {"failed": 0, "sent_again": 0, "files_removed": 0}
 
 
 @pytest.mark.django_db
@@ -1379,7 +1380,7 @@ def test_a_job_the_broker_refuses_to_take_again_keeps_waiting(settings, monkeypa
         sent_at=timezone.now() - dt.timedelta(minutes=20),
     )
 
-    assert sweep_import_jobs() == {"failed": 0, "sent_again": 0}
+    assert sweep_import_jobs() == {"failed": 0, "sent_again": 0, "files_removed": 0}
 
     job.refresh_from_db()
     assert (job.status, job.message) == (ImportStatus.QUEUED, "")
@@ -1466,3 +1467,65 @@ def test_uploaded_files_and_error_reports_are_not_readable_by_other_users_of_the
         assert mode & 0o007 == 0, f"{path.name}: {oct(mode)}"
         assert mode & 0o600 == 0o600, f"{path.name}: {oct(mode)}"  # the web and worker processes
         assert path.parent.stat().st_mode & 0o007 == 0
+
+
+def uploaded(client, campaign, name: str, rows: bytes) -> ImportJob:
+    """The job of one more upload (``job_from`` expects the only one)."""
+    response = upload(client, name, b"external_id,lead_type\n" + rows, campaign=campaign.pk)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    return ImportJob.objects.get(pk=int(response.url.rstrip("/").split("/")[-2]))
+
+
+@pytest.mark.django_db
+def test_files_of_jobs_ended_past_the_retention_period_are_removed_and_the_jobs_kept(
+    admin_client, campaign, media_root, settings
+):
+    # Uploads and error reports hold customers' leads; nothing reads them once a job ended.
+    settings.LEADRANK_IMPORT_RETENTION_DAYS = 30
+    old = uploaded(admin_client, campaign, "old.csv", b"A,live\nB,hot\n")
+    admin_client.post(preview_url(old), {"confirm": "1"})
+    recent = job_from_second_upload(admin_client, campaign)
+    unconfirmed = uploaded(admin_client, campaign, "wait.csv", b"W,live\n")
+    fresh_preview = uploaded(admin_client, campaign, "new.csv", b"N,live\n")
+    long_ago = timezone.now() - dt.timedelta(days=31)
+    ImportJob.objects.filter(pk=old.pk).update(finished_at=long_ago)
+    ImportJob.objects.filter(pk=unconfirmed.pk).update(created_at=long_ago)
+    old.refresh_from_db()
+    assert old.status == ImportStatus.DONE
+    assert old.error_report
+    assert len(stored_files(media_root)) == 5  # four uploads and one error report
+
+    assert sweep_import_jobs()["files_removed"] == 2
+
+    old.refresh_from_db()
+    unconfirmed.refresh_from_db()
+    assert (old.status, old.file.name, old.error_report.name) == (ImportStatus.DONE, "", "")
+    assert (old.created_count, old.rejected_count) == (1, 1)  # the job and its counts stay
+    assert unconfirmed.status == ImportStatus.CANCELLED
+    assert "Not confirmed within 30 days" in unconfirmed.message
+    assert unconfirmed.file.name == ""
+    assert sorted(p.name for p in stored_files(media_root)) == sorted(
+        Path(job.file.name).name for job in (recent, fresh_preview)
+    )
+    # The ended job's page no longer offers the report, and nothing is removed twice.
+    assert "error-report-link" not in admin_client.get(progress_url(old)).content.decode()
+    assert sweep_import_jobs()["files_removed"] == 0
+
+
+@pytest.mark.django_db
+def test_a_job_confirmed_while_the_retention_sweep_runs_keeps_its_file(
+    admin_client, campaign, media_root, settings
+):
+    settings.LEADRANK_IMPORT_RETENTION_DAYS = 1
+    job = uploaded(admin_client, campaign, "late.csv", b"L,live\n")
+    # Confirmed between the sweep's read of unconfirmed jobs and its conditional cancel.
+    ImportJob.objects.filter(pk=job.pk).update(
+        created_at=timezone.now() - dt.timedelta(days=2), status=ImportStatus.QUEUED
+    )
+
+    assert remove_expired_import_files(now=timezone.now()) == 0
+
+    job.refresh_from_db()
+    assert job.status == ImportStatus.QUEUED
+    assert job.file.name
+    assert stored_files(media_root)
