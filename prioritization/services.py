@@ -113,6 +113,23 @@ def version_by_id(version_id: int) -> PolicyVersion:
     return PolicyVersion.objects.select_related("learned_model").get(pk=version_id)
 
 
+# Versions this process found deleted (with their policy, in the admin). Ids are never
+# reused, and lru_cache keeps no exceptions: without this, every candidate still keyed under
+# a deleted version would cost a query on every claim until rescoring rewrote it.
+_gone_versions: set[int] = set()
+
+
+def existing_params(version_id: int) -> PolicyParams | None:
+    """Params of a version, or ``None`` when it was deleted (remembered)."""
+    if version_id in _gone_versions:
+        return None
+    try:
+        return params_for_version(version_id)
+    except PolicyVersion.DoesNotExist:
+        _gone_versions.add(version_id)
+        return None
+
+
 def forget_cached_versions() -> None:
     """Drop what this process keeps of versions: immutable, but deleted with their policy."""
     version_by_id.cache_clear()
@@ -278,7 +295,7 @@ class Claim:
 
 _CANDIDATE_COLUMNS = (
     "id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version, "
-    "city, source, stage, pricing_plan, created_at, due_at, last_activity"
+    "city, source, stage, pricing_plan, created_at, due_at, last_activity, campaign_id"
 )
 
 # Leads that became due (reschedules, callbacks) and leads whose lease ran out return to
@@ -318,7 +335,7 @@ due AS (
     UPDATE leads_lead l
     SET status = 'ready', holder_id = NULL, lease_expires_at = NULL, claimed_at = NULL
     WHERE l.id IN (SELECT id FROM due UNION ALL SELECT id FROM expired)
-    RETURNING l.campaign_id, {_CANDIDATE_COLUMNS}
+    RETURNING {_CANDIDATE_COLUMNS}
 ), logged AS (
     INSERT INTO leads_leadevent (lead_id, kind, at, contractor_id, disposition, idempotency_key, detail)
     SELECT id, 'lease_expired', %(now)s, holder_id, '', '', '{{}}' FROM expired
@@ -581,7 +598,7 @@ def _candidates(
     facts: dict[int, LeadFacts] = {}
     for row in rows:
         lead_id, lead_type, key, deadline, first_attempt_at, version = row[:6]
-        city, source, stage, plan, created_at, due_at, last_activity = row[6:]
+        city, source, stage, plan, created_at, due_at, last_activity, campaign_id = row[6:]
         facts[lead_id] = LeadFacts(
             lead_type, city, source, stage, plan, created_at, due_at, last_activity, first_attempt_at
         )
@@ -592,22 +609,17 @@ def _candidates(
                 key=_no_nan(key) if key is not None else -1e300,
                 deadline=deadline,
                 first_attempt_at=first_attempt_at,
-                policy=_scored_params(version, versions),
+                policy=_scored_params(version, versions[campaign_id]),
             )
         )
     return candidates, facts
 
 
-def _scored_params(version_id: int | None, versions: dict[int, PolicyVersion]) -> PolicyParams:
+def _scored_params(version_id: int | None, in_force: PolicyVersion) -> PolicyParams:
     """Params of the version a lead was keyed under; when there is none (never scored) or it
     is gone (its policy was deleted in the admin, which takes the versions along while the
     rescoring it enqueued has not run yet), a version in force."""
-    if version_id:
-        try:
-            return params_for_version(version_id)
-        except PolicyVersion.DoesNotExist:
-            pass
-    return _fallback_params(versions)
+    return (existing_params(version_id) if version_id else None) or params_for_version(in_force.pk)
 
 
 def _held_claim_now(contractor_id: int, now: dt.datetime) -> Claim | None:
@@ -621,11 +633,6 @@ def _held_claim(lead_id: int, contractor_id: int) -> Claim | None:
     if decision is None:
         return None
     return Claim(lead=Lead.objects.get(pk=lead_id), decision=decision, repeated=True)
-
-
-def _fallback_params(versions: dict[int, PolicyVersion]) -> PolicyParams:
-    """Params for a lead without a version of its own (rescoring will give it its own)."""
-    return next(iter(versions.values())).params()
 
 
 def _versions_of_campaigns(
@@ -1207,7 +1214,8 @@ SELECT id, customer_id, lead_type, city, source, stage, pricing_plan,
        (extract(epoch FROM last_activity) * 1000000)::bigint,
        priority_key,
        (extract(epoch FROM sla_deadline) * 1000000)::bigint,
-       scored_version
+       scored_version,
+       (extract(epoch FROM updated_at) * 1000000)::bigint
 FROM leads_lead
 WHERE id > %(after)s AND status <> 'closed'
 ORDER BY id LIMIT %(limit)s
@@ -1222,11 +1230,14 @@ SET priority_key = v.priority_key,
     sla_deadline = timestamptz 'epoch' + v.deadline_us * interval '1 microsecond',
     scored_version = v.scored_version
 FROM unnest(%(ids)s::bigint[], %(keys)s::float8[], %(deadlines)s::bigint[], %(versions)s::int[],
-            %(read_keys)s::float8[], %(read_deadlines)s::bigint[], %(read_versions)s::int[])
-     AS v(id, priority_key, deadline_us, scored_version, read_key, read_deadline_us, read_version)
+            %(read_keys)s::float8[], %(read_deadlines)s::bigint[], %(read_versions)s::int[],
+            %(read_updated)s::bigint[])
+     AS v(id, priority_key, deadline_us, scored_version, read_key, read_deadline_us, read_version,
+          read_updated_us)
 WHERE l.id = v.id AND l.status <> 'closed'
   AND (l.priority_key, (extract(epoch FROM l.sla_deadline) * 1000000)::bigint, l.scored_version)
       IS NOT DISTINCT FROM (v.read_key, v.read_deadline_us, v.read_version)
+  AND (extract(epoch FROM l.updated_at) * 1000000)::bigint = v.read_updated_us
 """
 _UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
@@ -1391,6 +1402,7 @@ def _rescore_rows(
     read_keys: list[float | None] = []
     read_deadlines: list[int | None] = []
     read_versions: list[int | None] = []
+    read_updated: list[int] = []
     for (
         lead_id,
         customer_id,
@@ -1405,6 +1417,7 @@ def _rescore_rows(
         old_key,
         old_deadline_us,
         old_version,
+        updated_us,
     ) in rows:
         params = params_for_version(versions[customer_id].pk)
         created_at = _UNIX_EPOCH + dt.timedelta(microseconds=created_us)
@@ -1429,6 +1442,7 @@ def _rescore_rows(
             read_keys.append(old_key)
             read_deadlines.append(old_deadline_us)
             read_versions.append(old_version)
+            read_updated.append(updated_us)
     writer.summary.scanned += len(rows)
     writer.summary.batches += 1
     if ids:
@@ -1441,6 +1455,7 @@ def _rescore_rows(
                 "read_keys": read_keys,
                 "read_deadlines": read_deadlines,
                 "read_versions": read_versions,
+                "read_updated": read_updated,
             }
         )
 
@@ -1460,13 +1475,13 @@ def ranked_leads_at(
     def params_of(lead: Lead) -> PolicyParams:
         if not lead.scored_version:
             return PolicyParams()
-        try:
-            return params_for_version(lead.scored_version)
-        except PolicyVersion.DoesNotExist:  # deleted with its policy; the claim does the same
-            if lead.customer_id not in in_force:
-                version = current_versions([lead.customer_id])[lead.customer_id]
-                in_force[lead.customer_id] = params_for_version(version.pk)
-            return in_force[lead.customer_id]
+        # A version deleted with its policy: the one in force, as the claim does.
+        if (params := existing_params(lead.scored_version)) is not None:
+            return params
+        if lead.customer_id not in in_force:
+            version = current_versions([lead.customer_id])[lead.customer_id]
+            in_force[lead.customer_id] = params_for_version(version.pk)
+        return in_force[lead.customer_id]
 
     candidates = [
         Candidate(

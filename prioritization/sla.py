@@ -298,7 +298,9 @@ WITH w AS (
         SELECT last.at FROM (
             SELECT e.kind, e.at FROM leads_leadevent e
             WHERE f.closed_reason = 'withdrawn' AND f.known_call IS NULL
-              AND e.lead_id = f.id AND e.kind IN ('claimed', 'released', 'lease_expired')
+              AND e.lead_id = f.id
+              AND (e.kind IN ('claimed', 'released', 'lease_expired')
+                   OR (e.kind = 'updated' AND e.detail ->> 'rescheduled_at' IS NOT NULL))
               AND e.at <= f.closed_at
             ORDER BY e.at DESC, e.id DESC
             LIMIT 1
