@@ -1,7 +1,8 @@
 """Writes to the lead data store: upserts from the API and from files.
 
 Every way leads come in ends in :func:`upsert_leads`, one set-based
-``INSERT … ON CONFLICT (customer_id, external_id) DO UPDATE`` per batch, so the API,
+``INSERT … ON CONFLICT (customer_id, external_id) DO NOTHING`` per batch (and one
+``UPDATE … FROM`` for the leads that already existed), so the API,
 the admin import and the CLI import store exactly the same thing.
 """
 

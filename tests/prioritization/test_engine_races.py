@@ -41,8 +41,8 @@ def all_day(customer) -> Campaign:
 
 
 def other_dsn() -> dict:
-    s = connection.settings_dict
-    return {"dbname": s["NAME"], "user": s["USER"], "host": s["HOST"], "port": s["PORT"] or 5432}
+    """A second connection to the test database (the embedded server's socket included)."""
+    return connection.get_connection_params()
 
 
 def delete_policy_as_the_admin_does(policy: PriorityPolicy) -> None:
