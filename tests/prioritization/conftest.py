@@ -10,6 +10,7 @@ import pytest
 from leads.models import ALL_WEEKDAYS, Campaign, Contractor, Customer, Lead
 from leads.services import ingest_lead_batch
 from prioritization.models import PolicyVersion, PriorityPolicy
+from prioritization.services import claim_next_lead
 from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
 
 # A fixed instant (a Tuesday) the tests travel to; 10:00 UTC is inside default calling hours.
@@ -51,6 +52,13 @@ def add_leads(campaign: Campaign, *items: dict[str, Any], now: dt.datetime | Non
 
 def add_lead(campaign: Campaign, now: dt.datetime | None = None, **fields: Any) -> Lead:
     return add_leads(campaign, fields, now=now)[0]
+
+
+def claim(contractor: Contractor, campaign: Campaign) -> Lead:
+    """The lead the contractor is handed for the campaign (there must be one)."""
+    result = claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk])
+    assert result is not None
+    return result.lead
 
 
 @pytest.fixture

@@ -24,18 +24,12 @@ from prioritization.services import (
     record_outcome,
     rescore_leads,
 )
-from tests.prioritization.conftest import T0, add_lead, add_leads, set_policy
+from tests.prioritization.conftest import T0, add_lead, add_leads, claim, set_policy
 
 pytestmark = pytest.mark.django_db
 
 HOUR = dt.timedelta(hours=1)
 MINUTE = dt.timedelta(minutes=1)
-
-
-def claim(contractor, campaign: Campaign) -> Lead:
-    result = claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk])
-    assert result is not None
-    return result.lead
 
 
 # --- Rescoring against concurrent writers ------------------------------------------------

@@ -19,17 +19,11 @@ from prioritization.services import (
     withdraw_lead,
 )
 from tests.factories import CampaignFactory, CustomerFactory
-from tests.prioritization.conftest import T0, add_lead, set_policy
+from tests.prioritization.conftest import T0, add_lead, claim, set_policy
 
 pytestmark = pytest.mark.django_db
 
 HOUR = dt.timedelta(hours=1)
-
-
-def claim(contractor, campaign: Campaign) -> Lead:
-    result = claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk])
-    assert result is not None
-    return result.lead
 
 
 @pytest.mark.parametrize("disposition", ["no_answer", "busy"])
