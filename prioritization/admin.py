@@ -38,20 +38,19 @@ from prioritization.admin_preview import (
     default_settings,
     preview_view,
     settings_form_fields,
+    values_to_apply,
 )
 from prioritization.models import (
     Decision,
     ModelVersion,
     PolicyVersion,
     PriorityPolicy,
-    WeightsSource,
     foreign_model_error,
     version_field_names,
     version_values,
 )
 from prioritization.scoring import Band
 from prioritization.services import PolicyChangedMeanwhile, enqueue_rescoring, save_policy_settings
-from prioritization.training import model_for_policy
 
 logger = logging.getLogger(__name__)
 
@@ -312,12 +311,8 @@ class PriorityPolicyAdmin(CascadesToRecordsAdmin[PriorityPolicy], PostedIdAutoco
         # loaded with, and writing it back would undo a version saved meanwhile (and hide it
         # from the base-version check below). save_policy_settings moves it, under its lock.
         obj.save(update_fields=["name"] if change else None)
-        values = form.settings_values
-        assert values is not None  # the form is valid
-        if values.get("weights_source") != WeightsSource.MANUAL and values.get("learned_model") is None:
-            # Learned or blend without a model chosen: the newest one of the policy's customer
-            # (else the pooled one); none yet means manual weights until the first training.
-            values = {**values, "learned_model": model_for_policy(policy=obj)}
+        assert form.settings_values is not None  # the form is valid
+        values = values_to_apply(form.settings_values, policy=obj)
         version = save_policy_settings(
             policy=obj,
             values=values,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.forms.fields import InvalidJSONInput
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -29,7 +29,14 @@ from leads.admin_widgets import may_view_leads
 from leads.ids import parse_id
 from leads.models import Campaign, Customer, Lead
 from prioritization import services
-from prioritization.models import PolicyVersion, PriorityPolicy, version_field_names, version_values
+from prioritization.models import (
+    PolicyVersion,
+    PriorityPolicy,
+    WeightsSource,
+    foreign_model_error,
+    version_field_names,
+    version_values,
+)
 from prioritization.scoring import (
     Band,
     PolicyParams,
@@ -40,6 +47,7 @@ from prioritization.scoring import (
     score_from_log,
     sla_deadline,
 )
+from prioritization.training import model_for_policy
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -116,8 +124,17 @@ def clean_settings(form: forms.BaseForm, cleaned: dict[str, Any]) -> dict[str, A
     values = {name: cleaned[name] for name in names}
     draft = PolicyVersion(**values)
     valid = True
+    flagged: set[str] = set()
     try:
         draft.clean()
+    except ValidationError as exc:
+        flagged = set(exc.message_dict)
+        form.add_error(None, exc)
+        valid = False
+    try:
+        # The columns' own limits (a stale_every or a cap beyond its smallint or integer column):
+        # the form fields have no upper bound, and the insert would fail with a DataError.
+        draft.clean_fields(exclude=_CONSTRAINT_EXCLUDE | flagged)
     except ValidationError as exc:
         form.add_error(None, exc)
         valid = False
@@ -129,6 +146,15 @@ def clean_settings(form: forms.BaseForm, cleaned: dict[str, Any]) -> dict[str, A
             form.add_error(None, exc)
         valid = False
     return values if valid else None
+
+
+def values_to_apply(values: dict[str, Any], *, policy: PriorityPolicy) -> dict[str, Any]:
+    """The version values a save applies: a learned or blend policy without a model chosen
+    gets the newest one of its customer (else the pooled one); none yet means manual
+    weights until the first training. The preview ranks with the same values."""
+    if values.get("weights_source") != WeightsSource.MANUAL and values.get("learned_model") is None:
+        return {**values, "learned_model": model_for_policy(policy=policy)}
+    return values
 
 
 def draft_params(values: dict[str, Any]) -> PolicyParams:
@@ -155,7 +181,16 @@ class _PreviewFormBase(forms.Form):
         if "learned_model" in self.fields:  # each option's label names the model's customer
             models_field = cast(forms.ModelChoiceField, self.fields["learned_model"])  # type: ignore[type-arg]
             assert models_field.queryset is not None
-            models_field.queryset = models_field.queryset.select_related("customer")
+            choices = models_field.queryset.select_related("customer")
+            if policy is not None:
+                # The models the policy's page offers: its customer's and the pooled ones (the
+                # default policy: the pooled ones). Another customer's multipliers are theirs.
+                choices = choices.filter(
+                    Q(customer__isnull=True) | Q(customer_id=policy.customer_id)
+                    if policy.customer_id is not None
+                    else Q(customer__isnull=True)
+                )
+            models_field.queryset = choices
         if policy is not None and policy.customer_id is not None:
             field.initial = policy.customer_id
             field.disabled = True
@@ -163,6 +198,17 @@ class _PreviewFormBase(forms.Form):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         self.settings_values = clean_settings(self, cleaned)
+        # A policy being created is for the customer previewed: its model is checked as its add
+        # form will (the choices offer every model, its customer not being known yet).
+        customer: Customer | None = cleaned.get("preview_customer")
+        if self.settings_values is not None and (self.policy is not None or customer is not None):
+            customer_id = (
+                self.policy.customer_id if self.policy is not None else getattr(customer, "pk", None)
+            )
+            foreign = foreign_model_error(self.settings_values.get("learned_model"), customer_id=customer_id)
+            if foreign is not None:
+                self.add_error("learned_model", foreign)
+                self.settings_values = None
         return cleaned
 
 
@@ -323,9 +369,10 @@ def preview_view(
             if customer is None:
                 form.add_error("preview_customer", "Choose the customer whose leads to rank.")
             else:
-                preview = build_preview(
-                    customer=customer, params=draft_params(form.settings_values), now=preview_now()
-                )
+                # A policy being created is the customer's (the model a save would pick is its).
+                owner = policy if policy is not None else PriorityPolicy(customer=customer)
+                values = values_to_apply(form.settings_values, policy=owner)
+                preview = build_preview(customer=customer, params=draft_params(values), now=preview_now())
     else:
         # The settings in force, and today's order when the customer is known already.
         settings = (

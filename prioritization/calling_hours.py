@@ -4,8 +4,9 @@ import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
 
-# A week is enough to find the next opening of any campaign with at least one calling day.
-_SEARCH_DAYS = 8
+# A week is enough to find the next opening of any campaign with at least one calling day; two,
+# when the clocks skip the whole window of its one calling day (found again a week later).
+_SEARCH_DAYS = 15
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,13 @@ def next_opening(moment: dt.datetime, hours: CallingHours) -> dt.datetime:
         if day.weekday() not in hours.days:
             continue
         opens, closes = _window(day, hours, zone)
+        if closes <= opens:
+            continue  # the clocks skip the whole window this day (it opens and closes at the jump)
         if offset == 0 and opens <= instant < closes:
             return instant
         if instant < opens:
             return opens
-    raise ValueError(f"no calling hours within a week of {moment.isoformat()}")
+    raise ValueError(f"no calling hours within two weeks of {moment.isoformat()}")
 
 
 def _window(day: dt.date, hours: CallingHours, zone: zoneinfo.ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
