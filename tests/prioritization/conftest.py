@@ -9,7 +9,7 @@ import pytest
 
 from leads.models import ALL_WEEKDAYS, Campaign, Contractor, Customer, Lead
 from leads.services import ingest_lead_batch
-from prioritization.models import PolicyVersion, PriorityPolicy
+from prioritization.models import ModelVersion, PolicyVersion, PriorityPolicy
 from prioritization.services import claim_next_lead
 from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
 
@@ -78,3 +78,20 @@ def make_contractor(db: None) -> Callable[..., Contractor]:
         return ContractorFactory(campaigns=list(campaigns), **fields)
 
     return make
+
+
+def model_of(customer: Customer | None, multipliers: dict[str, Any] | None = None) -> ModelVersion:
+    """A trained model version of the customer (pooled for ``None``)."""
+    number = ModelVersion.objects.filter(customer=customer).count() + 1
+    return ModelVersion.objects.create(
+        customer=customer,
+        number=number,
+        trained_at=T0,
+        trigger="admin",
+        training_rows=10,
+        positive_rows=1,
+        holdout_rows=2,
+        all_rows=10,
+        base_rate=0.1,
+        multipliers=multipliers if multipliers is not None else {"city": {"Pune": 3.0}},
+    )

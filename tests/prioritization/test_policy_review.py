@@ -15,7 +15,7 @@ from prioritization.calling_hours import CallingHours, next_opening
 from prioritization.models import ModelVersion, PolicyVersion, PriorityPolicy, version_values
 from prioritization.services import ensure_default_policy
 from tests.factories import CampaignFactory, CustomerFactory
-from tests.prioritization.conftest import T0, add_leads
+from tests.prioritization.conftest import add_leads, model_of
 
 pytestmark = pytest.mark.django_db
 
@@ -56,22 +56,6 @@ def form_data(policy: PriorityPolicy, **changes: Any) -> dict[str, Any]:
     data.update(as_form(version_values(version)))
     data.update(changes)
     return data
-
-
-def model_of(customer: Customer | None, multipliers: dict[str, Any] | None = None) -> ModelVersion:
-    number = ModelVersion.objects.filter(customer=customer).count() + 1
-    return ModelVersion.objects.create(
-        customer=customer,
-        number=number,
-        trained_at=T0,
-        trigger="admin",
-        training_rows=10,
-        positive_rows=1,
-        holdout_rows=2,
-        all_rows=10,
-        base_rate=0.1,
-        multipliers=multipliers if multipliers is not None else {"city": {"Pune": 3.0}},
-    )
 
 
 # --- Numbers the database cannot store -----------------------------------------------------------

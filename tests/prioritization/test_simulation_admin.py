@@ -28,6 +28,7 @@ from prioritization.simulation.runs import RESEND_AFTER, RUN_TIME_BOUND
 from tests.factories import CustomerFactory
 from tests.prioritization.conftest import set_policy
 from tests.prioritization.simulation_builders import write_data_dir
+from tests.prioritization.test_policy_review import model_of
 
 pytestmark = pytest.mark.django_db
 
@@ -304,3 +305,22 @@ def test_the_admin_index_links_to_the_simulator(admin_client: Client) -> None:
     page = admin_client.get(reverse("admin:index"))
     assert b'id="policy-simulator-link"' in page.content
     assert START.encode() in page.content
+
+
+def test_a_draft_scored_with_another_customers_model_is_a_form_error(
+    admin_client: Client, sent: list[int]
+) -> None:
+    # As on the customer's policy page: another customer's multipliers are theirs.
+    mine, theirs = CustomerFactory(), CustomerFactory()
+    foreign = model_of(theirs)
+
+    response = admin_client.post(START, form_data(mine, weights_source="learned", learned_model=foreign.pk))
+
+    assert response.status_code == 200
+    assert "belongs to another customer" in str(response.context["form"].errors["learned_model"])
+    assert not SimulationRun.objects.exists()
+    assert sent == []
+    # The customer's own model and a pooled one are accepted.
+    for model in (model_of(mine), model_of(None)):
+        admin_client.post(START, form_data(mine, weights_source="learned", learned_model=model.pk))
+    assert SimulationRun.objects.count() == 2
