@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from django.core.exceptions import ObjectDoesNotExist
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import Http404
@@ -32,6 +33,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             {"detail": "The database is unavailable; retry shortly."},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, RequestDataTooBig):
+        # Django's own answer is an HTML page; a client sending a batch wants to be told how
+        # much fits (split the batch).
+        return Response(
+            {
+                "detail": f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes "
+                "(DATA_UPLOAD_MAX_MEMORY_SIZE): send it in smaller batches."
+            },
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     if isinstance(exc, ObjectDoesNotExist):
         # A service looked up an id from the URL that does not exist.

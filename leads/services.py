@@ -1,8 +1,8 @@
 """Writes to the lead data store: upserts from the API and from files.
 
 Every way leads come in ends in :func:`upsert_leads`, one set-based
-``INSERT … ON CONFLICT (customer_id, external_id) DO NOTHING`` per batch (and one
-``UPDATE … FROM`` for the leads that already existed), so the API,
+``INSERT … ON CONFLICT (customer_id, external_id) DO NOTHING`` per batch (and, for the
+leads that already existed, one locking ``SELECT`` and one ``UPDATE … FROM``), so the API,
 the admin import and the CLI import store exactly the same thing.
 """
 
@@ -132,13 +132,19 @@ _COPY_STAGE_OUTCOMES_SQL = f"COPY leads_lead_stage ({', '.join(_STAGE_COLUMNS)},
 _CLEAR_BATCH_SQL = "DELETE FROM leads_lead_stage WHERE batch_id = %(batch)s"
 # Batches left behind by a process that died between COPY and upsert.
 _CLEAR_ABANDONED_SQL = "DELETE FROM leads_lead_stage WHERE staged_at < now() - interval '1 day'"
-# Two statements, both under READ COMMITTED: insert what is new (a concurrent insert of
-# the same key makes ON CONFLICT wait for it and skip), then update what existed. The
+# Three statements, all under READ COMMITTED: insert what is new (a concurrent insert of
+# the same key makes ON CONFLICT wait for it and skip), lock what existed, then update it. The
 # update reads the staged values themselves, so "not sent" (NULL) is told apart from any
 # value: a field sent empty keeps the stored one (a customer's nightly re-push must not
 # wipe what the Contract app set), and engine state (held, closed, attempts, a lead made
 # stale after its reschedules) is never touched. Rows are taken in key order so that two
 # batches never deadlock on each other.
+# The rows are locked by a statement of their own before the update reads them: a statement
+# sees the database as of its start, and an outcome committed while a long update ran (a
+# no-answer making the lead stale, with its became_stale event) would reach the update
+# through the row lock's recheck with its new lead_type but without its event, and the
+# re-push would make the lead live again. Once locked, nothing changes them, so the update,
+# started after, sees every write to them, events included.
 # Rows the insert just created match their staged values, so the update skips them.
 # A staged outcome (st.converted, files of past leads only) stores the lead closed with it,
 # as of its created_at: it never enters the queue. On update, it closes a lead that is
@@ -198,7 +204,9 @@ UPDATE leads_lead AS l SET
     pricing_plan = COALESCE(s.pricing_plan, l.pricing_plan),
     rescheduled_at = s.new_rescheduled_at,
     created_at = s.new_created_at,
-    due_at = CASE WHEN l.status IN ('waiting', 'ready')
+    -- A held lead keeps its call, but is due when the data says: released, it must not be
+    -- handed out before the rescheduled_at the customer sent meanwhile.
+    due_at = CASE WHEN l.status IN ('waiting', 'ready', 'held')
                   THEN GREATEST(s.new_created_at, s.new_rescheduled_at) ELSE l.due_at END,
     status = CASE WHEN l.status NOT IN ('waiting', 'ready') THEN l.status
                   WHEN s.closes THEN 'closed'
@@ -220,11 +228,15 @@ WHERE l.id = s.lead_id
 RETURNING l.id
 """
 
-_EXISTING_IDS_SQL = """
+_LOCK_EXISTING_SQL = """
 SELECT l.id, l.customer_id, l.external_id FROM leads_lead l
 JOIN leads_lead_stage s ON l.customer_id = s.customer_id AND l.external_id = s.external_id
 WHERE s.batch_id = %(batch)s
+ORDER BY l.id
+FOR NO KEY UPDATE OF l
 """
+# The same for a file import's chunk, which needs no ids back (tens of thousands of rows).
+_LOCK_EXISTING_COUNT_SQL = f"WITH locked AS ({_LOCK_EXISTING_SQL}) SELECT count(*) FROM locked"  # noqa: S608 (constant SQL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,11 +296,11 @@ def upsert_leads(
         cursor.execute(_INSERT_SQL, params)
         written = {(row[1], row[2]): (row[0], True) for row in cursor.fetchall()}
         if len(written) < staged:
-            cursor.execute(_UPDATE_SQL, params)
-            rescore_lead_ids([row[0] for row in cursor.fetchall()])
-            cursor.execute(_EXISTING_IDS_SQL, params)
+            cursor.execute(_LOCK_EXISTING_SQL, params)
             for lead_id, customer_id, external_id in cursor.fetchall():
                 written.setdefault((customer_id, external_id), (lead_id, False))
+            cursor.execute(_UPDATE_SQL, params)
+            rescore_lead_ids([row[0] for row in cursor.fetchall()])
         cursor.execute(_CLEAR_BATCH_SQL, params)
 
     seen: set[tuple[int, str]] = set()
@@ -337,6 +349,7 @@ def upsert_staged_batch(staged: StagedBatch) -> tuple[int, int]:
         cursor.execute(_INSERT_COUNT_SQL, params)
         (created,) = cursor.fetchone()
         if created < staged.leads:
+            cursor.execute(_LOCK_EXISTING_COUNT_SQL, params)
             cursor.execute(_UPDATE_SQL, params)
             rescore_lead_ids([row[0] for row in cursor.fetchall()])
         cursor.execute(_CLEAR_BATCH_SQL, params)
@@ -775,11 +788,14 @@ def update_lead(*, lead_id: int, changes: dict[str, object], now: dt.datetime | 
             lead.lease_expires_at = None
             lead.claimed_at = None
             lead.status = QueueStatus.READY if lead.due_at <= now else QueueStatus.WAITING
-        elif "rescheduled_at" in changed and lead.status in (QueueStatus.WAITING, QueueStatus.READY):
+        elif "rescheduled_at" in changed and lead.status != QueueStatus.CLOSED:
             # A reschedule withdrawn: the lead is due from its creation again. A held lead
-            # keeps its call; a closed one has no due time that matters.
+            # keeps its call, and is due at once if it comes back to the queue (a re-push
+            # may have moved its due time to the reschedule now withdrawn); a closed one has
+            # no due time that matters.
             lead.due_at = lead.created_at
-            lead.status = QueueStatus.READY if lead.due_at <= now else QueueStatus.WAITING
+            if lead.status != QueueStatus.HELD:
+                lead.status = QueueStatus.READY if lead.due_at <= now else QueueStatus.WAITING
         if changed:
             if lead.status != QueueStatus.CLOSED:
                 version = current_versions([lead.customer_id])[lead.customer_id]

@@ -333,7 +333,8 @@ due AS (
     ) own
 ), woken AS (
     UPDATE leads_lead l
-    SET status = 'ready', holder_id = NULL, lease_expires_at = NULL, claimed_at = NULL
+    SET status = CASE WHEN l.due_at <= %(now)s THEN 'ready' ELSE 'waiting' END,
+        holder_id = NULL, lease_expires_at = NULL, claimed_at = NULL
     WHERE l.id IN (SELECT id FROM due UNION ALL SELECT id FROM expired)
     RETURNING {_CANDIDATE_COLUMNS}
 ), logged AS (
@@ -407,6 +408,7 @@ WITH {_WAKE_CTES}, me AS MATERIALIZED (
     UNION ALL
     SELECT {_CANDIDATE_COLUMNS} FROM woken
     WHERE campaign_id IN (SELECT campaign_id FROM owners WHERE active) AND id <> ALL(%(excluded)s::bigint[])
+      AND due_at <= %(now)s
 )
 SELECT me.active, me.claims_made, me.qualified, me.held, versions.campaign_ids, versions.version_ids,
        found.*
@@ -432,7 +434,8 @@ WITH taken AS (
     SET status = 'held', holder_id = %(contractor)s, lease_expires_at = %(lease)s,
         claimed_at = %(now)s, updated_at = %(now)s
     WHERE id = (
-        SELECT id FROM leads_lead WHERE id = %(lead)s AND status = 'ready'
+        SELECT id FROM leads_lead
+        WHERE id = %(lead)s AND status = 'ready' AND campaign_id = ANY(%(campaigns)s::bigint[])
         FOR NO KEY UPDATE SKIP LOCKED
     )
     RETURNING *

@@ -1099,3 +1099,22 @@ def test_the_fast_lead_representation_matches_what_drf_fields_render(ingest_api,
     by_fields = drf_serializers.ModelSerializer.to_representation(serializer, lead)
     assert serializer.data == by_fields
     assert serializer.data["last_activity"] == "2026-11-24T06:15:00.123456Z"
+
+
+def test_a_body_over_the_upload_limit_is_a_json_413_that_says_how_much_fits(admin_api, campaign, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2_000
+    items = [
+        {
+            "external_id": f"big-{i}",
+            "customer_id": campaign.customer_id,
+            "campaign_id": campaign.pk,
+            "lead_type": "live",
+        }
+        for i in range(100)
+    ]
+
+    response = admin_api.post(LEADS_URL, {"leads": items}, format="json")
+
+    assert response.status_code == 413
+    assert "2,000 bytes" in response.json()["detail"]
+    assert not Lead.objects.filter(external_id__startswith="big-").exists()
