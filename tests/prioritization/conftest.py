@@ -2,14 +2,16 @@
 
 import datetime as dt
 import itertools
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.urls import reverse
 
 from leads.models import ALL_WEEKDAYS, Campaign, Contractor, Customer, Lead
 from leads.services import ingest_lead_batch
-from prioritization.models import ModelVersion, PolicyVersion, PriorityPolicy
+from prioritization.models import ModelVersion, PolicyVersion, PriorityPolicy, version_values
 from prioritization.services import claim_next_lead
 from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
 
@@ -95,3 +97,29 @@ def model_of(customer: Customer | None, multipliers: dict[str, Any] | None = Non
         base_rate=0.1,
         multipliers=multipliers if multipliers is not None else {"city": {"Pune": 3.0}},
     )
+
+
+def change_url(policy: PriorityPolicy) -> str:
+    return reverse("admin:prioritization_prioritypolicy_change", args=[policy.pk])
+
+
+def as_form(values: dict[str, Any]) -> dict[str, Any]:
+    """Version values as the browser posts them."""
+    posted: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, dict):
+            value = json.dumps(value)
+        elif isinstance(value, ModelVersion):
+            value = value.pk
+        posted[name] = "" if value is None else value
+    return posted
+
+
+def form_data(policy: PriorityPolicy, **changes: Any) -> dict[str, Any]:
+    """What the browser posts for the policy's page as it loads, with ``changes``."""
+    version = policy.current_version
+    assert version is not None
+    data: dict[str, Any] = {"name": policy.name, "note": "", "base_version": version.number}
+    data.update(as_form(version_values(version)))
+    data.update(changes)
+    return data

@@ -17,11 +17,10 @@ from django.db import IntegrityError, connection, transaction
 from django.test import Client
 from django.urls import reverse
 
-from leads.models import Campaign, Customer, QueueStatus
+from leads.models import Campaign, QueueStatus
 from prioritization import tasks
 from prioritization.admin import PriorityPolicyAdmin
 from prioritization.models import (
-    ModelVersion,
     PolicyVersion,
     PriorityPolicy,
     WeightsSource,
@@ -37,7 +36,7 @@ from prioritization.services import (
     save_policy_settings,
 )
 from tests.factories import ContractorFactory, CustomerFactory
-from tests.prioritization.conftest import T0, add_leads
+from tests.prioritization.conftest import T0, add_leads, as_form, change_url, form_data, model_of
 
 pytestmark = pytest.mark.django_db
 
@@ -127,48 +126,6 @@ def no_broker() -> Any:
 def default_policy() -> PriorityPolicy:
     ensure_default_policy()
     return PriorityPolicy.objects.select_related("current_version").get(customer__isnull=True)
-
-
-def change_url(policy: PriorityPolicy) -> str:
-    return reverse("admin:prioritization_prioritypolicy_change", args=[policy.pk])
-
-
-def as_form(values: dict[str, Any]) -> dict[str, Any]:
-    """Version values as the browser posts them."""
-    posted: dict[str, Any] = {}
-    for name, value in values.items():
-        if isinstance(value, dict):
-            value = json.dumps(value)
-        elif isinstance(value, ModelVersion):
-            value = value.pk
-        posted[name] = "" if value is None else value
-    return posted
-
-
-def form_data(policy: PriorityPolicy, **changes: Any) -> dict[str, Any]:
-    """What the browser posts for the policy's page as it loads, with ``changes``."""
-    version = policy.current_version
-    assert version is not None
-    data = {"name": policy.name, "note": "", "base_version": version.number}
-    data.update(as_form(version_values(version)))
-    data.update(changes)
-    return data
-
-
-def model_of(customer: Customer | None) -> ModelVersion:
-    number = ModelVersion.objects.filter(customer=customer).count() + 1
-    return ModelVersion.objects.create(
-        customer=customer,
-        number=number,
-        trained_at=T0,
-        trigger="admin",
-        training_rows=10,
-        positive_rows=1,
-        holdout_rows=2,
-        all_rows=10,
-        base_rate=0.1,
-        multipliers={"city": {"Pune": 3.0}},
-    )
 
 
 def refused_by(constraint: str, **fields: Any) -> None:

@@ -3,7 +3,6 @@ the preview ranks what a save would apply and only with models the policy may us
 calling day the clocks leave without calling hours offers no opening."""
 
 import datetime as dt
-import json
 from typing import Any
 
 import pytest
@@ -12,10 +11,10 @@ from django.urls import reverse
 
 from leads.models import Customer
 from prioritization.calling_hours import CallingHours, next_opening
-from prioritization.models import ModelVersion, PolicyVersion, PriorityPolicy, version_values
+from prioritization.models import PolicyVersion, PriorityPolicy
 from prioritization.services import ensure_default_policy
 from tests.factories import CampaignFactory, CustomerFactory
-from tests.prioritization.conftest import add_leads, model_of
+from tests.prioritization.conftest import add_leads, change_url, form_data, model_of
 
 pytestmark = pytest.mark.django_db
 
@@ -28,34 +27,8 @@ def default_policy() -> PriorityPolicy:
     return PriorityPolicy.objects.select_related("current_version").get(customer__isnull=True)
 
 
-def change_url(policy: PriorityPolicy) -> str:
-    return reverse("admin:prioritization_prioritypolicy_change", args=[policy.pk])
-
-
 def preview_url(policy: PriorityPolicy) -> str:
     return reverse("admin:prioritization_prioritypolicy_preview", args=[policy.pk])
-
-
-def as_form(values: dict[str, Any]) -> dict[str, Any]:
-    """Version values as the browser posts them."""
-    posted: dict[str, Any] = {}
-    for name, value in values.items():
-        if isinstance(value, dict):
-            value = json.dumps(value)
-        elif isinstance(value, ModelVersion):
-            value = value.pk
-        posted[name] = "" if value is None else value
-    return posted
-
-
-def form_data(policy: PriorityPolicy, **changes: Any) -> dict[str, Any]:
-    """What the browser posts for the policy's page as it loads, with ``changes``."""
-    version = policy.current_version
-    assert version is not None
-    data: dict[str, Any] = {"name": policy.name, "note": "", "base_version": version.number}
-    data.update(as_form(version_values(version)))
-    data.update(changes)
-    return data
 
 
 # --- Numbers the database cannot store -----------------------------------------------------------
