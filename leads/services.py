@@ -137,14 +137,14 @@ _CLEAR_ABANDONED_SQL = "DELETE FROM leads_lead_stage WHERE staged_at < now() - i
 # update reads the staged values themselves, so "not sent" (NULL) is told apart from any
 # value: a field sent empty keeps the stored one (a customer's nightly re-push must not
 # wipe what the Contract app set), and engine state (held, closed, attempts, a lead made
-# stale after its reschedules) is never touched. Rows are taken in key order so that two
-# batches never deadlock on each other.
-# The rows are locked by a statement of their own before the update reads them: a statement
-# sees the database as of its start, and an outcome committed while a long update ran (a
-# no-answer making the lead stale, with its became_stale event) would reach the update
-# through the row lock's recheck with its new lead_type but without its event, and the
-# re-push would make the lead live again. Once locked, nothing changes them, so the update,
-# started after, sees every write to them, events included.
+# stale after its reschedules) is never touched.
+# The existing rows are locked by a statement of their own (_LOCK_EXISTING_SQL, in id order
+# so that two batches never deadlock on each other) before the update reads them: a
+# statement sees the database as of its start, and an outcome committed while a long update
+# ran (a no-answer making the lead stale, with its became_stale event) would reach the
+# update through the row lock's recheck with its new lead_type but without its event, and
+# the re-push would make the lead live again. Once locked, nothing changes them, so the
+# update, started after, sees every write to them, events included.
 # Rows the insert just created match their staged values, so the update skips them.
 # A staged outcome (st.converted, files of past leads only) stores the lead closed with it,
 # as of its created_at: it never enters the queue. On update, it closes a lead that is
@@ -191,8 +191,6 @@ WITH s AS (
     FROM leads_lead_stage st
     JOIN leads_lead l ON l.customer_id = st.customer_id AND l.external_id = st.external_id
     WHERE st.batch_id = %(batch)s
-    ORDER BY l.id
-    FOR NO KEY UPDATE OF l
 )
 UPDATE leads_lead AS l SET
     campaign_id = s.campaign_id,

@@ -589,7 +589,6 @@ def _claim_once(
         facts[chosen.candidate.lead_id],
         contractor_id=contractor_id,
         campaigns=campaigns,
-        versions=versions,
         now=now,
     )
 
@@ -694,14 +693,15 @@ def _take(
     *,
     contractor_id: int,
     campaigns: list[int],
-    versions: dict[int, PolicyVersion],
     now: dt.datetime,
 ) -> Claim | int:
     """Take the chosen lead and log the decision in one statement: the claim, the lead's id
     when another claim took it first, or 0 when the claim must run again (this
     contractor's other request took a lead first; a cached version was gone)."""
+    # Every candidate is scored with a stored version (_scored_params): the lead's own, else
+    # the one in force for its customer.
     params = chosen.candidate.policy
-    version = version_by_id(params.version_id) if params.version_id else next(iter(versions.values()))
+    version = version_by_id(params.version_id)
     lease = now + dt.timedelta(seconds=version.lease_seconds)
     score = score_from_log(chosen.log_score)
     decision = Decision(
@@ -709,7 +709,7 @@ def _take(
         contractor_id=contractor_id,
         campaign_ids=campaigns,
         decided_at=now,
-        policy_version_id=params.version_id or version.pk,
+        policy_version_id=version.pk,
         band=chosen.band.name.lower(),
         score=score,
         log_score=_no_nan(chosen.log_score),
