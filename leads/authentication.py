@@ -24,6 +24,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework_api_key.permissions import KeyParser
 
+from leads.admin_widgets import may_view_leads
 from leads.models import ApiKey, ApiScope
 
 
@@ -120,14 +121,12 @@ def staff_session_scope(request: Request) -> str | None:
     its own: a superuser has ``admin``; other staff may read (safe methods only) as ``admin``
     when they may view leads in the admin, and nothing else. Writing through a session would
     otherwise let staff whom the admin shows leads read-only push, claim or withdraw them."""
-    user = request.user
-    if user is None or not user.is_authenticated or not user.is_active or not user.is_staff:
+    if not is_staff_session(request):
         return None
-    if user.is_superuser:
+    if request.user.is_superuser:
         return ApiScope.ADMIN
-    if request.method in SAFE_METHODS and (
-        user.has_perm("leads.view_lead") or user.has_perm("leads.change_lead")
-    ):
+    # The lead admin decides who may view leads, as it does for the admin's own screens.
+    if request.method in SAFE_METHODS and may_view_leads(request._request):
         return ApiScope.ADMIN
     return None
 
