@@ -37,6 +37,7 @@ from prioritization.admin_preview import (
     clean_settings,
     default_settings,
     preview_view,
+    refuse_foreign_model,
     settings_form_fields,
     values_to_apply,
 )
@@ -45,7 +46,6 @@ from prioritization.models import (
     ModelVersion,
     PolicyVersion,
     PriorityPolicy,
-    foreign_model_error,
     version_field_names,
     version_values,
 )
@@ -141,14 +141,11 @@ class _PolicyFormBase(forms.ModelForm[PriorityPolicy]):
             )
         self.settings_values = clean_settings(self, cleaned)
         customer = self.instance.customer if self.instance.pk else cleaned.get("customer")
-        if self.settings_values is not None and (self.instance.pk or customer is not None):
+        if self.instance.pk or customer is not None:
             # The add form offers every model (its customer is not known yet): check it here.
-            foreign = foreign_model_error(
-                self.settings_values.get("learned_model"), customer_id=customer.pk if customer else None
+            self.settings_values = refuse_foreign_model(
+                self, self.settings_values, customer_id=customer.pk if customer else None
             )
-            if foreign is not None:
-                self.add_error("learned_model", foreign)
-                self.settings_values = None
         return cleaned
 
 

@@ -148,6 +148,20 @@ def clean_settings(form: forms.BaseForm, cleaned: dict[str, Any]) -> dict[str, A
     return values if valid else None
 
 
+def refuse_foreign_model(
+    form: forms.BaseForm, values: dict[str, Any] | None, *, customer_id: int | None
+) -> dict[str, Any] | None:
+    """``values``, or ``None`` with an error on ``learned_model`` when they score with another
+    customer's model than ``customer_id``'s (``None``: the default policy's, pooled only)."""
+    if values is None:
+        return None
+    foreign = foreign_model_error(values.get("learned_model"), customer_id=customer_id)
+    if foreign is None:
+        return values
+    form.add_error("learned_model", foreign)
+    return None
+
+
 def values_to_apply(values: dict[str, Any], *, policy: PriorityPolicy) -> dict[str, Any]:
     """The version values a save applies: a learned or blend policy without a model chosen
     gets the newest one of its customer (else the pooled one); none yet means manual
@@ -201,14 +215,11 @@ class _PreviewFormBase(forms.Form):
         # A policy being created is for the customer previewed: its model is checked as its add
         # form will (the choices offer every model, its customer not being known yet).
         customer: Customer | None = cleaned.get("preview_customer")
-        if self.settings_values is not None and (self.policy is not None or customer is not None):
+        if self.policy is not None or customer is not None:
             customer_id = (
                 self.policy.customer_id if self.policy is not None else getattr(customer, "pk", None)
             )
-            foreign = foreign_model_error(self.settings_values.get("learned_model"), customer_id=customer_id)
-            if foreign is not None:
-                self.add_error("learned_model", foreign)
-                self.settings_values = None
+            self.settings_values = refuse_foreign_model(self, self.settings_values, customer_id=customer_id)
         return cleaned
 
 

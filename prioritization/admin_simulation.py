@@ -22,8 +22,13 @@ from leads.admin_widgets import BaseAdmin
 from leads.ids import parse_id
 from leads.importers import TIMESTAMP_RANGE_ERROR, timestamp_in_range
 from leads.models import Customer
-from prioritization.admin_preview import clean_settings, default_settings, settings_form_fields
-from prioritization.models import SimulationRun, SimulationStatus, foreign_model_error, version_values
+from prioritization.admin_preview import (
+    clean_settings,
+    default_settings,
+    refuse_foreign_model,
+    settings_form_fields,
+)
+from prioritization.models import SimulationRun, SimulationStatus, version_values
 from prioritization.services import current_versions
 from prioritization.simulation.comparison import PolicyError
 from prioritization.simulation.report import comparison_rows
@@ -78,12 +83,9 @@ class _SimulationFormBase(forms.Form):
             self.add_error("days", SIMULATED_PERIOD_ERROR)
         self.settings_values = clean_settings(self, cleaned)
         customer: Customer | None = cleaned.get("customer")
-        if self.settings_values is not None and customer is not None:
+        if customer is not None:
             # The draft is one of this customer's policies: the same models as its policy page.
-            foreign = foreign_model_error(self.settings_values.get("learned_model"), customer_id=customer.pk)
-            if foreign is not None:
-                self.add_error("learned_model", foreign)
-                self.settings_values = None
+            self.settings_values = refuse_foreign_model(self, self.settings_values, customer_id=customer.pk)
         return cleaned
 
 
