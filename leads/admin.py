@@ -29,8 +29,8 @@ from leads.authentication import forget_verified_keys
 from leads.ids import parse_id
 from leads.importers import (
     TIMESTAMP_RANGE_ERROR,
-    future_activity_error,
-    latest_activity_for,
+    future_moment_error,
+    latest_moment_for,
     timestamp_in_range,
 )
 from leads.models import (
@@ -316,8 +316,8 @@ class LeadAdminForm(forms.ModelForm[Lead]):
     def clean_last_activity(self) -> Any:
         value = self.cleaned_data["last_activity"]
         changed = "last_activity" in self.changed_data and value is not None
-        if changed and value > latest_activity_for(timezone.now()):
-            raise forms.ValidationError(future_activity_error(value.isoformat()))
+        if changed and value > latest_moment_for(timezone.now()):
+            raise forms.ValidationError(future_moment_error("last_activity", value.isoformat()))
         return value
 
     def clean_rescheduled_at(self) -> Any:

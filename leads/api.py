@@ -26,8 +26,8 @@ from leads.ids import MAX_ID, parse_id
 from leads.importers import (
     LEAD_FIELDS,
     TIMESTAMP_RANGE_ERROR,
-    future_activity_error,
-    latest_activity_for,
+    future_moment_error,
+    latest_moment_for,
     timestamp_in_range,
 )
 from leads.models import (
@@ -347,8 +347,10 @@ class LeadPatchSerializer(serializers.Serializer[Any]):
     pricing_plan = CaseInsensitiveChoiceField(choices=PricingPlan.choices, required=False)
 
     def validate_last_activity(self, value: dt.datetime | None) -> dt.datetime | None:
-        if value is not None and value > latest_activity_for(timezone.now()):
-            raise ValidationError(future_activity_error(self.initial_data.get("last_activity")))
+        if value is not None and value > latest_moment_for(timezone.now()):
+            raise ValidationError(
+                future_moment_error("last_activity", self.initial_data.get("last_activity"))
+            )
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

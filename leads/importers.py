@@ -284,11 +284,11 @@ class _RejectedRow(dict[str, object]):
 
 
 def parse_lead(
-    raw: Mapping[str, object], *, latest_activity: dt.datetime | None = None
+    raw: Mapping[str, object], *, latest: dt.datetime | None = None
 ) -> tuple[LeadInput | None, FieldErrors]:
     """Validate one lead given as field name → value; unknown keys are ignored.
 
-    ``latest_activity`` (see :func:`latest_activity_for`) bounds ``last_activity``.
+    ``latest`` (see :func:`latest_moment_for`) bounds ``last_activity`` and ``created_at``.
     Returns the lead, or ``None`` and every field's error (all of them, not the first).
     """
     if isinstance(raw, _RejectedRow):
@@ -306,30 +306,31 @@ def parse_lead(
     if errors is not None:
         return None, errors
     lead = LeadInput._make(values)
-    if (
-        latest_activity is not None
-        and lead.last_activity is not None
-        and lead.last_activity > latest_activity
-    ):
-        return None, {"last_activity": [future_activity_error(get("last_activity"))]}
+    if latest is not None:
+        future = {
+            name: [future_moment_error(name, get(name))]
+            for name, value in (("last_activity", lead.last_activity), ("created_at", lead.created_at))
+            if value is not None and value > latest
+        }
+        if future:
+            return None, future
     return lead, {}
 
 
-# last_activity is a past moment. One later than when the lead reached us (give or take the
-# sender's clock) is a mistake, most often a local time sent without its offset; stored, it
-# would rank a stale lead first until that date.
-ACTIVITY_CLOCK_SKEW = dt.timedelta(minutes=15)
+# last_activity and created_at are past moments. One later than when the lead reached us
+# (give or take the sender's clock) is a mistake, most often a local time sent without its
+# offset. Stored, a future last_activity would rank a stale lead first until that date, and
+# a future created_at would hide a live lead (and hold its SLA clock) until then.
+CLOCK_SKEW = dt.timedelta(minutes=15)
 
 
-def latest_activity_for(received_at: dt.datetime) -> dt.datetime:
-    """The latest ``last_activity`` a lead received at ``received_at`` may carry."""
-    return received_at + ACTIVITY_CLOCK_SKEW
+def latest_moment_for(received_at: dt.datetime) -> dt.datetime:
+    """The latest ``last_activity`` or ``created_at`` a lead received at ``received_at`` may carry."""
+    return received_at + CLOCK_SKEW
 
 
-def future_activity_error(value: object) -> str:
-    return (
-        f"{_show(value)} is in the future: last_activity is a past moment; send it in UTC or with its offset."
-    )
+def future_moment_error(field: str, value: object) -> str:
+    return f"{_show(value)} is in the future: {field} is a past moment; send it in UTC or with its offset."
 
 
 _TRUE_WORDS = frozenset({"1", "true", "yes"})

@@ -33,7 +33,7 @@ from leads.importers import (
     LeadMapping,
     Table,
     count_data_rows,
-    latest_activity_for,
+    latest_moment_for,
     open_table,
     parse_lead,
     parse_outcome,
@@ -381,7 +381,7 @@ def ingest_lead_batch(
 ) -> list[BatchItemResult]:
     """Validate and store a batch of lead objects; bad items never stop good ones."""
     now = now or timezone.now()
-    latest_activity = latest_activity_for(now)
+    latest = latest_moment_for(now)
     parsed: list[tuple[int, LeadInput]] = []
     results: dict[int, BatchItemResult] = {}
     for index, item in enumerate(items):
@@ -390,7 +390,7 @@ def ingest_lead_batch(
                 index, None, "rejected", errors={"non_field_errors": ["Each lead must be a JSON object."]}
             )
             continue
-        lead, errors = parse_lead(item, latest_activity=latest_activity)
+        lead, errors = parse_lead(item, latest=latest)
         errors = {**errors, **_nul_errors(item)}
         if lead is None or errors:
             external_id = item.get("external_id")
@@ -492,7 +492,7 @@ def _parse_chunks(
     pending: list[tuple[int, LeadInput | None, FieldErrors, bool]] = []
     rows_in_chunk = 0
     with_outcomes = OUTCOME_FIELD in plan.positions or OUTCOME_FIELD in plan.constants
-    latest_activity = latest_activity_for(timezone.now())
+    latest = latest_moment_for(timezone.now())
 
     def finish() -> ParsedChunk:
         references.load(lead for _, lead, _, _ in pending if lead is not None)
@@ -513,7 +513,7 @@ def _parse_chunks(
         seen += 1
         rows_in_chunk += 1
         raw = row_to_raw(cells, plan, empty_values)
-        lead, errors = parse_lead(raw, latest_activity=latest_activity)
+        lead, errors = parse_lead(raw, latest=latest)
         outcome = False
         if with_outcomes:
             try:

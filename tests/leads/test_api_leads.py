@@ -832,6 +832,34 @@ def test_a_last_activity_ahead_of_now_is_a_field_error_on_post_and_patch(
     assert not Lead.objects.filter(external_id="A-1").exists()
 
 
+def test_a_created_at_ahead_of_now_is_a_field_error_and_the_rest_of_the_batch_lands(
+    admin_api, campaign, frozen_now
+):
+    # Stored, a live lead "created" 5.5 h ahead would wait (its SLA clock held) until then.
+    ahead = iso(NOW + dt.timedelta(hours=5, minutes=30))
+
+    single = admin_api.post(LEADS_URL, lead_body(campaign, created_at=ahead), format="json")
+    batch = admin_api.post(
+        LEADS_URL,
+        {
+            "leads": [
+                lead_body(campaign, external_id="B-1", created_at=ahead),
+                lead_body(campaign, external_id="B-2", created_at=iso(NOW + dt.timedelta(minutes=10))),
+            ]
+        },
+        format="json",
+    )
+
+    message = f"{ahead!r} is in the future: created_at is a past moment; send it in UTC or with its offset."
+    assert single.status_code == 400
+    assert single.json() == {"created_at": [message]}
+    assert not Lead.objects.filter(external_id__in=["A-1", "B-1"]).exists()
+    assert batch.status_code == 200, batch.json()
+    results = {item["external_id"]: item for item in batch.json()["results"]}
+    assert results["B-1"]["errors"] == {"created_at": [message]}
+    assert Lead.objects.get(external_id="B-2").created_at == NOW + dt.timedelta(minutes=10)
+
+
 def test_patching_rescheduled_at_into_the_past_makes_the_lead_ready(contract_api, campaign, frozen_now):
     lead = LeadFactory(
         campaign=campaign,

@@ -18,7 +18,7 @@ from leads.importers import (
     check_file_encoding,
     detect_format,
     has_nul,
-    latest_activity_for,
+    latest_moment_for,
     open_table,
     parse_lead,
     plan_columns,
@@ -78,13 +78,13 @@ def test_all_errors_of_a_row_are_reported_together():
 
 def test_a_last_activity_later_than_its_arrival_allows_is_refused():
     received = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)
-    latest = latest_activity_for(received)
+    latest = latest_moment_for(received)
 
-    within, errors = parse_lead({**VALID, "last_activity": "2026-11-24T09:14:00Z"}, latest_activity=latest)
+    within, errors = parse_lead({**VALID, "last_activity": "2026-11-24T09:14:00Z"}, latest=latest)
     assert errors == {}
     assert within is not None
     # A local time sent without its offset (here +05:30) lands hours ahead.
-    lead, errors = parse_lead({**VALID, "last_activity": "2026-11-24 14:25:00"}, latest_activity=latest)
+    lead, errors = parse_lead({**VALID, "last_activity": "2026-11-24 14:25:00"}, latest=latest)
     assert lead is None
     assert errors == {
         "last_activity": [
@@ -94,6 +94,31 @@ def test_a_last_activity_later_than_its_arrival_allows_is_refused():
     }
     # Without a bound (a caller with no arrival time), any year in range is taken.
     assert parse_lead({**VALID, "last_activity": "2099-01-01"})[1] == {}
+
+
+def test_a_created_at_later_than_its_arrival_allows_is_refused_with_every_such_field():
+    latest = latest_moment_for(dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC))
+
+    within, errors = parse_lead({**VALID, "created_at": "2026-11-24T09:14:00Z"}, latest=latest)
+    assert errors == {}
+    assert within is not None
+    # Stored, a local time sent without its offset would hide a live lead (and hold its
+    # SLA clock) for hours.
+    lead, errors = parse_lead(
+        {**VALID, "created_at": "2026-11-24 14:25:00", "last_activity": "2026-11-24T10:00:00Z"},
+        latest=latest,
+    )
+    assert lead is None
+    assert errors == {
+        "created_at": [
+            "'2026-11-24 14:25:00' is in the future: created_at is a past moment; send it in "
+            "UTC or with its offset."
+        ],
+        "last_activity": [
+            "'2026-11-24T10:00:00Z' is in the future: last_activity is a past moment; send it in "
+            "UTC or with its offset."
+        ],
+    }
 
 
 @pytest.mark.parametrize(
