@@ -17,6 +17,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from leads import services
@@ -333,6 +334,32 @@ class _LeadFilterSerializer(serializers.Serializer[Any]):
     campaign_id = IdField(required=False)
     external_id = serializers.CharField(required=False, max_length=200)
     status = serializers.ChoiceField(required=False, choices=["waiting", "ready", "held", "closed"])
+
+    # Parameters of the query string that are not filters: the page's, and DRF's format.
+    OTHER_PARAMETERS = frozenset(
+        {
+            LeadPagination.cursor_query_param,
+            LeadPagination.page_size_query_param,
+            api_settings.URL_FORMAT_OVERRIDE,
+        }
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A filter the list does not know (lead_type=live), or one given twice, would be
+        # ignored (or all but its last value): the client would take every lead for the
+        # leads it asked for.
+        known = set(self.fields) | self.OTHER_PARAMETERS
+        errors = {name: ["Unknown parameter."] for name in sorted(set(self.initial_data) - known)}
+        errors.update(
+            {
+                name: ["Give this parameter once."]
+                for name in sorted(set(self.initial_data) & known)
+                if len(self.initial_data.getlist(name)) > 1
+            }
+        )
+        if errors:
+            raise ValidationError(errors)
+        return attrs
 
 
 class LeadPatchSerializer(serializers.Serializer[Any]):

@@ -1,0 +1,40 @@
+"""Review of the lead read API (GET /api/v1/leads/ and /api/v1/leads/{id}/): what a client
+may send in the query string, and what it gets back."""
+
+import pytest
+
+from leads.models import LeadType
+from tests.factories import LeadFactory
+
+LEADS_URL = "/api/v1/leads/"
+
+
+@pytest.mark.parametrize("query", ["lead_type=live", "ordering=id", "customer=3", "page=2"])
+def test_listing_leads_with_a_filter_it_does_not_know_is_a_400_naming_it(admin_api, campaign, query):
+    LeadFactory(campaign=campaign, lead_type=LeadType.STALE)
+
+    response = admin_api.get(f"{LEADS_URL}?{query}")
+
+    assert response.status_code == 400
+    assert response.json() == {query.split("=")[0]: ["Unknown parameter."]}
+
+
+def test_listing_leads_with_a_filter_given_twice_is_a_400_rather_than_its_last_value(admin_api, campaign):
+    LeadFactory(campaign=campaign, status="ready")
+
+    response = admin_api.get(f"{LEADS_URL}?status=waiting&status=ready")
+
+    assert response.status_code == 400
+    assert response.json() == {"status": ["Give this parameter once."]}
+
+
+def test_the_pages_own_parameters_are_no_unknown_filters(admin_api, campaign):
+    leads = [LeadFactory(campaign=campaign) for _ in range(3)]
+
+    first = admin_api.get(f"{LEADS_URL}?limit=2&format=json&customer_id={campaign.customer_id}")
+    assert first.status_code == 200, first.json()
+    second = admin_api.get(first.json()["next"])
+    assert second.status_code == 200, second.json()
+
+    seen = [item["id"] for page in (first, second) for item in page.json()["results"]]
+    assert seen == [lead.pk for lead in reversed(leads)]
