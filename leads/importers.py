@@ -724,17 +724,45 @@ def _sheet_table(path: Path, file_format: FileFormat) -> Table:
         header_row = next(iterator, None)
     except (CalamineError, ValueError, OSError) as exc:
         raise ImportFileError(f"The file is not a readable {file_format.upper()} workbook: {exc}") from None
+    except BaseException as exc:
+        if not _is_reader_panic(exc):
+            raise
+        raise _unreadable_workbook(file_format, exc) from None
     if header_row is None:
         raise ImportFileError("The spreadsheet's first sheet is empty.")
 
     def rows() -> Iterator[tuple[int, list[object]]]:
-        for number, row in enumerate(iterator, start=2):
-            if any(cell not in ("", None) for cell in row):
-                yield number, list(row)
+        try:
+            for number, row in enumerate(iterator, start=2):
+                if any(cell not in ("", None) for cell in row):
+                    yield number, list(row)
+        except BaseException as exc:
+            if not _is_reader_panic(exc):
+                raise
+            raise _unreadable_workbook(file_format, exc) from None
 
     header = [_header_text(cell) for cell in header_row]
     check_header(header)
     return Table(format=file_format, header=header, rows=rows())
+
+
+def _is_reader_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a panic of calamine (Rust), which pyo3 raises as ``PanicException``.
+
+    Damaged workbooks make calamine panic rather than fail (an XLS cut short by an interrupted
+    download indexes past its end). pyo3 derives that exception from BaseException, so that
+    no ``except Exception`` catches it: in the admin it was a 500 instead of a message, in a
+    task it escaped the handler that fails the job. The class is not importable by name.
+    """
+    kind = type(exc)
+    return kind.__name__ == "PanicException" and kind.__module__ == "pyo3_runtime"
+
+
+def _unreadable_workbook(file_format: FileFormat, exc: BaseException) -> ImportFileError:
+    return ImportFileError(
+        f"The file is not a readable {file_format.upper()} workbook: it is damaged or cut short "
+        f"({exc}). Save it again from the spreadsheet program, or export it as CSV."
+    )
 
 
 def _header_text(cell: object) -> str:

@@ -669,6 +669,12 @@ def _truncated_xlsx() -> bytes:
     return data[: len(data) // 2]
 
 
+def _truncated_xls() -> bytes:
+    """An XLS cut short (an interrupted download): calamine panics on it rather than failing."""
+    data = xls_bytes([["A", 1, 1, "live", "", ""]])
+    return data[: len(data) - 100]
+
+
 def _zip_that_is_not_a_workbook() -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:
@@ -693,6 +699,7 @@ BROKEN_FILES = [
     pytest.param(
         "leads.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x01" * 600, "not a readable XLS", id="bad-xls"
     ),
+    pytest.param("leads.xls", _truncated_xls(), "it is damaged or cut short", id="truncated-xls"),
     pytest.param("leads.csv", b"", "The file is empty.", id="empty"),
     pytest.param("leads.csv", ",".join(HEADER).encode() + b"\n", "header but no data rows", id="header-only"),
     pytest.param(

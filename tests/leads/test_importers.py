@@ -241,6 +241,23 @@ def test_files_that_are_not_spreadsheets_are_refused(tmp_path, content, message)
         open_table(path)
 
 
+@pytest.mark.parametrize("cut_bytes", [100, 1_000, 1_500])
+def test_an_xls_cut_short_is_refused_as_damaged_not_with_a_reader_panic(tmp_path, cut_bytes):
+    book = xlwt.Workbook()
+    sheet = book.add_sheet("Leads")
+    for column, value in enumerate(["external_id", "customer_id"]):
+        sheet.write(0, column, value)
+        sheet.write(1, column, "A" if column == 0 else 1)
+    whole = tmp_path / "whole.xls"
+    book.save(str(whole))
+    data = whole.read_bytes()
+    path = _write(tmp_path, "leads.xls", data[: len(data) - cut_bytes])
+
+    # calamine panics on these (a pyo3 PanicException, which `except Exception` misses).
+    with pytest.raises(ImportFileError, match="not a readable XLS workbook: it is damaged or cut short"):
+        list(open_table(path).rows)
+
+
 def test_xlsx_and_xls_are_detected_by_content_and_read(tmp_path):
     workbook = openpyxl.Workbook()
     sheet = workbook.active
