@@ -25,6 +25,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from leads.admin_widgets import may_view_leads
 from leads.ids import parse_id
@@ -131,6 +132,13 @@ def _svg_data_uri(figure: Figure) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode()).decode()
 
 
+def _literal(text: str) -> str:
+    """A name drawn as it reads. Matplotlib takes the text between two ``$`` for a formula:
+    "$100 or $200" would lose its dollars and spaces, and a name such as "A $\\frac$ B"
+    fails to parse, which failed the whole page. Customers' systems name campaigns."""
+    return text.replace("$", r"\$")
+
+
 def _empty(ax: Any, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#666")
     ax.set_xticks([])
@@ -149,17 +157,22 @@ def attainment_chart(
         if not values:
             _empty(ax, "No lead of this range is decided yet (in SLA or missed).")
             return _svg_data_uri(figure)
+        # Handles given to the legend: left to find them, matplotlib skips every label that
+        # starts with "_", and a customer named "_Acme" would have a line without a name.
+        handles: list[Line2D] = []
+        labels: list[str] = []
         for label, series in lines:
-            ax.plot(
+            handles += ax.plot(
                 range(len(days)),
                 [math.nan if v is None else 100 * v for v in series],
                 marker="o",
                 markersize=3,
                 linewidth=1.5,
-                label=label,
             )
+            labels.append(_literal(label))
         for target in sorted(set(targets)):
-            ax.axhline(100 * target, color=_TARGET, linestyle="--", linewidth=1, label=f"target {target:.0%}")
+            handles.append(ax.axhline(100 * target, color=_TARGET, linestyle="--", linewidth=1))
+            labels.append(f"target {target:.0%}")
         low = min([*values, *targets])
         ax.set_ylim(max(0.0, math.floor(100 * low / 10) * 10 - 10), 101)
         ax.set_ylabel("% in SLA")
@@ -167,7 +180,7 @@ def attainment_chart(
         # Days as categories: at most about 8 labels, whatever the range.
         step = max(1, math.ceil(len(days) / 8))
         ax.set_xticks(range(0, len(days), step), [f"{d:%d %b}" for d in days[::step]])
-        figure.legend(loc="outside right upper", fontsize=8, frameon=False)
+        figure.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
         return _svg_data_uri(figure)
 
 
@@ -182,7 +195,7 @@ def queue_chart(rows: Sequence[tuple[str, QueueDepth]]) -> str:
         if not deepest:
             _empty(ax, "No open leads.")
             return _svg_data_uri(figure)
-        labels = [label for label, _ in reversed(deepest)]
+        labels = [_literal(label) for label, _ in reversed(deepest)]
         # One row per campaign by position: bars placed by label text would share a row
         # (and hide each other) whenever two campaigns' labels read the same.
         positions = list(range(len(deepest)))
