@@ -10,11 +10,17 @@ import codecs
 import csv
 import datetime as dt
 import json
+import os
+import pickle
 import re
+import subprocess
+import sys
+import tempfile
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import IO, Any, Literal, NamedTuple
 
 from python_calamine import CalamineError, CalamineWorkbook
 
@@ -712,7 +718,117 @@ def _csv_table(path: Path, encoding: str) -> Table:
     return Table(format="csv", header=header, rows=rows())
 
 
+# Spreadsheets are read by calamine (Rust) in a child process. Some workbooks make it ask for
+# more memory than any machine has: it holds the sheet as a grid from its first to its last
+# value, so one value in the last cell (XFD1048576) of a 5 KB XLSX asks for 17 billion cells,
+# and damaged XLS records ask for as much. Rust aborts the process when an allocation fails:
+# no exception, the web worker that checked the upload (or the Celery worker) is gone, with
+# the requests it was serving. In a child, only the child goes and the file gets a message.
+# The child sends the header, then the rows in batches, pickled, on its stdout.
+_SHEET_BATCH_ROWS = 1_000
+_SHEET_FORMATS: dict[str, FileFormat] = {"xlsx": "xlsx", "xls": "xls", "ods": "ods"}
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+_SHEET_READER = (
+    f"import sys; sys.path.insert(0, {_PROJECT_ROOT!r}); "
+    "from leads.importers import serve_sheet; serve_sheet(sys.argv[1], sys.argv[2])"
+)
+
+
 def _sheet_table(path: Path, file_format: FileFormat) -> Table:
+    """Read the first sheet in a child process (see above); the rows stream from it."""
+    # Not a pipe: a child writing there never blocks on it. Closed by stop().
+    errors = tempfile.TemporaryFile()  # noqa: SIM115
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _SHEET_READER, file_format, str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            # What Rust prints as it aborts is one line then ("memory allocation of … failed").
+            env={**os.environ, "RUST_BACKTRACE": "0"},
+        )
+    except OSError:
+        errors.close()
+        raise
+    assert process.stdout is not None
+    output = process.stdout
+
+    def stop() -> None:
+        if process.poll() is None:
+            process.kill()
+        output.close()
+        process.wait()
+        errors.close()
+
+    def receive() -> tuple[str, Any]:
+        try:
+            message: tuple[str, Any] = pickle.load(output)  # noqa: S301 (our own child's output)
+        except (EOFError, pickle.UnpicklingError):
+            process.wait()
+            errors.seek(0)
+            last_words = errors.read(2000).decode("utf-8", "replace").strip().splitlines()
+            stop()
+            raise _reader_died(file_format, last_words[0] if last_words else "") from None
+        if message[0] == "error":
+            stop()
+            raise ImportFileError(message[1])
+        return message
+
+    try:
+        _, header = receive()
+    except BaseException:
+        stop()
+        raise
+
+    def rows() -> Iterator[tuple[int, list[object]]]:
+        try:
+            while (message := receive())[0] == "rows":
+                yield from message[1]
+        finally:
+            stop()
+
+    generator = rows()
+    # A table dropped before its rows are read (a header that lacks a column) ends its child too.
+    weakref.finalize(generator, stop)
+    return Table(format=file_format, header=header, rows=generator)
+
+
+def _reader_died(file_format: FileFormat, last_words: str) -> ImportFileError:
+    said = f" ({last_words})" if last_words else ""
+    return ImportFileError(
+        f"The file is not a readable {file_format.upper()} workbook: it is damaged, or reading "
+        f"it needs more memory than there is{said}. A value far below or to the right of the "
+        "data (such as in the sheet's last row or column) makes a sheet too large to read: "
+        "delete the rows and columns after the data, or export the sheet as CSV."
+    )
+
+
+def serve_sheet(file_format: str, path: str, out: IO[bytes] | None = None) -> None:
+    """The child process of :func:`_sheet_table`: read the file's first sheet and send
+    ("header", cells), then ("rows", [(number, cells), ...]) batches and ("end", None), or
+    ("error", message) for a file that cannot be read."""
+    stream = out if out is not None else sys.stdout.buffer
+    sheet_format = _SHEET_FORMATS[file_format]
+    try:
+        try:
+            table = _read_sheet(Path(path), sheet_format)
+            pickle.dump(("header", table.header), stream)
+            batch: list[tuple[int, list[object]]] = []
+            for item in table.rows:
+                batch.append(item)
+                if len(batch) >= _SHEET_BATCH_ROWS:
+                    pickle.dump(("rows", batch), stream)
+                    batch = []
+            pickle.dump(("rows", batch), stream)
+            pickle.dump(("end", None), stream)
+        except ImportFileError as exc:
+            pickle.dump(("error", str(exc)), stream)
+        stream.flush()
+    except BrokenPipeError:  # the parent stopped reading (it needed only the first rows)
+        os._exit(0)
+
+
+def _read_sheet(path: Path, file_format: FileFormat) -> Table:
     try:
         # Not from_path: it picks the reader by the file name's extension, so an XLS named
         # .xlsx would fail as "invalid Zip archive". From a file object calamine tells the

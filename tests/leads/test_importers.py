@@ -2,6 +2,8 @@
 
 import codecs
 import datetime as dt
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -256,6 +258,62 @@ def test_an_xls_cut_short_is_refused_as_damaged_not_with_a_reader_panic(tmp_path
     # calamine panics on these (a pyo3 PanicException, which `except Exception` misses).
     with pytest.raises(ImportFileError, match="not a readable XLS workbook: it is damaged or cut short"):
         list(open_table(path).rows)
+
+
+def test_a_value_in_the_last_cell_of_a_sheet_is_refused_without_aborting_the_process(tmp_path):
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["external_id", "customer_id", "campaign_id", "lead_type"])
+    sheet.append(["A", 1, 1, "live"])
+    sheet["XFD1048576"] = "stray"  # calamine sizes its grid up to here: 17 billion cells
+    path = tmp_path / "leads.xlsx"
+    workbook.save(path)
+    # In a process of its own: the reader's failed allocation aborted the process that read
+    # the file (a web or Celery worker); it must end in ImportFileError instead.
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from leads.importers import ImportFileError, open_table\n"
+        "try:\n"
+        "    list(open_table(Path(sys.argv[1])).rows)\n"
+        "except ImportFileError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        cwd=Path(importers.__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "The file is not a readable XLSX workbook: it is damaged, or reading it needs more memory" in (
+        done.stdout
+    )
+    assert "delete the rows and columns after the data" in done.stdout
+
+
+def test_sheet_rows_stream_from_the_reader_with_their_row_numbers_and_types(tmp_path):
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["external_id", "created_at", "converted"])
+    sheet.append(["A", dt.datetime(2026, 1, 2, 3, 4), True])
+    sheet.append([])
+    for number in range(3_000):  # several of the reader's batches
+        sheet.append([f"B{number}", dt.date(2026, 1, 1), 0])
+    path = tmp_path / "leads.xlsx"
+    workbook.save(path)
+
+    table = open_table(path)
+    rows = list(table.rows)
+
+    assert table.header == ["external_id", "created_at", "converted"]
+    assert rows[0] == (2, ["A", dt.datetime(2026, 1, 2, 3, 4), True])
+    assert rows[1][0] == 4  # the blank row 3 is skipped but counted
+    assert rows[-1] == (3_003, ["B2999", dt.date(2026, 1, 1), 0.0])
+    assert len(rows) == 3_001
 
 
 def test_xlsx_and_xls_are_detected_by_content_and_read(tmp_path):
