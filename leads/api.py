@@ -324,6 +324,15 @@ class LeadCollectionView(APIView):
         filters.is_valid(raise_exception=True)
         for name, value in filters.validated_data.items():
             queryset = queryset.filter(**{name: value})
+        campaign_id = filters.validated_data.get("campaign_id")
+        if campaign_id is not None:
+            # No index starts with the campaign (the engine's are partial on the queue state),
+            # so newest first for one campaign walked the whole table backwards by id, past
+            # every other campaign's leads. Naming its customer lets lead_customer_created
+            # bound the walk to that customer's leads; the planner picks whichever is cheaper.
+            queryset = queryset.filter(
+                customer_id__in=Campaign.objects.filter(pk=campaign_id).values("customer_id")
+            )
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(LeadOutputSerializer(page, many=True).data)
