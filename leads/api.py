@@ -312,6 +312,7 @@ class LeadCollectionView(APIView):
             OpenApiParameter("campaign_id", int),
             OpenApiParameter("external_id", str),
             OpenApiParameter("status", str, enum=["waiting", "ready", "held", "closed"]),
+            OpenApiParameter("lead_type", str, enum=LeadType.values),
         ],
         responses={
             200: LeadOutputSerializer(many=True),
@@ -343,6 +344,7 @@ class _LeadFilterSerializer(serializers.Serializer[Any]):
     campaign_id = IdField(required=False)
     external_id = serializers.CharField(required=False, max_length=200)
     status = serializers.ChoiceField(required=False, choices=["waiting", "ready", "held", "closed"])
+    lead_type = serializers.ChoiceField(required=False, choices=LeadType.choices)
 
     # Parameters of the query string that are not filters: the page's, and DRF's format.
     OTHER_PARAMETERS = frozenset(
@@ -354,7 +356,7 @@ class _LeadFilterSerializer(serializers.Serializer[Any]):
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        # A filter the list does not know (lead_type=live), or one given twice, would be
+        # A filter the list does not know (type=live), or one given twice, would be
         # ignored (or all but its last value): the client would take every lead for the
         # leads it asked for.
         known = set(self.fields) | self.OTHER_PARAMETERS

@@ -11,7 +11,7 @@ from tests.factories import CampaignFactory, LeadFactory
 LEADS_URL = "/api/v1/leads/"
 
 
-@pytest.mark.parametrize("query", ["lead_type=live", "ordering=id", "customer=3", "page=2"])
+@pytest.mark.parametrize("query", ["type=live", "ordering=id", "customer=3", "page=2"])
 def test_listing_leads_with_a_filter_it_does_not_know_is_a_400_naming_it(admin_api, campaign, query):
     LeadFactory(campaign=campaign, lead_type=LeadType.STALE)
 
@@ -19,6 +19,20 @@ def test_listing_leads_with_a_filter_it_does_not_know_is_a_400_naming_it(admin_a
 
     assert response.status_code == 400
     assert response.json() == {query.split("=")[0]: ["Unknown parameter."]}
+
+
+def test_listing_leads_filters_by_lead_type(admin_api, campaign):
+    live = LeadFactory(campaign=campaign, lead_type=LeadType.LIVE)
+    stale = LeadFactory(campaign=campaign, lead_type=LeadType.STALE)
+
+    def ids(lead_type: str) -> list[int]:
+        response = admin_api.get(LEADS_URL, {"lead_type": lead_type})
+        assert response.status_code == 200, response.json()
+        return [item["id"] for item in response.json()["results"]]
+
+    assert ids("live") == [live.pk]
+    assert ids("stale") == [stale.pk]
+    assert admin_api.get(LEADS_URL, {"lead_type": "warm"}).status_code == 400
 
 
 def test_listing_leads_with_a_filter_given_twice_is_a_400_rather_than_its_last_value(admin_api, campaign):
