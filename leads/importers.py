@@ -9,6 +9,7 @@ database and live in :mod:`leads.services`.
 import codecs
 import csv
 import datetime as dt
+import itertools
 import json
 import os
 import pickle
@@ -594,6 +595,12 @@ _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _SNIFF_BYTES = 64 * 1024
 _DELIMITERS = (",", ";", "\t", "|")
 _DECODE_CHUNK_BYTES = 1 << 20
+# Given to the CSV reader as one more line after the file's last. The reader takes a value
+# whose opening quote is never closed to the end of the file (the csv module's default, not
+# strict), so one stray quote made every later row part of one cell: rows lost without an
+# error. Read inside such a value, the mark ends it; read as a line of its own, the file's
+# values were all closed. Private-use characters: no file means them.
+_END_MARK = "\ue000leadrank:end-of-file\ue000"
 
 # The csv module refuses a cell over 131,072 characters with csv.Error, which would stop the
 # whole import at that row. Any length is read instead, so that the row alone is rejected
@@ -685,8 +692,10 @@ def _csv_table(path: Path, encoding: str) -> Table:
         delimiter = max(_DELIMITERS, key=first_line.count)
         if first_line.count(delimiter) == 0:
             delimiter = ","
-        reader = csv.reader(handle, delimiter=delimiter)
+        reader = csv.reader(itertools.chain(handle, [_END_MARK]), delimiter=delimiter)
         header = [cell.strip() for cell in next(reader)]
+        if header and header[-1].endswith(_END_MARK):
+            raise _unclosed_quote("The header", 1)
         check_header(header)
     except StopIteration:
         handle.close()
@@ -703,9 +712,15 @@ def _csv_table(path: Path, encoding: str) -> Table:
 
     def rows() -> Iterator[tuple[int, list[object]]]:
         number = 1
+        line = reader.line_num  # the last line of the record before
         try:
             for row in reader:
+                if row and row[-1].endswith(_END_MARK):
+                    if row == [_END_MARK]:
+                        return  # the line after the file's last one, not data
+                    raise _unclosed_quote(f"Row {number + 1}", line + 1)
                 number += 1
+                line = reader.line_num
                 if row and any(row):
                     yield number, list(row)
         except csv.Error as exc:
@@ -732,6 +747,14 @@ _SHEET_READER = (
     f"import sys; sys.path.insert(0, {_PROJECT_ROOT!r}); "
     "from leads.importers import serve_sheet; serve_sheet(sys.argv[1], sys.argv[2])"
 )
+
+
+def _unclosed_quote(where: str, line: int) -> ImportFileError:
+    return ImportFileError(
+        f"{where} (from line {line}) opens a quoted value that is never closed, so every line "
+        "after it would be read into that one value. Close the quote, or write a quote inside a "
+        'value twice ("").'
+    )
 
 
 def _sheet_table(path: Path, file_format: FileFormat) -> Table:

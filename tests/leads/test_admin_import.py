@@ -525,6 +525,23 @@ def test_a_background_check_counts_the_rows_it_has_checked(admin_client, setting
 
 
 @pytest.mark.django_db
+def test_a_quote_never_closed_fails_the_check_instead_of_swallowing_the_rows_after_it(
+    admin_client, campaign, media_root
+):
+    # Row 3's city opens a quote that nothing closes: read as usual, rows 4 and 5 became part
+    # of that city, and the import stored 2 leads of 4 without a rejected row.
+    content = b'external_id,lead_type,city\nA,live,Pune\nB,live,"Thane\nC,live,Goa\nD,live,Delhi\n'
+    response = upload(admin_client, "l.csv", content, campaign=campaign.pk)
+
+    job = ImportJob.objects.get()
+    assert response.status_code == 302
+    assert job.status == ImportStatus.FAILED
+    assert job.message.startswith("Row 3 (from line 3) opens a quoted value that is never closed")
+    assert stored_files(media_root) == []
+    assert Lead.objects.count() == 0
+
+
+@pytest.mark.django_db
 def test_a_file_that_breaks_in_a_background_check_fails_with_a_message_and_is_dropped(
     admin_client, settings, campaign, media_root, csv_cells_up_to_100k
 ):

@@ -2,6 +2,7 @@
 
 import codecs
 import datetime as dt
+import re
 import subprocess
 import sys
 import zipfile
@@ -314,6 +315,31 @@ def test_sheet_rows_stream_from_the_reader_with_their_row_numbers_and_types(tmp_
     assert rows[1][0] == 4  # the blank row 3 is skipped but counted
     assert rows[-1] == (3_003, ["B2999", dt.date(2026, 1, 1), 0.0])
     assert len(rows) == 3_001
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'external_id,city\nA,"Pune\nB,Delhi\nC,Goa\n', "Row 2 (from line 2) opens a quoted value"),
+        (b'external_id,city\nA,Pune\n\nB,"Delhi', "Row 4 (from line 4) opens a quoted value"),
+        (b'"external_id,city\nA,Pune\n', "The header (from line 1) opens a quoted value"),
+    ],
+    ids=["rows-after-it", "last-row-no-newline", "header"],
+)
+def test_a_quoted_value_never_closed_is_refused_rather_than_swallowing_later_rows(tmp_path, content, message):
+    path = _write(tmp_path, "leads.csv", content)
+    with pytest.raises(ImportFileError, match=re.escape(message)):
+        list(open_table(path).rows)
+
+
+def test_closed_quotes_line_breaks_in_values_and_a_missing_last_newline_still_read(tmp_path):
+    content = b'external_id,city\r\nA,"Pu""ne"\r\n\r\nB,"two\nlines"\r\nC,"Big" Co'
+    path = _write(tmp_path, "leads.csv", content)
+    assert list(open_table(path).rows) == [
+        (2, ["A", 'Pu"ne']),
+        (4, ["B", "two\nlines"]),
+        (5, ["C", "Big Co"]),
+    ]
 
 
 def test_xlsx_and_xls_are_detected_by_content_and_read(tmp_path):
