@@ -53,7 +53,15 @@ QUEUE_LABEL_CHARS = 40
 # the last group is open).
 TAT_GROUPS_MINUTES: tuple[float, ...] = (5, 10, 15, 20, 25, 30, 45, 60, 120, 240, 720, 1440, 10080)
 
-_SVG_RC: dict[Any, Any] = {"svg.fonttype": "none", "svg.hashsalt": "leadrank", "font.size": 9}
+_SVG_RC: dict[Any, Any] = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "leadrank",
+    "font.size": 9,
+    # Names are drawn as they read. With math text on, matplotlib takes the text between
+    # two "$" for a formula: "$100 or $200" lost its dollars, and a campaign named
+    # "A $\frac$ B" (customers' systems name campaigns) failed the whole page.
+    "text.parse_math": False,
+}
 _COLOURS = {
     "live_due": "#1f77b4",
     "live_later": "#9ecae1",
@@ -132,13 +140,6 @@ def _svg_data_uri(figure: Figure) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode()).decode()
 
 
-def _literal(text: str) -> str:
-    """A name drawn as it reads. Matplotlib takes the text between two ``$`` for a formula:
-    "$100 or $200" would lose its dollars and spaces, and a name such as "A $\\frac$ B"
-    fails to parse, which failed the whole page. Customers' systems name campaigns."""
-    return text.replace("$", r"\$")
-
-
 def _empty(ax: Any, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#666")
     ax.set_xticks([])
@@ -169,7 +170,7 @@ def attainment_chart(
                 markersize=3,
                 linewidth=1.5,
             )
-            labels.append(_literal(label))
+            labels.append(label)
         for target in sorted(set(targets)):
             handles.append(ax.axhline(100 * target, color=_TARGET, linestyle="--", linewidth=1))
             labels.append(f"target {target:.0%}")
@@ -195,7 +196,7 @@ def queue_chart(rows: Sequence[tuple[str, QueueDepth]]) -> str:
         if not deepest:
             _empty(ax, "No open leads.")
             return _svg_data_uri(figure)
-        labels = [_literal(label) for label, _ in reversed(deepest)]
+        labels = [label for label, _ in reversed(deepest)]
         # One row per campaign by position: bars placed by label text would share a row
         # (and hide each other) whenever two campaigns' labels read the same.
         positions = list(range(len(deepest)))

@@ -118,6 +118,22 @@ def render_chart(policies: Sequence[dict[str, Any]], *, sla_target: float, sla_m
     matplotlib.use("Agg")  # no display: files only
     from matplotlib import pyplot as plt
 
+    # Policy and customer names are drawn as they read: with math text on, matplotlib takes
+    # the text between two "$" for a formula ("$100 or $200" lost its dollars, "A $\\frac$ B"
+    # failed the run).
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _render_chart(plt, policies, sla_target=sla_target, sla_minutes=sla_minutes)
+
+
+def _legend(ax: Any, artists: Sequence[Any], labels: Sequence[str], **options: Any) -> None:
+    """A legend of these artists. Left to find them, matplotlib skips every label that starts
+    with "_", and a policy named "_draft" would have no entry."""
+    ax.legend(list(artists), list(labels), **options)
+
+
+def _render_chart(
+    plt: Any, policies: Sequence[dict[str, Any]], *, sla_target: float, sla_minutes: float
+) -> bytes:
     names = [p["name"] for p in policies]
     customers = list(policies[0].get("customers", {})) if policies else []
     colours = [plt.get_cmap("tab10")(i % 10) for i in range(len(policies))]
@@ -126,25 +142,32 @@ def render_chart(policies: Sequence[dict[str, Any]], *, sla_target: float, sla_m
 
     sla = axes[0][0]
     groups = ["all", *customers]
+    sla_bars = []
     for i, policy in enumerate(policies):
         values = [policy.get("sla_attainment")] + [
             policy["customers"][c].get("sla_attainment") for c in customers
         ]
-        sla.bar(
-            [g + i * width for g in range(len(groups))],
-            [100 * (v or 0) for v in values],
-            width,
-            label=policy["name"],
-            color=colours[i],
+        sla_bars.append(
+            sla.bar(
+                [g + i * width for g in range(len(groups))],
+                [100 * (v or 0) for v in values],
+                width,
+                color=colours[i],
+            )
         )
-    sla.axhline(
-        100 * sla_target, color="black", linestyle="--", linewidth=1, label=f"target {100 * sla_target:.0f}%"
-    )
+    target = sla.axhline(100 * sla_target, color="black", linestyle="--", linewidth=1)
     sla.set_xticks([g + width * (len(policies) - 1) / 2 for g in range(len(groups))], groups, fontsize=8)
     sla.set_ylim(0, 119)  # room above 100% for the legend
     sla.set_ylabel(f"% first called within {sla_minutes:g} min")
     sla.set_title("SLA attainment")
-    sla.legend(fontsize=8, loc="upper center", ncol=len(policies) + 1)
+    _legend(
+        sla,
+        [*sla_bars, target],
+        [*names, f"target {100 * sla_target:.0f}%"],
+        fontsize=8,
+        loc="upper center",
+        ncol=len(policies) + 1,
+    )
 
     conversions = axes[0][1]
     expected = [p.get("expected_conversions") or 0 for p in policies]
@@ -161,34 +184,37 @@ def render_chart(policies: Sequence[dict[str, Any]], *, sla_target: float, sla_m
     conversions.set_title("Expected conversions")
 
     tat = axes[1][0]
+    curves, curve_names = [], []
     for i, policy in enumerate(policies):
         curve = policy.get("tat_curve_s") or []
         if curve:
             minutes = [(value or 0) / 60 for value in curve]
-            tat.plot(minutes, range(len(minutes)), label=policy["name"], color=colours[i])
+            curves += tat.plot(minutes, range(len(minutes)), color=colours[i])
+            curve_names.append(policy["name"])
     tat.axvline(sla_minutes, color="black", linestyle="--", linewidth=1)
     tat.set_xscale("symlog", linthresh=1)
     tat.set_xlim(left=0)
     tat.set_xlabel("minutes from arrival to first call (never called: until the end)")
     tat.set_ylabel("% of live leads")
     tat.set_title("Time to first call")
-    tat.legend(fontsize=8, loc="lower right")
+    _legend(tat, curves, curve_names, fontsize=8, loc="lower right")
 
     counts = axes[1][1]
-    for i, policy in enumerate(policies):
+    count_bars = [
         counts.bar(
             [g + i * width for g in range(2)],
             [policy.get("stale_calls") or 0, policy.get("never_called") or 0],
             width,
-            label=policy["name"],
             color=colours[i],
         )
+        for i, policy in enumerate(policies)
+    ]
     counts.set_xticks(
         [g + width * (len(policies) - 1) / 2 for g in range(2)],
         ["calls to stale leads", "leads never called"],
     )
     counts.set_title("Stale calls and leads never called")
-    counts.legend(fontsize=8)
+    _legend(counts, count_bars, names, fontsize=8)
 
     figure.tight_layout()
     buffer = io.BytesIO()

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+from matplotlib.figure import Figure
 
 from prioritization.simulation.arrivals import (
     DataError,
@@ -320,3 +321,31 @@ def test_the_chart_is_a_png() -> None:
     )
     assert png.startswith(b"\x89PNG")
     assert len(png) > 10_000
+
+
+def test_the_chart_draws_policy_and_customer_names_as_they_read(monkeypatch) -> None:
+    # Math text would take "$\frac$" for a broken formula (the run failed) and drop a legend
+    # entry whose name starts with "_".
+    drawn: list[list[str]] = []
+    real_savefig = Figure.savefig
+
+    def savefig(figure, *args, **kwargs):
+        for ax in figure.axes:
+            legend = ax.get_legend()
+            drawn.append([text.get_text() for text in legend.get_texts()] if legend else [])
+        return real_savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    policies = [_figures("Deals $100 or $200", 0.8, 100.0), _figures("_draft $\\frac$", 0.9, 120.0)]
+    for policy in policies:  # customers' systems name customers too
+        policy["customers"] = {"Promo $\\frac$ Q4": policy["customers"]["Acme"]}
+
+    png = render_chart(policies, sla_target=0.9, sla_minutes=30)
+
+    assert png.startswith(b"\x89PNG")
+    names = ["Deals $100 or $200", "_draft $\\frac$"]
+    sla, conversions, tat, counts = drawn
+    assert conversions == []  # bars named on the axis, no legend
+    assert sla == [*names, "target 90%"]
+    assert tat == names
+    assert counts == names
