@@ -6,7 +6,8 @@ from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
@@ -92,3 +93,12 @@ def error_responses(*codes: int, descriptions: dict[int, str] | None = None) -> 
     for code, description in (descriptions or {}).items():
         responses[code] = OpenApiResponse(_ERRORS[code].response, description)
     return responses
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The project's 404 page (``handler404``). Under ``/api/`` it is the API's JSON shape:
+    ``/api/v1/leads/abc/`` matches no route (ids are integers), and a client that parses
+    every error body as JSON would choke on Django's HTML page. Elsewhere, Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+    return page_not_found(request, exception)

@@ -704,6 +704,23 @@ def test_getting_an_unknown_lead_is_a_404(admin_api, db):
     assert admin_api.get(lead_url(999_999)).status_code == 404
 
 
+@pytest.mark.parametrize("path", ["/api/v1/leads/abc/", "/api/v1/leads/-1/outcome/", "/api/v1/nothing/"])
+def test_a_path_no_api_route_matches_is_a_json_404(admin_api, db, path):
+    # Ids are integers in the routes: "abc" matches none, and the answer was Django's HTML page.
+    response = admin_api.get(path)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "Not found."}
+
+
+def test_a_path_outside_the_api_keeps_the_html_404(admin_client):
+    response = admin_client.get("/no-such-page/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
 def test_listing_leads_returns_the_newest_first(admin_api, campaign):
     leads = [LeadFactory(campaign=campaign) for _ in range(3)]
 
