@@ -187,6 +187,15 @@ class CampaignAdmin(CascadesToRecordsAdmin[Campaign], PostedIdAutocompleteAdmin[
     autocomplete_fields = ("customer",)
     cascade_records = (Alert,)  # its empty-queue alerts
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Campaign | None = None) -> tuple[str, ...]:
+        fields: tuple[str, ...] = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None:
+            # Its leads, import jobs, SLA rollups and alerts name the customer too: moving the
+            # campaign would leave every one of its leads under a customer that no longer owns
+            # its campaign (scored with one customer's policy, counted in the other's SLA).
+            fields += ("customer",)
+        return fields
+
 
 @admin.register(Contractor)
 class ContractorAdmin(BaseAdmin[Contractor]):
