@@ -473,6 +473,11 @@ class DecisionAdmin(ReadOnlyAdmin[Decision]):
         items = format_html_join("", "<li>{}</li>", ((str(reason),) for reason in reasons))
         return format_html('<ul class="decision-reasons">{}</ul>', items)
 
+    def has_view_permission(self, request: HttpRequest, obj: Decision | None = None) -> bool:
+        # Every row names a lead, links to its page and gives its facts (city, source, stage in
+        # the reasons): the log is for staff who may view leads, as the other screens that show them.
+        return super().has_view_permission(request, obj) and may_view_leads(request)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Decision]:
         # The detail page shows the contractor and version too: one query, not three.
         return super().get_queryset(request).select_related("contractor", "policy_version__policy")
