@@ -15,7 +15,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections, models
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, reverse
@@ -46,7 +46,7 @@ from leads.models import (
     QueueStatus,
 )
 from leads.services import LeadConflict, update_lead
-from prioritization.models import Alert, ModelVersion, PolicyVersion
+from prioritization.models import Alert, Decision, ModelVersion, PolicyVersion
 
 # The library's own APIKey model is not what authenticates requests here (leads.ApiKey
 # is, with scope and customer); listing it would invite creating keys that never work.
@@ -111,7 +111,32 @@ def _exact_search(queryset: QuerySet[Any], term: str, *, text_field: str | None)
 _M = TypeVar("_M", bound=models.Model)
 
 
-class CascadesToRecordsAdmin(BaseAdmin[_M]):
+class KeepsHistoryAdmin(BaseAdmin[_M]):
+    """An admin whose objects cannot go while leads or their history name them.
+
+    Leads are never deleted (they are withdrawn) and the history and decision log refer to
+    contractors with PROTECT, so such an object could not be deleted anyway. Django's delete
+    page would still first collect every row the deletion reaches, to list it: every lead of
+    a customer or campaign and every event of those leads, every event and decision of a
+    contractor. At a million leads that is minutes and gigabytes for a page whose answer is
+    "no". :meth:`kept_history` answers with one index probe per kind of row instead.
+    """
+
+    def kept_history(self, objs: list[_M]) -> list[str]:
+        """What keeps these objects, one line per object and kind of row; empty if nothing."""
+        return []
+
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        kept = self.kept_history(list(objs))
+        if kept:
+            # As protected rows: the page says why, and posting it deletes nothing.
+            return [], {}, set(), kept
+        return super().get_deleted_objects(objs, request)
+
+
+class CascadesToRecordsAdmin(KeepsHistoryAdmin[_M]):
     """An admin whose objects take read-only records with them when deleted.
 
     The records' own admins refuse to delete them (history the engine writes), and Django's
@@ -164,6 +189,14 @@ class CustomerAdmin(CascadesToRecordsAdmin[Customer]):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Customer]:
         return super().get_queryset(request).annotate(campaign_count=Count("campaigns"))
 
+    def kept_history(self, objs: list[Customer]) -> list[str]:
+        leads = Lead.objects.filter(customer_id=OuterRef("pk"))  # lead_customer_created
+        with_leads = Customer.objects.filter(Exists(leads), pk__in=[obj.pk for obj in objs])
+        return [
+            f"Leads of customer {customer}: leads are kept (withdrawn, never deleted)."
+            for customer in with_leads
+        ]
+
     @admin.display(description="campaigns", ordering="campaign_count")
     def campaign_count(self, obj: Customer) -> int:
         return int(getattr(obj, "campaign_count", 0))
@@ -187,6 +220,15 @@ class CampaignAdmin(CascadesToRecordsAdmin[Campaign], PostedIdAutocompleteAdmin[
     autocomplete_fields = ("customer",)
     cascade_records = (Alert,)  # its empty-queue alerts
 
+    def kept_history(self, objs: list[Campaign]) -> list[str]:
+        # No index starts with the campaign; its customer's bounds the probe.
+        leads = Lead.objects.filter(customer_id=OuterRef("customer_id"), campaign_id=OuterRef("pk"))
+        with_leads = Campaign.objects.filter(Exists(leads), pk__in=[obj.pk for obj in objs])
+        return [
+            f"Leads of campaign {campaign}: leads are kept (withdrawn, never deleted)."
+            for campaign in with_leads
+        ]
+
     def get_readonly_fields(self, request: HttpRequest, obj: Campaign | None = None) -> tuple[str, ...]:
         fields: tuple[str, ...] = tuple(super().get_readonly_fields(request, obj))
         if obj is not None:
@@ -198,7 +240,7 @@ class CampaignAdmin(CascadesToRecordsAdmin[Campaign], PostedIdAutocompleteAdmin[
 
 
 @admin.register(Contractor)
-class ContractorAdmin(BaseAdmin[Contractor]):
+class ContractorAdmin(KeepsHistoryAdmin[Contractor]):
     list_display = ("name", "id", "active", "qualified_campaigns", "created_at")
     list_filter = ("active",)
     search_fields = ("name",)
@@ -210,6 +252,20 @@ class ContractorAdmin(BaseAdmin[Contractor]):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Contractor]:
         # One extra query for the whole page instead of one per contractor.
         return super().get_queryset(request).prefetch_related("campaigns")
+
+    def kept_history(self, objs: list[Contractor]) -> list[str]:
+        ids = [obj.pk for obj in objs]
+        # Each probe is served by an index that starts with the contractor.
+        rows = {
+            "holds a lead": Lead.objects.filter(holder_id=OuterRef("pk")),
+            "has call history": LeadEvent.objects.filter(contractor_id=OuterRef("pk")),
+            "has next-lead decisions": Decision.objects.filter(contractor_id=OuterRef("pk")),
+        }
+        return [
+            f"Contractor {contractor} {what}: deactivate the contractor instead."
+            for what, queryset in rows.items()
+            for contractor in Contractor.objects.filter(Exists(queryset), pk__in=ids)
+        ]
 
     @admin.display(description="qualified for")
     def qualified_campaigns(self, obj: Contractor) -> str:

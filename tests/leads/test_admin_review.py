@@ -1,11 +1,17 @@
 """Review of the lead data store's admin: bad input and deletions are messages, never a 500
 or an inconsistent row; lists and delete pages stay cheap on large tables."""
 
-import pytest
-from django.urls import reverse
+import datetime as dt
 
-from leads.models import Campaign, Lead
-from tests.factories import CampaignFactory, CustomerFactory, LeadFactory
+import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from leads.models import Campaign, Contractor, Customer, EventKind, Lead, LeadEvent, QueueStatus
+from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory, LeadFactory
 
 
 def campaign_form(campaign: Campaign, **changes: object) -> dict[str, object]:
@@ -53,3 +59,102 @@ def test_a_new_campaign_still_chooses_its_customer(admin_client):
 
     assert response.status_code == 302
     assert Campaign.objects.get(name="Spring").customer == customer
+
+
+# --- Deleting what leads and their history name ---------------------------------------------------
+
+# Tables of millions of rows that a delete page must not read whole to say "no".
+LARGE_TABLES = ('"leads_lead"', '"leads_leadevent"', '"prioritization_decision"')
+
+
+def unbounded_reads_of_large_tables(captured: CaptureQueriesContext) -> list[str]:
+    return [
+        query["sql"]
+        for query in captured
+        if query["sql"].startswith("SELECT")
+        and any(f"FROM {table}" in query["sql"] for table in LARGE_TABLES)
+        and "LIMIT" not in query["sql"]
+    ]
+
+
+def held_lead_with_history() -> Lead:
+    contractor = ContractorFactory()
+    lead = LeadFactory(
+        status=QueueStatus.HELD, holder=contractor, lease_expires_at=timezone.now() + dt.timedelta(minutes=5)
+    )
+    for minute in range(3):
+        LeadEvent.objects.create(
+            lead=lead,
+            kind=EventKind.CLAIMED,
+            at=timezone.now() - dt.timedelta(minutes=minute),
+            contractor=contractor,
+        )
+    return lead
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", ["customer", "campaign", "contractor"])
+def test_deleting_what_leads_name_says_no_without_reading_the_leads(admin_client, model):
+    lead = held_lead_with_history()
+    LeadFactory.create_batch(3, campaign=lead.campaign)
+    target = {"customer": lead.customer, "campaign": lead.campaign, "contractor": lead.holder}[model]
+    url = reverse(f"admin:leads_{model}_delete", args=[target.pk])
+
+    with CaptureQueriesContext(connection) as captured:
+        page = admin_client.get(url)
+    posted = admin_client.post(url, {"post": "yes"})
+
+    assert page.status_code == 200
+    assert unbounded_reads_of_large_tables(captured) == []
+    assert "protected related objects" in page.content.decode()
+    assert str(target) in page.content.decode()
+    assert posted.status_code == 200  # the same page again, nothing deleted
+    assert type(target).objects.filter(pk=target.pk).exists()
+    assert Lead.objects.count() == 4
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", ["customer", "campaign", "contractor"])
+def test_the_delete_action_on_what_leads_name_says_no_without_reading_the_leads(admin_client, model):
+    lead = held_lead_with_history()
+    target = {"customer": lead.customer, "campaign": lead.campaign, "contractor": lead.holder}[model]
+    url = reverse(f"admin:leads_{model}_changelist")
+    action = {"action": "delete_selected", ACTION_CHECKBOX_NAME: [target.pk]}
+
+    with CaptureQueriesContext(connection) as captured:
+        page = admin_client.post(url, action)
+    posted = admin_client.post(url, {**action, "post": "yes"})
+
+    assert unbounded_reads_of_large_tables(captured) == []
+    assert "protected related objects" in page.content.decode()
+    assert posted.status_code == 200
+    assert type(target).objects.filter(pk=target.pk).exists()
+
+
+@pytest.mark.django_db
+def test_a_contractor_with_call_history_only_is_kept_and_told_to_be_deactivated(admin_client):
+    lead = LeadFactory()
+    contractor = ContractorFactory()
+    LeadEvent.objects.create(lead=lead, kind=EventKind.ATTEMPT, at=timezone.now(), contractor=contractor)
+    url = reverse("admin:leads_contractor_delete", args=[contractor.pk])
+
+    page = admin_client.get(url).content.decode()
+    admin_client.post(url, {"post": "yes"})
+
+    assert "has call history: deactivate the contractor instead" in page
+    assert Contractor.objects.filter(pk=contractor.pk).exists()
+
+
+@pytest.mark.django_db
+def test_what_no_lead_names_is_still_deleted(admin_client):
+    customer = CustomerFactory()
+    campaign = CampaignFactory(customer=customer)
+    contractor = ContractorFactory(campaigns=[campaign])
+
+    for model, target in (("contractor", contractor), ("campaign", campaign), ("customer", customer)):
+        url = reverse(f"admin:leads_{model}_delete", args=[target.pk])
+        assert admin_client.post(url, {"post": "yes"}).status_code == 302
+
+    assert not Customer.objects.exists()
+    assert not Campaign.objects.exists()
+    assert not Contractor.objects.exists()
