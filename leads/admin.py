@@ -245,6 +245,8 @@ class ContractorAdmin(KeepsHistoryAdmin[Contractor]):
     list_filter = ("active",)
     search_fields = ("name",)
     filter_horizontal = ("campaigns",)
+    # Counted by the engine at each claim (a policy's every n-th claim is a stale lead).
+    readonly_fields = ("claims_made",)
 
     # Campaigns shown per row; the rest is summarized as "and N more".
     CAMPAIGNS_SHOWN = 5
@@ -252,6 +254,14 @@ class ContractorAdmin(KeepsHistoryAdmin[Contractor]):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Contractor]:
         # One extra query for the whole page instead of one per contractor.
         return super().get_queryset(request).prefetch_related("campaigns")
+
+    def save_model(self, request: HttpRequest, obj: Contractor, form: Any, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # Only what the form changed: claims_made is raised with F() by every claim, and
+        # saving the whole row would set it back to what it was when this request read it.
+        obj.save(update_fields=[f.name for f in obj._meta.concrete_fields if f.name in form.changed_data])
 
     def kept_history(self, objs: list[Contractor]) -> list[str]:
         ids = [obj.pk for obj in objs]

@@ -6,6 +6,7 @@ import datetime as dt
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -158,3 +159,25 @@ def test_what_no_lead_names_is_still_deleted(admin_client):
     assert not Customer.objects.exists()
     assert not Campaign.objects.exists()
     assert not Contractor.objects.exists()
+
+
+# --- Contractors --------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_editing_a_contractor_keeps_the_claims_counted_meanwhile(admin_client):
+    campaign = CampaignFactory()
+    contractor = ContractorFactory(campaigns=[campaign], claims_made=7)
+    url = reverse("admin:leads_contractor_change", args=[contractor.pk])
+    form = admin_client.get(url).context["adminform"].form
+    data = {name: form.initial.get(name) for name in form.fields}
+    data.update({"created_at_0": "2026-01-05", "created_at_1": "09:00:00", "campaigns": [campaign.pk]})
+    # Claims while the page is open, counted as the engine counts them.
+    Contractor.objects.filter(pk=contractor.pk).update(claims_made=F("claims_made") + 2)
+
+    response = admin_client.post(url, {**data, "name": "Renamed", "active": "", "claims_made": "0"})
+
+    assert response.status_code == 302
+    contractor.refresh_from_db()
+    assert (contractor.name, contractor.active, contractor.claims_made) == ("Renamed", False, 9)
+    assert list(contractor.campaigns.all()) == [campaign]
