@@ -15,7 +15,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections, models
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, reverse
@@ -96,16 +96,6 @@ class EstimatedCountPaginator(Paginator[Any]):
             )
             row = cursor.fetchone()
         return int(row[0]) if row and row[0] is not None else -1
-
-
-def _exact_search(queryset: QuerySet[Any], term: str, *, text_field: str | None) -> QuerySet[Any]:
-    """Rows whose primary key or ``text_field`` equals the term: index lookups, never the
-    ILIKE scans of the admin's default search."""
-    condition = Q(**{text_field: term}) if text_field else Q()
-    pk = parse_id(term)
-    if pk is not None:
-        condition |= Q(pk=pk)
-    return queryset.filter(condition) if condition else queryset.none()
 
 
 _M = TypeVar("_M", bound=models.Model)
@@ -471,7 +461,20 @@ class LeadAdmin(PostedIdAutocompleteAdmin[Lead]):
         term = search_term.strip()
         if not term:
             return queryset, False
-        return _exact_search(queryset, term, text_field="external_id"), False
+        # Index lookups, never the ILIKE scans of the admin's default search. The external id
+        # is indexed only behind the customer (lead_external_id_unique), and PostgreSQL before
+        # 18 cannot skip a leading column: "external_id = term" alone read the whole table.
+        # Naming every customer makes it one probe per customer (at most one lead each); the
+        # ids are read first because an OR with the id lookup would turn it back into a scan.
+        ids = list(
+            Lead.objects.filter(customer_id__in=Customer.objects.values("pk"), external_id=term).values_list(
+                "pk", flat=True
+            )
+        )
+        pk = parse_id(term)
+        if pk is not None:
+            ids.append(pk)
+        return queryset.filter(pk__in=ids), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Leads come in through the API and file imports ("Import leads"), which set the

@@ -181,3 +181,49 @@ def test_editing_a_contractor_keeps_the_claims_counted_meanwhile(admin_client):
     contractor.refresh_from_db()
     assert (contractor.name, contractor.active, contractor.claims_made) == ("Renamed", False, 9)
     assert list(contractor.campaigns.all()) == [campaign]
+
+
+# --- Lead search --------------------------------------------------------------------------------
+
+
+def index_conditions(sql: str) -> list[str]:
+    """The Index Cond lines of the plan PostgreSQL takes for the query."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}")
+        return [row[0].strip() for row in cursor.fetchall() if "Index Cond" in row[0]]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("numeric", [False, True])
+def test_a_lead_is_searched_by_external_id_through_an_index_not_a_scan(admin_client, numeric):
+    # Enough leads, analyzed, for the planner to weigh a scan against the unique index.
+    campaigns = [CampaignFactory() for _ in range(3)]
+    LeadFactory.create_batch(3, campaign=campaigns[0])
+    template = Lead.objects.values().first()
+    Lead.objects.bulk_create(
+        Lead(
+            **{
+                **template,
+                "id": None,
+                "campaign_id": campaign.pk,
+                "customer_id": campaign.customer_id,
+                "external_id": f"bulk-{campaign.pk}-{n}",
+            }
+        )
+        for campaign in campaigns
+        for n in range(2000)
+    )
+    lead = LeadFactory(campaign=campaigns[1], external_id="77" if numeric else "crm-77")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE leads_lead")
+        cursor.execute("ANALYZE leads_customer")
+
+    with CaptureQueriesContext(connection) as captured:
+        found = admin_client.get(reverse("admin:leads_lead_changelist"), {"q": lead.external_id})
+
+    assert [row.pk for row in found.context["cl"].result_list] == [lead.pk]
+    by_external_id = [query["sql"] for query in captured if '"leads_lead"."external_id" =' in query["sql"]]
+    assert by_external_id
+    for sql in by_external_id:
+        conditions = index_conditions(sql)
+        assert any("external_id" in line and "customer_id" in line for line in conditions), conditions
