@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from leads.admin import EstimatedCountPaginator
 from leads.admin_widgets import BaseAdmin
 from prioritization.models import Alert
 
@@ -42,7 +43,16 @@ class AlertAdmin(BaseAdmin[Alert]):
     )
     list_filter = (AlertStateFilter, "kind")
     list_select_related = ("customer", "campaign")
-    ordering = ("-opened_at", "-id")
+    # An alert is one occurrence of a condition, and a campaign whose queue empties and fills
+    # all day opens one every few minutes: the table grows by the million. Newest first is
+    # newest id first (alerts are written as they open), which the primary key serves; no
+    # index serves opened_at, and sorting by it, or by any column, sorted the whole table at
+    # every load. The count is estimated or capped, never COUNT(*) of the table (twice).
+    ordering = ("-id",)
+    sortable_by = ()
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
     fields = (
         "kind",
         "customer",

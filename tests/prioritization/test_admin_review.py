@@ -1,23 +1,29 @@
 """The engine's admin under review: who may see the decision log, what its and the other
 lists accept as query parameters, and what a list costs when its table is large."""
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from leads.models import Campaign
-from prioritization.models import Decision, SimulationRun
+from prioritization.models import Alert, AlertKind, Decision, SimulationRun
 from prioritization.services import claim_next_lead
+from tests.factories import CampaignFactory
 from tests.prioritization.conftest import add_lead
 from tests.prioritization.test_admin_robustness import customer_with_history
 
 pytestmark = pytest.mark.django_db
 
 DECISION_LIST = reverse("admin:prioritization_decision_changelist")
+ALERT_LIST = reverse("admin:prioritization_alert_changelist")
 
 
 def staff_client(*perms: str, name: str = "clerk") -> Client:
@@ -115,3 +121,70 @@ def test_a_lookup_that_is_no_filter_of_the_list_is_a_bad_request(
     response = admin_client.get(f"{reverse(f'admin:prioritization_{model}_changelist')}?{query}")
 
     assert response.status_code == 400
+
+
+# --- Lists of large tables -----------------------------------------------------------------------
+
+
+def list_queries(client: Client, url: str, table: str) -> list[str]:
+    """The SQL of the list's queries of ``table`` (not the admin banner's: open alerts)."""
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url)
+    assert response.status_code == 200
+    return [
+        q["sql"]
+        for q in captured.captured_queries
+        if f'FROM "{table}"' in q["sql"] and '"closed_at" IS NULL' not in q["sql"]
+    ]
+
+
+def assert_neither_counted_nor_sorted_whole(queries: list[str], table: str) -> None:
+    counts = [sql for sql in queries if sql.startswith("SELECT COUNT(*)")]
+    assert counts, queries
+    for sql in counts:
+        # Capped (a LIMIT subquery) or the planner's estimate, never the whole table.
+        assert "LIMIT" in sql, sql
+    (rows,) = [sql for sql in queries if not sql.startswith("SELECT COUNT(*)")]
+    # Read backwards along the primary key, the one index that gives this order (a plan on
+    # a few rows would sort them: cheaper).
+    assert re.search(rf'ORDER BY "{table}"."id" DESC( LIMIT \d+)?$', rows), rows
+
+
+def add_alerts(count: int) -> None:
+    """``count`` closed alerts, each opened as it is written (as the evaluation does)."""
+    for n in range(count):
+        campaign = CampaignFactory()
+        now = timezone.now()
+        Alert.objects.create(
+            kind=AlertKind.EMPTY_QUEUE,
+            customer=campaign.customer,
+            campaign=campaign,
+            opened_at=now,
+            closed_at=now,
+            checked_at=now,
+            message=f"queue {n} empty",
+        )
+
+
+def test_the_alert_list_neither_counts_nor_sorts_the_whole_table(admin_client: Client) -> None:
+    add_alerts(3)
+
+    queries = list_queries(admin_client, ALERT_LIST, "prioritization_alert")
+
+    assert_neither_counted_nor_sorted_whole(queries, "prioritization_alert")
+
+
+def test_the_alert_list_shows_the_newest_first_in_as_many_queries_for_more_rows(
+    admin_client: Client, django_assert_max_num_queries: Any
+) -> None:
+    add_alerts(1)
+    with CaptureQueriesContext(connection) as one:
+        admin_client.get(ALERT_LIST)
+    add_alerts(5)
+
+    with django_assert_max_num_queries(len(one.captured_queries)):
+        response = admin_client.get(ALERT_LIST)
+
+    listed = list(response.context["cl"].result_list)
+    assert listed == sorted(listed, key=lambda alert: alert.opened_at, reverse=True)
+    assert len(listed) == 6
