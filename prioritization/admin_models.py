@@ -22,6 +22,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.safestring import SafeString
 from kombu.exceptions import KombuError
 
+from leads.admin import EstimatedCountPaginator
 from leads.admin_widgets import BaseAdmin
 from prioritization import tasks
 from prioritization.evaluation import MODEL_LABELS
@@ -87,7 +88,15 @@ class ModelVersionAdmin(BaseAdmin[ModelVersion]):
     list_filter = ("trigger", "trained_at")
     search_fields = ("customer__name",)
     search_help_text = "Customer name."
-    ordering = ("-trained_at", "-id")
+    # A version per customer per day: the table grows by hundreds of thousands a year. Newest
+    # first is newest id first (a run writes its versions with its own trained_at, one run at a
+    # time), which the primary key serves; no index serves trained_at, and sorting by it, or by
+    # any column, sorted the whole table at every load. The count is estimated or capped.
+    ordering = ("-id",)
+    sortable_by = ()
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
     fields = (
         "owner",
         "number",

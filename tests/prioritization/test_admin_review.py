@@ -14,9 +14,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from leads.models import Campaign
-from prioritization.models import Alert, AlertKind, Decision, SimulationRun
+from prioritization.models import Alert, AlertKind, Decision, ModelVersion, SimulationRun, TrainingTrigger
 from prioritization.services import claim_next_lead
-from tests.factories import CampaignFactory
+from tests.factories import CampaignFactory, CustomerFactory
 from tests.prioritization.conftest import add_lead
 from tests.prioritization.test_admin_robustness import customer_with_history
 
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.django_db
 
 DECISION_LIST = reverse("admin:prioritization_decision_changelist")
 ALERT_LIST = reverse("admin:prioritization_alert_changelist")
+MODEL_LIST = reverse("admin:prioritization_modelversion_changelist")
 
 
 def staff_client(*perms: str, name: str = "clerk") -> Client:
@@ -188,3 +189,29 @@ def test_the_alert_list_shows_the_newest_first_in_as_many_queries_for_more_rows(
     listed = list(response.context["cl"].result_list)
     assert listed == sorted(listed, key=lambda alert: alert.opened_at, reverse=True)
     assert len(listed) == 6
+
+
+def add_models(count: int) -> None:
+    customer = CustomerFactory()
+    for number in range(1, count + 1):
+        ModelVersion.objects.create(
+            customer=customer,
+            number=number,
+            trained_at=timezone.now(),
+            trigger=TrainingTrigger.SCHEDULE,
+            training_rows=10,
+            positive_rows=1,
+            holdout_rows=2,
+            all_rows=10,
+            base_rate=0.1,
+        )
+
+
+def test_the_model_version_list_neither_counts_nor_sorts_the_whole_table(admin_client: Client) -> None:
+    add_models(3)
+
+    queries = list_queries(admin_client, MODEL_LIST, "prioritization_modelversion")
+
+    assert_neither_counted_nor_sorted_whole(queries, "prioritization_modelversion")
+    listed = list(admin_client.get(MODEL_LIST).context["cl"].result_list)
+    assert [version.number for version in listed] == [3, 2, 1]
