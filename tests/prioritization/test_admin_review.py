@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from leads.admin import EstimatedCountPaginator
 from leads.models import Campaign
 from prioritization.models import Alert, AlertKind, Decision, ModelVersion, SimulationRun, TrainingTrigger
 from prioritization.services import claim_next_lead
@@ -215,3 +216,13 @@ def test_the_model_version_list_neither_counts_nor_sorts_the_whole_table(admin_c
     assert_neither_counted_nor_sorted_whole(queries, "prioritization_modelversion")
     listed = list(admin_client.get(MODEL_LIST).context["cl"].result_list)
     assert [version.number for version in listed] == [3, 2, 1]
+
+
+def test_a_capped_count_of_the_decision_log_reads_more_than(
+    admin_client: Client, decision: Decision, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(EstimatedCountPaginator, "exact_count_limit", 0)
+
+    page = admin_client.get(DECISION_LIST, {"band": decision.band}).content.decode()
+
+    assert re.search(r"more than 0\s+decisions", page), page
