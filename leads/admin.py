@@ -24,7 +24,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from leads.admin_import import import_urls, job_url
-from leads.admin_widgets import BaseAdmin, PostedIdAutocompleteSelect
+from leads.admin_widgets import BaseAdmin, PostedIdAutocompleteSelect, may_view_leads
 from leads.authentication import forget_verified_keys
 from leads.ids import parse_id
 from leads.importers import (
@@ -534,6 +534,11 @@ class LeadEventAdmin(BaseAdmin[LeadEvent]):
         if lead_id is None:
             return queryset.none(), False
         return queryset.filter(lead_id=lead_id), False
+
+    def has_view_permission(self, request: HttpRequest, obj: LeadEvent | None = None) -> bool:
+        # Each event names its lead (id, external id) and an update's detail holds the
+        # lead's data: the history is for those who may see the leads themselves.
+        return super().has_view_permission(request, obj) and may_view_leads(request)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

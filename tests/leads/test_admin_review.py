@@ -5,8 +5,10 @@ import datetime as dt
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.db.models import F
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -227,3 +229,47 @@ def test_a_lead_is_searched_by_external_id_through_an_index_not_a_scan(admin_cli
     for sql in by_external_id:
         conditions = index_conditions(sql)
         assert any("external_id" in line and "customer_id" in line for line in conditions), conditions
+
+
+# --- Who sees lead data ---------------------------------------------------------------------------
+
+
+def staff_with(*codenames: str) -> Client:
+    user = User.objects.create_user("clerk", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="leads", codename__in=codenames)
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_the_history_of_leads_is_hidden_from_staff_who_may_not_see_leads():
+    lead = LeadFactory(external_id="crm-secret-1")
+    event = LeadEvent.objects.create(
+        lead=lead, kind=EventKind.UPDATED, at=timezone.now(), detail={"city": "Goa"}
+    )
+    client = staff_with("view_leadevent")
+
+    listing = client.get(reverse("admin:leads_leadevent_changelist"))
+    page = client.get(reverse("admin:leads_leadevent_change", args=[event.pk]))
+    index = client.get(reverse("admin:index"))
+
+    assert listing.status_code == 403
+    assert page.status_code == 403
+    assert "crm-secret-1" not in index.content.decode()
+    assert reverse("admin:leads_leadevent_changelist") not in index.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("lead_perm", ["view_lead", "change_lead"])
+def test_the_history_of_leads_is_shown_to_staff_who_may_see_leads(lead_perm):
+    lead = LeadFactory(external_id="crm-visible-1")
+    LeadEvent.objects.create(lead=lead, kind=EventKind.UPDATED, at=timezone.now())
+    client = staff_with("view_leadevent", lead_perm)
+
+    listing = client.get(reverse("admin:leads_leadevent_changelist"))
+
+    assert listing.status_code == 200
+    assert "crm-visible-1" in listing.content.decode()
