@@ -164,8 +164,18 @@ class PostedIdAutocompleteAdmin(BaseAdmin[_M]):
 # --- Customers, campaigns, contractors ---------------------------------------------------------
 
 
+class CustomerAdminForm(forms.ModelForm[Customer]):
+    def clean_alert_webhook_url(self) -> str:
+        url: str = self.cleaned_data["alert_webhook_url"]
+        scheme, separator, rest = url.partition("://")
+        # Schemes are case-insensitive (RFC 3986) and the URL validator takes "HTTPS://", but
+        # the column's CHECK (customer_alert_webhook_http) wants them in lowercase.
+        return f"{scheme.lower()}{separator}{rest}" if separator else url
+
+
 @admin.register(Customer)
 class CustomerAdmin(CascadesToRecordsAdmin[Customer]):
+    form = CustomerAdminForm
     list_display = ("name", "id", "pricing_plan", "campaign_count", "created_at")
     # The alert webhook URL: a URL typed without a scheme is https (Django 6's default).
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}

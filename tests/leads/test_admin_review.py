@@ -64,6 +64,21 @@ def test_a_new_campaign_still_chooses_its_customer(admin_client):
     assert Campaign.objects.get(name="Spring").customer == customer
 
 
+# --- Customers -----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_webhook_url_with_an_uppercase_scheme_is_saved_in_lowercase(admin_client):
+    data = {"name": "Acme", "pricing_plan": "pro", "created_at_0": "2026-01-05", "created_at_1": "09:00:00"}
+
+    response = admin_client.post(
+        reverse("admin:leads_customer_add"), {**data, "alert_webhook_url": "HTTPS://Hooks.example.com/A"}
+    )
+
+    assert response.status_code == 302
+    assert Customer.objects.get().alert_webhook_url == "https://Hooks.example.com/A"
+
+
 # --- Deleting what leads and their history name ---------------------------------------------------
 
 # Tables of millions of rows that a delete page must not read whole to say "no".
