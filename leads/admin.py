@@ -8,12 +8,13 @@ so that the queue state follows them, exactly as a PATCH from the Contract app.
 """
 
 from functools import cached_property
+from math import ceil
 from typing import Any, ClassVar, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
+from django.core.paginator import EmptyPage, Paginator
 from django.db import connections, models
 from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.forms.models import BaseInlineFormSet
@@ -69,6 +70,30 @@ class EstimatedCountPaginator(Paginator[Any]):
     exact_count_limit = 10_000
 
     count_kind = "exact"
+
+    @cached_property
+    def num_pages(self) -> int:
+        """Pages of the first :attr:`exact_count_limit` rows only, whatever the count.
+
+        A page is read with OFFSET, which walks the index past every row before it: the
+        last page of an estimated million leads (linked from every page) took 1.4 s, of
+        three million events 4 s, and more as the tables grow. Older rows are reached by
+        search and filters, as past the cap of a filtered count.
+        """
+        if self.count == 0 and not self.allow_empty_first_page:
+            return 0
+        hits = max(1, min(self.count, self.exact_count_limit) - self.orphans)
+        return ceil(hits / int(self.per_page))
+
+    def validate_number(self, number: Any) -> int:
+        try:
+            return super().validate_number(number)
+        except EmptyPage:
+            # Past the last page offered (an old link, a typed URL): the last page, rather
+            # than the admin's "something's wrong with your database installation".
+            if int(number) > 1:
+                return self.num_pages
+            raise
 
     @cached_property
     def count(self) -> int:
