@@ -11,6 +11,7 @@ from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import QuerySet
+from django.db.models.fields.related import RelatedField
 from django.http import HttpRequest, HttpResponse
 
 from leads.models import Lead
@@ -37,20 +38,19 @@ class BaseAdmin(admin.ModelAdmin[_M]):
     (``?reasons__0=x`` on the decision log). Any other parameter is a 400.
     """
 
-    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
         return lookup in self._filter_parameters(request) and super().lookup_allowed(lookup, value, request)
 
-    def _filter_parameters(self, request: HttpRequest | None) -> set[str]:
+    def _filter_parameters(self, request: HttpRequest) -> set[str]:
         allowed: set[str] = set()
-        filters = self.get_list_filter(request) if request is not None else self.list_filter
-        for item in filters:
+        for item in self.get_list_filter(request):
             if isinstance(item, type) and issubclass(item, admin.SimpleListFilter):
                 allowed.add(item.parameter_name or "")
                 continue
-            path = item[0] if isinstance(item, list | tuple) else item
+            path = str(item[0] if isinstance(item, list | tuple) else item)
             allowed.update(path + suffix for suffix in _FIELD_FILTER_SUFFIXES)
             field = get_fields_from_path(self.model, path)[-1]
-            if field.is_relation:
+            if isinstance(field, RelatedField):
                 allowed.add(f"{path}__{field.target_field.name}__exact")
         if self.date_hierarchy:
             allowed.update(f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day"))
