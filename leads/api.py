@@ -547,6 +547,17 @@ class ContractorSerializer(serializers.ModelSerializer[Contractor]):
         fields = ["id", "name", "active", "campaign_ids", "created_at"]
         read_only_fields = ["id", "created_at"]
 
+    def update(self, instance: Contractor, validated_data: dict[str, Any]) -> Contractor:
+        # Only the fields the request sent: a whole-row save would write back the claims_made
+        # read with the contractor, losing the claims the engine counted meanwhile.
+        campaigns = validated_data.pop("campaigns", None)
+        for name, value in validated_data.items():
+            setattr(instance, name, value)
+        instance.save(update_fields=list(validated_data))
+        if campaigns is not None:
+            instance.campaigns.set(campaigns)
+        return instance
+
 
 class ContractorListView(generics.ListCreateAPIView[Contractor]):
     serializer_class = ContractorSerializer

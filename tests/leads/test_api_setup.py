@@ -3,8 +3,10 @@
 import datetime as dt
 
 import pytest
+from django.db.models import F
 from rest_framework.validators import UniqueValidator
 
+from leads.api import ContractorDetailView
 from leads.models import Campaign, Contractor, Customer
 from leads.pagination import ListPagination
 from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
@@ -355,6 +357,24 @@ def test_patching_a_contractor_name_and_active_flag_keeps_its_qualifications(con
     contractor.refresh_from_db()
     assert (contractor.name, contractor.active) == ("Asha K.", False)
     assert list(contractor.campaigns.values_list("pk", flat=True)) == [campaign.pk]
+
+
+def test_patching_a_contractor_keeps_the_claims_counted_meanwhile(contract_api, db, monkeypatch):
+    contractor = ContractorFactory(name="Asha", claims_made=7)
+    read = ContractorDetailView.get_object
+
+    def get_object_then_claim(view):
+        found = read(view)
+        Contractor.objects.filter(pk=found.pk).update(claims_made=F("claims_made") + 2)  # as a claim does
+        return found
+
+    monkeypatch.setattr(ContractorDetailView, "get_object", get_object_then_claim)
+
+    response = contract_api.patch(f"{CONTRACTORS_URL}{contractor.pk}/", {"name": "Asha K."}, format="json")
+
+    assert response.status_code == 200, response.json()
+    contractor.refresh_from_db()
+    assert (contractor.name, contractor.claims_made) == ("Asha K.", 9)
 
 
 def test_patching_a_contractor_with_an_unknown_campaign_is_a_400_and_changes_nothing(contract_api, db):
