@@ -1,6 +1,8 @@
 import datetime as dt
 
 import factory
+from django.contrib.auth.models import Permission, User
+from django.test import Client
 from django.utils import timezone
 
 from leads.models import Campaign, Contractor, Customer, Lead, LeadType, PricingPlan, QueueStatus
@@ -51,3 +53,16 @@ class LeadFactory(factory.django.DjangoModelFactory):
 
 def minutes_ago(minutes: float) -> dt.datetime:
     return timezone.now() - dt.timedelta(minutes=minutes)
+
+
+def staff_client(*perms: str, name: str = "clerk") -> Client:
+    """A signed-in staff user holding exactly ``perms`` ("app_label.codename")."""
+    user = User.objects.create_user(name, is_staff=True)
+    for perm in perms:
+        app_label, codename = perm.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    client = Client()
+    client.force_login(user)
+    return client

@@ -5,9 +5,7 @@ import re
 
 import pytest
 from django.contrib.admin.utils import quote
-from django.contrib.auth.models import Permission, User
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -25,7 +23,7 @@ from leads.models import (
     LeadEvent,
     QueueStatus,
 )
-from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory, LeadFactory
+from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory, LeadFactory, staff_client
 
 LEAD_LIST = reverse("admin:leads_lead_changelist")
 CONTRACTOR_LIST = reverse("admin:leads_contractor_changelist")
@@ -542,26 +540,13 @@ def test_events_and_leads_cannot_be_deleted_or_edited_from_the_event_list(admin_
     assert admin_client.post(reverse("admin:leads_leadevent_delete", args=[event.pk])).status_code == 403
 
 
-def staff_with(*perms: str, name: str = "clerk") -> Client:
-    """A signed-in staff user holding exactly ``perms`` ("app_label.codename")."""
-    user = User.objects.create_user(name, is_staff=True)
-    for perm in perms:
-        app_label, codename = perm.split(".")
-        user.user_permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 KEY_PERMS = ("leads.add_apikey", "leads.view_apikey", "leads.change_apikey")
 
 
 @pytest.mark.django_db
 def test_staff_who_may_create_keys_but_are_not_superusers_cannot_create_an_admin_key():
     # An admin key is the admin scope through the API, which only superusers have.
-    client = staff_with(*KEY_PERMS)
+    client = staff_client(*KEY_PERMS)
     url = reverse("admin:leads_apikey_add")
 
     page = client.get(url).content.decode()
@@ -576,7 +561,7 @@ def test_staff_who_may_create_keys_but_are_not_superusers_cannot_create_an_admin
 @pytest.mark.django_db
 def test_staff_who_may_create_keys_create_contract_app_and_ingest_keys():
     customer = CustomerFactory()
-    client = staff_with(*KEY_PERMS)
+    client = staff_client(*KEY_PERMS)
     url = reverse("admin:leads_apikey_add")
 
     assert client.post(url, {"name": "app", "scope": ApiScope.CONTRACT_APP}).status_code == 302
@@ -594,3 +579,13 @@ def test_a_superuser_still_creates_admin_keys(admin_client):
     assert f'value="{ApiScope.ADMIN}"' in admin_client.get(url).content.decode()
     assert admin_client.post(url, {"name": "ops", "scope": ApiScope.ADMIN}).status_code == 302
     assert ApiKey.objects.get().scope == ApiScope.ADMIN
+
+
+def test_the_campaign_filter_of_the_lead_list_opens_with_its_customer(admin_client):
+    lead = LeadFactory()
+    url = reverse("admin:leads_lead_changelist")
+
+    response = admin_client.get(f"{url}?customer__id__exact={lead.customer_id}&campaign={lead.campaign_id}")
+
+    assert response.status_code == 200
+    assert [row.pk for row in response.context["cl"].result_list] == [lead.pk]

@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from leads.models import ALL_WEEKDAYS, Campaign, Contractor, Customer, Lead
 from leads.services import ingest_lead_batch
-from prioritization.models import ModelVersion, PolicyVersion, PriorityPolicy, version_values
+from prioritization.models import Decision, ModelVersion, PolicyVersion, PriorityPolicy, version_values
 from prioritization.services import claim_next_lead
 from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
 
@@ -123,3 +123,14 @@ def form_data(policy: PriorityPolicy, **changes: Any) -> dict[str, Any]:
     data.update(as_form(version_values(version)))
     data.update(changes)
     return data
+
+
+@pytest.fixture
+def decision(all_day_campaign: Campaign, make_contractor: Callable[..., Any]) -> Decision:
+    """A claim's logged decision (a lead of the all-day campaign handed to a new contractor)."""
+    add_lead(all_day_campaign)
+    claim = claim_next_lead(
+        contractor_id=make_contractor(all_day_campaign).pk, campaign_ids=[all_day_campaign.pk]
+    )
+    assert claim is not None
+    return claim.decision

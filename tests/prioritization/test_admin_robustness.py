@@ -2,12 +2,11 @@
 query parameters, list filter values that are no choice, deletions that take read-only
 records along, and what staff with some permissions but not others may see."""
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client, RequestFactory
 from django.urls import reverse
@@ -25,8 +24,7 @@ from prioritization.models import (
     SimulationRun,
     TrainingTrigger,
 )
-from prioritization.services import claim_next_lead
-from tests.factories import CampaignFactory, CustomerFactory, LeadFactory
+from tests.factories import CampaignFactory, CustomerFactory, LeadFactory, staff_client
 from tests.prioritization.conftest import add_lead
 
 # --- Ids in query parameters -------------------------------------------------------------------
@@ -109,16 +107,6 @@ def test_the_dashboard_reports_a_customer_that_is_no_id_as_a_filter_error(admin_
 # --- List filter values ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def decision(all_day_campaign: Campaign, make_contractor: Callable[..., Any]) -> Decision:
-    add_lead(all_day_campaign)
-    claim = claim_next_lead(
-        contractor_id=make_contractor(all_day_campaign).pk, campaign_ids=[all_day_campaign.pk]
-    )
-    assert claim is not None
-    return claim.decision
-
-
 @pytest.mark.django_db
 # (A NUL never reaches the filter: config.middleware answers 400, tests/test_middleware.py.)
 @pytest.mark.parametrize("band", ["bogus", "LIVE", "live "])
@@ -141,18 +129,6 @@ def test_the_band_filter_still_filters_by_band(admin_client: Client, decision: D
 
 
 # --- Deleting what takes read-only records along ------------------------------------------------
-
-
-def staff_client(*perms: str, name: str = "clerk") -> Client:
-    """A logged-in staff user holding exactly ``perms`` ("app_label.codename")."""
-    user = User.objects.create_user(name, is_staff=True)
-    for perm in perms:
-        app_label, codename = perm.split(".")
-        permission = Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        user.user_permissions.add(permission)
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def open_alert(customer: Customer, campaign: Campaign | None = None, message: str = "queue empty") -> Alert:
