@@ -1,8 +1,9 @@
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from rest_framework.test import APIClient
 
 from leads.authentication import forget_verified_keys
@@ -60,3 +61,14 @@ def contract_api(make_client: Callable[..., APIClient]) -> APIClient:
 @pytest.fixture
 def ingest_api(make_client: Callable[..., APIClient], customer: Customer) -> APIClient:
     return make_client(ApiScope.INGEST, customer)
+
+
+def plan(sql: str, params: Mapping[str, object] | Sequence[object] = ()) -> str:
+    """The plan PostgreSQL picks when a scan of the whole table is ruled out: on a test's few
+    rows it shows which index can serve the query (at scale the planner picks it by cost)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        text = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_seqscan")
+    return text

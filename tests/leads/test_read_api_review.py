@@ -6,6 +6,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from leads.models import LeadType
+from tests.conftest import plan
 from tests.factories import CampaignFactory, LeadFactory
 
 LEADS_URL = "/api/v1/leads/"
@@ -54,17 +55,6 @@ def test_the_pages_own_parameters_are_no_unknown_filters(admin_api, campaign):
 
     seen = [item["id"] for page in (first, second) for item in page.json()["results"]]
     assert seen == [lead.pk for lead in reversed(leads)]
-
-
-def plan(sql: str, params: tuple[object, ...]) -> str:
-    """The plan PostgreSQL picks when a scan of the whole table is ruled out (as in the SLA
-    figures' tests): shows which index can serve the query; at scale the planner picks by cost."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("EXPLAIN " + sql, params)
-        text = "\n".join(row[0] for row in cursor.fetchall())
-        cursor.execute("RESET enable_seqscan")
-    return text
 
 
 def test_listing_one_campaigns_leads_is_bounded_by_its_customers_index(admin_api, campaign):

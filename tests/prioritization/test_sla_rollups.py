@@ -14,6 +14,7 @@ from prioritization import sla, tasks
 from prioritization.models import SlaDailyRollup, SlaRollupDay
 from prioritization.schedules import SCHEDULES
 from prioritization.sla import SlaCounts, rollup_sla, sla_report
+from tests.conftest import plan
 from tests.prioritization.conftest import T0, set_policy
 from tests.prioritization.sla_world import MINUTE, call_at, claim_at, live_lead
 
@@ -220,17 +221,6 @@ def test_the_rollup_command_refuses_bad_days_in_one_line(args: list[str], messag
 
 
 # --- Query plans ---------------------------------------------------------------------------------
-
-
-def plan(sql: str, params: dict[str, object]) -> str:
-    """The plan PostgreSQL picks when a scan of the whole table is ruled out: shows that an
-    index can serve the query (at scale the planner picks it by cost; see the README figures)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("EXPLAIN " + sql, params)
-        text = "\n".join(row[0] for row in cursor.fetchall())
-        cursor.execute("RESET enable_seqscan")
-    return text
 
 
 def test_todays_figures_are_read_through_the_customer_creation_index(all_day_campaign) -> None:
