@@ -13,8 +13,9 @@ from django.utils import timezone
 
 from leads.admin import EstimatedCountPaginator
 from leads.models import ImportJob
-from prioritization.models import Alert, AlertKind, Decision, ModelVersion, SimulationRun, TrainingTrigger
+from prioritization.models import Alert, AlertKind, Decision, SimulationRun
 from tests.factories import CampaignFactory, CustomerFactory, staff_client
+from tests.prioritization.conftest import model_of
 from tests.prioritization.test_admin_robustness import customer_with_history
 
 pytestmark = pytest.mark.django_db
@@ -191,18 +192,8 @@ def test_the_alert_list_shows_the_newest_first_in_as_many_queries_for_more_rows(
 
 def add_models(count: int) -> None:
     customer = CustomerFactory()
-    for number in range(1, count + 1):
-        ModelVersion.objects.create(
-            customer=customer,
-            number=number,
-            trained_at=timezone.now(),
-            trigger=TrainingTrigger.SCHEDULE,
-            training_rows=10,
-            positive_rows=1,
-            holdout_rows=2,
-            all_rows=10,
-            base_rate=0.1,
-        )
+    for _ in range(count):
+        model_of(customer)
 
 
 def test_the_model_version_list_neither_counts_nor_sorts_the_whole_table(admin_client: Client) -> None:

@@ -22,10 +22,9 @@ from prioritization.models import (
     PolicyVersion,
     PriorityPolicy,
     SimulationRun,
-    TrainingTrigger,
 )
 from tests.factories import CampaignFactory, CustomerFactory, LeadFactory, staff_client
-from tests.prioritization.conftest import add_lead
+from tests.prioritization.conftest import add_lead, model_of
 
 # --- Ids in query parameters -------------------------------------------------------------------
 
@@ -149,17 +148,7 @@ def customer_with_history() -> Customer:
     policy = PriorityPolicy.objects.create(customer=customer, name="Own")
     policy.current_version = PolicyVersion.objects.create(policy=policy, number=1)
     policy.save()
-    ModelVersion.objects.create(
-        customer=customer,
-        number=1,
-        trained_at=timezone.now(),
-        trigger=TrainingTrigger.ADMIN,
-        training_rows=10,
-        positive_rows=1,
-        holdout_rows=2,
-        all_rows=10,
-        base_rate=0.1,
-    )
+    model_of(customer)
     open_alert(customer, message="SLA at risk")
     return customer
 
