@@ -943,12 +943,13 @@ def open_table(path: Path, *, encoding: str = "utf-8") -> Table:
 
 
 def _byte_order_mark_encoding(path: Path) -> str | None:
-    """The encoding a byte order mark at the start of the file names, for UTF-16 and UTF-32
-    (a UTF-8 one is read by "utf-8" as it is). Spreadsheet programs save "Unicode text" so.
-    The mark is unambiguous: it decides over the mapping's "encoding", which such a file
-    then needs not give."""
+    """The encoding a byte order mark at the start of the file names. Spreadsheet programs
+    save "Unicode text" (UTF-16) and "CSV UTF-8" so. The mark is unambiguous: it decides over
+    the mapping's "encoding", which such a file then needs not give."""
     with path.open("rb") as handle:
         head = handle.read(4)
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8"  # read as "utf-8-sig", which drops the mark
     # UTF-32 first: its little-endian mark begins with UTF-16's.
     if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
         return "utf-32"

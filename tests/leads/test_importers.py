@@ -394,10 +394,15 @@ def test_a_lower_case_z_marks_utc_as_rfc_3339_allows():
     assert lead.created_at == dt.datetime(2026, 2, 20, 10, tzinfo=dt.UTC)
 
 
-@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8"])
 def test_a_unicode_text_csv_is_read_by_its_byte_order_mark_without_a_mapping(tmp_path, codec):
-    # What spreadsheet programs save as "Unicode text": UTF-16 with its mark, tab separated.
-    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}.get(codec, b"")
+    # What spreadsheet programs save as "Unicode text": UTF-16 with its mark, tab separated;
+    # "CSV UTF-8": UTF-8 with its mark (read as cp1252 the header was "ï»¿external_id").
+    bom = {
+        "utf-16-le": codecs.BOM_UTF16_LE,
+        "utf-16-be": codecs.BOM_UTF16_BE,
+        "utf-8": codecs.BOM_UTF8,
+    }.get(codec, b"")
     path = _write(tmp_path, "unicode.csv", bom + "external_id\tcity\nA\tKöln\n".encode(codec))
     # The mark is unambiguous: it decides, whatever the mapping says.
     for encoding in ("utf-8", "utf-16", "cp1252"):
