@@ -40,6 +40,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["path"]
+        if path.is_dir():
+            raise CommandError(f"{path} is a directory; name the file to import.")
         if not path.is_file():
             raise CommandError(f"No such file: {path}")
         mapping = self._mapping(options["mapping"])
@@ -48,6 +50,10 @@ class Command(BaseCommand):
         errors_path: Path = options["errors"] or path.with_name(path.name + ".errors.csv")
         if errors_path.resolve() == path.resolve():
             raise CommandError(f"--errors {errors_path} is the file being imported; name another file.")
+        # Checked before any row is stored: the report is moved there only at the end, when a
+        # failure would come after the import and leave the report hidden beside it.
+        if errors_path.is_dir():
+            raise CommandError(f"--errors {errors_path} is a directory; name the report file.")
         stored = 0
 
         def progress(rows: int) -> None:
@@ -99,8 +105,17 @@ class Command(BaseCommand):
         except BaseException:
             report.unlink(missing_ok=True)
             raise
+        unplaced = None
         if summary.rejected:
-            report.replace(errors_path)
+            try:
+                report.replace(errors_path)
+            except OSError as exc:
+                # The rows are stored: the report stays where it was written, and the exit
+                # status says the run did not end as asked.
+                unplaced = (
+                    f"Cannot move the error report to {errors_path} ({exc.strerror}); it is in {report}."
+                )
+                errors_path = report
         else:
             report.unlink()
         seconds = time.perf_counter() - started
@@ -111,6 +126,8 @@ class Command(BaseCommand):
         )
         if summary.rejected:
             self.stdout.write(f"Rejected rows (row, column, reason) are listed in {errors_path}")
+        if unplaced:
+            raise CommandError(unplaced)
 
     def _mapping(self, mapping_path: Path | None) -> LeadMapping:
         if mapping_path is None:
