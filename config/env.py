@@ -5,11 +5,34 @@ readable message, not turn silently into a default.
 """
 
 import os
+import sys
+from types import TracebackType
 
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+class EnvironmentVariableError(ImproperlyConfigured):
+    """A variable of the environment holds a value leadrank cannot run with; the message
+    names the variable."""
+
+
+def _report_environment_error(
+    kind: type[BaseException], error: BaseException, trace: TracebackType | None
+) -> None:
+    """A bad variable met while the settings load ends the process with one line (exit
+    status 1), not a traceback through Django's and importlib's frames: the message is
+    all the operator needs. Anything else is printed as before."""
+    if isinstance(error, EnvironmentVariableError):
+        sys.stderr.write(f"Configuration error: {error}\n")
+        return
+    _previous_excepthook(kind, error, trace)
+
+
+_previous_excepthook = sys.excepthook
+sys.excepthook = _report_environment_error
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -25,7 +48,7 @@ def env_bool(name: str, default: bool = False) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ImproperlyConfigured(f"{name} must be a boolean (true/false/1/0), got {raw!r}")
+    raise EnvironmentVariableError(f"{name} must be a boolean (true/false/1/0), got {raw!r}")
 
 
 def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -35,11 +58,11 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
     try:
         value = int(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+        raise EnvironmentVariableError(f"{name} must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+        raise EnvironmentVariableError(f"{name} must be at least {minimum}, got {value}")
     if maximum is not None and value > maximum:
-        raise ImproperlyConfigured(f"{name} must be at most {maximum}, got {value}")
+        raise EnvironmentVariableError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 

