@@ -221,7 +221,8 @@ LEADRANK_IMPORT_INLINE_ROWS = env_int("LEADRANK_IMPORT_INLINE_ROWS", 2_000, mini
 # A running import whose worker gave no sign of life (a stored chunk) for this long is failed
 # by the beat task leads.tasks.sweep_import_jobs; a job not yet taken by a worker this long
 # after it was sent is sent again.
-LEADRANK_IMPORT_STALL_MINUTES = env_int("LEADRANK_IMPORT_STALL_MINUTES", 15, minimum=1)
+# At most a year: the sweep's cutoff (now minus this) must stay a date Python can represent.
+LEADRANK_IMPORT_STALL_MINUTES = env_int("LEADRANK_IMPORT_STALL_MINUTES", 15, minimum=1, maximum=525_600)
 # Uploaded files and error reports hold customers' leads: the same sweep removes those of
 # jobs finished (or previewed and never confirmed) this many days ago; the jobs stay.
 LEADRANK_IMPORT_RETENTION_DAYS = env_int("LEADRANK_IMPORT_RETENTION_DAYS", 30, minimum=1, maximum=36_500)
@@ -231,8 +232,9 @@ LEADRANK_DATA_DIR = Path(env_str("LEADRANK_DATA_DIR", str(BASE_DIR.parent / "sha
 # --- Learned models (prioritization.training) ----------------------------------------------
 # Outcomes of leads created this many days back train the models.
 LEADRANK_TRAINING_WINDOW_DAYS = env_int("LEADRANK_TRAINING_WINDOW_DAYS", 365, minimum=1, maximum=36_500)
-# How often beat trains them (setup_periodic_tasks); the admin's "Train now" any time.
-LEADRANK_TRAINING_EVERY_HOURS = env_int("LEADRANK_TRAINING_EVERY_HOURS", 24, minimum=1)
+# How often beat trains them (setup_periodic_tasks); the admin's "Train now" any time. At
+# most a year: the interval is stored in seconds in django-celery-beat's 32-bit column.
+LEADRANK_TRAINING_EVERY_HOURS = env_int("LEADRANK_TRAINING_EVERY_HOURS", 24, minimum=1, maximum=8_760)
 
 # --- Metrics and alerts (prioritization.metrics, prioritization.alerts) ------------------------
 # /metrics without DEBUG: open to these client addresses (CIDR, the TCP peer) ...
@@ -251,8 +253,11 @@ LEADRANK_METRICS_TOKEN = env_str("LEADRANK_METRICS_TOKEN")
 # (after settings); `make run` sets and empties it. Unset: each process counts alone.
 if env_str("PROMETHEUS_MULTIPROC_DIR"):
     Path(env_str("PROMETHEUS_MULTIPROC_DIR")).mkdir(parents=True, exist_ok=True)
-# Seconds to wait for a customer's alert webhook (connect and read each) before retrying.
-LEADRANK_ALERT_WEBHOOK_TIMEOUT_SECONDS = env_int("LEADRANK_ALERT_WEBHOOK_TIMEOUT_SECONDS", 5, minimum=1)
+# Seconds to wait for a customer's alert webhook (connect and read each) before retrying;
+# at most an hour (a socket's timeout has a limit, and a worker waits that long).
+LEADRANK_ALERT_WEBHOOK_TIMEOUT_SECONDS = env_int(
+    "LEADRANK_ALERT_WEBHOOK_TIMEOUT_SECONDS", 5, minimum=1, maximum=3_600
+)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").strip().upper()
 if not isinstance(logging.getLevelName(LOG_LEVEL), int):

@@ -123,3 +123,22 @@ def test_a_lower_case_log_level_is_read() -> None:
     result = _start(LOG_LEVEL="warning")
 
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        # Stored as seconds in django-celery-beat's 32-bit interval column.
+        ("LEADRANK_TRAINING_EVERY_HOURS", "604800"),
+        # The sweep's cutoff, now minus this, must be a representable date.
+        ("LEADRANK_IMPORT_STALL_MINUTES", "2000000000"),
+        # A socket's timeout has a ceiling.
+        ("LEADRANK_ALERT_WEBHOOK_TIMEOUT_SECONDS", "10000000000"),
+    ],
+)
+def test_a_number_too_large_to_work_with_is_refused_at_the_start(name: str, value: str) -> None:
+    result = _start(**{name: value})
+
+    assert result.returncode == 1
+    assert f"{name} must be at most" in result.stderr
+    assert "Traceback" not in result.stderr
