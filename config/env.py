@@ -11,7 +11,7 @@ from types import TracebackType
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 
 class EnvironmentVariableError(ImproperlyConfigured):
@@ -35,12 +35,22 @@ _previous_excepthook = sys.excepthook
 sys.excepthook = _report_environment_error
 
 
+def _given(name: str) -> str | None:
+    """The variable's value, or None when it is unset or empty (``FOO=`` in an env file,
+    ``FOO=${FOO}`` in a compose file): both mean "use the default"."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    return raw
+
+
 def env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
+    raw = _given(name)
+    return default if raw is None else raw
 
 
 def env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
+    raw = _given(name)
     if raw is None:
         return default
     value = raw.strip().lower()
@@ -52,8 +62,8 @@ def env_bool(name: str, default: bool = False) -> bool:
 
 
 def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
+    raw = _given(name)
+    if raw is None:
         return default
     try:
         value = int(raw)

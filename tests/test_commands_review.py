@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
+from config.env import env_bool, env_str
 from leads.models import Lead
 from tests.factories import CampaignFactory
 
@@ -142,3 +144,27 @@ def test_a_number_too_large_to_work_with_is_refused_at_the_start(name: str, valu
     assert result.returncode == 1
     assert f"{name} must be at most" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["MEDIA_ROOT", "LEADRANK_VAR_DIR", "LEADRANK_DATA_DIR", "LOG_LEVEL"])
+def test_a_variable_set_empty_means_its_default(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, "")
+    assert env_str(name, "default") == "default"
+    monkeypatch.setenv(name, "  ")
+    assert env_str(name, "default") == "default"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", True), ("yes", True), ("0", False), ("False", False)])
+def test_a_boolean_variable_reads_the_usual_spellings_and_empty_as_its_default(
+    monkeypatch: pytest.MonkeyPatch, raw: str, expected: bool
+) -> None:
+    monkeypatch.setenv("LEADRANK_TEST_FLAG", raw)
+    assert env_bool("LEADRANK_TEST_FLAG", default=True) is expected
+
+
+def test_a_bad_variable_is_an_improperly_configured_error_for_code_that_catches_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LEADRANK_TEST_FLAG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="LEADRANK_TEST_FLAG must be a boolean"):
+        env_bool("LEADRANK_TEST_FLAG")
