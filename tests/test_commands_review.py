@@ -13,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
 from config.env import env_bool, env_str
+from leads.management.commands import run as run_command
 from leads.models import Lead
 from tests.factories import CampaignFactory
 
@@ -168,3 +169,25 @@ def test_a_bad_variable_is_an_improperly_configured_error_for_code_that_catches_
     monkeypatch.setenv("LEADRANK_TEST_FLAG", "maybe")
     with pytest.raises(ImproperlyConfigured, match="LEADRANK_TEST_FLAG must be a boolean"):
         env_bool("LEADRANK_TEST_FLAG")
+
+
+@pytest.fixture
+def run_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run`` set up nothing: it would migrate, load demo data and start the Procfile."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("run went on past its arguments")
+
+    monkeypatch.setattr(run_command, "call_command", refuse)
+
+
+@pytest.mark.parametrize(
+    ("variable", "args"), [("abc", []), ("", ["--port", "0"]), ("8000", ["--port", "70000"])]
+)
+@pytest.mark.usefixtures("run_does_nothing")
+def test_run_refuses_a_bad_port_with_one_line_before_setting_anything_up(
+    monkeypatch: pytest.MonkeyPatch, variable: str, args: list[str]
+) -> None:
+    monkeypatch.setenv("PORT", variable)
+    with pytest.raises(CommandError, match=r"PORT must be an integer|port must be between 1 and 65535"):
+        call_command("run", *args)

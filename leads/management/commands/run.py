@@ -6,12 +6,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
 
+from config.env import env_int
 from prioritization.metrics import reset_multiprocess_dir
 
 
@@ -22,10 +24,19 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        # The default is read in handle(): a bad PORT is then one line, not a traceback
+        # raised while the parser is being built.
+        parser.add_argument("--port", type=int, default=None, help="default: PORT, else 8000")
         parser.add_argument("--no-demo", action="store_true", help="Do not load the demo data set.")
 
-    def handle(self, *args: Any, port: int, no_demo: bool, **options: Any) -> None:
+    def handle(self, *args: Any, port: int | None, no_demo: bool, **options: Any) -> None:
+        if port is None:
+            try:
+                port = env_int("PORT", 8000)
+            except ImproperlyConfigured as exc:
+                raise CommandError(str(exc)) from None
+        if not 1 <= port <= 65_535:
+            raise CommandError(f"The port must be between 1 and 65535, got {port}.")
         call_command("migrate", interactive=False, verbosity=0)
         username, password = self._ensure_admin()
         if not no_demo:
