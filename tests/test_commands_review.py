@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
@@ -191,3 +192,21 @@ def test_run_refuses_a_bad_port_with_one_line_before_setting_anything_up(
     monkeypatch.setenv("PORT", variable)
     with pytest.raises(CommandError, match=r"PORT must be an integer|port must be between 1 and 65535"):
         call_command("run", *args)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("variable", ["DJANGO_SUPERUSER_USERNAME", "DJANGO_SUPERUSER_PASSWORD"])
+def test_run_takes_an_admin_variable_set_empty_as_unset(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str
+) -> None:
+    monkeypatch.setattr(settings, "VAR_DIR", tmp_path)
+    monkeypatch.delenv("DJANGO_SUPERUSER_USERNAME", raising=False)
+    monkeypatch.delenv("DJANGO_SUPERUSER_PASSWORD", raising=False)
+    monkeypatch.setenv(variable, "")
+
+    username, password = run_command.Command()._ensure_admin()
+
+    assert username == "admin"
+    assert password
+    assert password == (tmp_path / "admin_password").read_text()
+    assert get_user_model().objects.get(username="admin").check_password(password)

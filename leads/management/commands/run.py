@@ -87,11 +87,13 @@ class Command(BaseCommand):
         """The admin user from DJANGO_SUPERUSER_USERNAME / _PASSWORD, else `admin` with a
         password generated once and kept in var/admin_password."""
         user_model = get_user_model()
-        username = os.environ.get("DJANGO_SUPERUSER_USERNAME", "admin")
-        password = os.environ.get("DJANGO_SUPERUSER_PASSWORD")
+        # Set empty (an env file's "NAME="), each means its default: a user named "" cannot
+        # be created, and an empty password cannot be typed into the login form.
+        username = os.environ.get("DJANGO_SUPERUSER_USERNAME", "").strip() or "admin"
+        password = os.environ.get("DJANGO_SUPERUSER_PASSWORD") or None
         stored = Path(settings.VAR_DIR) / "admin_password"
         if password is None:
-            if stored.exists():
+            if stored.exists() and stored.read_text().strip():
                 password = stored.read_text().strip()
             else:
                 password = secrets.token_urlsafe(12)
