@@ -3,6 +3,7 @@ exit, nothing lost."""
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
 from config.env import env_bool, env_str
+from leads.management.commands import bench as bench_command
 from leads.management.commands import run as run_command
 from leads.models import Lead
 from tests.factories import CampaignFactory
@@ -210,3 +212,45 @@ def test_run_takes_an_admin_variable_set_empty_as_unset(
     assert password
     assert password == (tmp_path / "admin_password").read_text()
     assert get_user_model().objects.get(username="admin").check_password(password)
+
+
+@pytest.fixture
+def benchmarks_do_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmarks themselves take minutes: a test that reaches one fails instead."""
+
+    def refuse(**kwargs: object) -> None:
+        raise AssertionError("the benchmark started")
+
+    monkeypatch.setattr(bench_command, "run_ingest_benchmark", refuse)
+    monkeypatch.setattr(bench_command, "run_claim_benchmark", refuse)
+
+
+@pytest.mark.usefixtures("benchmarks_do_nothing")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "--rows", "0"], "--rows must be at least 1, got 0"),
+        (["ingest", "--batch", "0"], "--batch must be at least 1"),
+        (["ingest", "--batch", "10001"], "--batch must be at most 10000"),
+        (["ingest", "--clients", "-2"], "--clients must be at least 1"),
+        (["ingest", "--workers", "0"], "--workers must be at least 1"),
+        (["claim", "--leads", "-1"], "--leads must be at least 1"),
+        (["claim", "--seconds", "0"], "--seconds must be at least 1"),
+        (["claim", "--decay-claims", "0"], "--decay-claims must be at least 1"),
+        (["claim", "--small-leads", "0"], "--small-leads must be at least 1"),
+    ],
+)
+def test_bench_refuses_counts_it_cannot_run_with_before_building_anything(
+    args: list[str], message: str
+) -> None:
+    with pytest.raises(CommandError, match=re.escape(message)):
+        call_command("bench", *args, stdout=io.StringIO())
+
+
+def test_bench_claim_without_wrk_is_one_readable_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_wrk(**kwargs: object) -> None:
+        raise RuntimeError("wrk is not installed: the claim benchmark drives the API with it.")
+
+    monkeypatch.setattr(bench_command, "run_claim_benchmark", no_wrk)
+    with pytest.raises(CommandError, match="wrk is not installed"):
+        call_command("bench", "claim", stdout=io.StringIO())

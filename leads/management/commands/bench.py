@@ -1,7 +1,8 @@
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from leads.ingest_bench import run_ingest_benchmark
 from prioritization.claim_bench import run_claim_benchmark
@@ -28,6 +29,21 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Checked before the throwaway database is built and filled: a 0 or a negative
+        # number otherwise failed minutes in, with a traceback.
+        counts = (
+            ("rows", "batch", "clients", "workers")
+            if options["which"] == "ingest"
+            else ("leads", "seconds", "decay_claims", "small_leads")
+        )
+        for name in counts:
+            if options[name] < 1:
+                raise CommandError(f"--{name.replace('_', '-')} must be at least 1, got {options[name]}.")
+        if options["which"] == "ingest" and options["batch"] > settings.LEADRANK_API_BATCH_MAX:
+            raise CommandError(
+                f"--batch must be at most {settings.LEADRANK_API_BATCH_MAX} (LEADRANK_API_BATCH_MAX), "
+                f"got {options['batch']}."
+            )
         if options["which"] == "ingest":
             result = run_ingest_benchmark(
                 rows=options["rows"],
@@ -37,11 +53,15 @@ class Command(BaseCommand):
                 write=self.stdout.write,
             )
         else:
-            result = run_claim_benchmark(
-                leads=options["leads"],
-                seconds=options["seconds"],
-                decay_claims=options["decay_claims"],
-                small_leads=options["small_leads"],
-                write=self.stdout.write,
-            )
+            try:
+                result = run_claim_benchmark(
+                    leads=options["leads"],
+                    seconds=options["seconds"],
+                    decay_claims=options["decay_claims"],
+                    small_leads=options["small_leads"],
+                    write=self.stdout.write,
+                )
+            except RuntimeError as exc:
+                # wrk missing, or a load tool that failed: the benchmark's own message.
+                raise CommandError(str(exc)) from None
         self.stdout.write(json.dumps(result))
