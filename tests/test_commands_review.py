@@ -2,6 +2,7 @@
 exit, nothing lost."""
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -18,7 +19,9 @@ from config.env import env_bool, env_str
 from leads.management.commands import bench as bench_command
 from leads.management.commands import run as run_command
 from leads.models import Lead
+from prioritization.management.commands import simulate as simulate_command
 from tests.factories import CampaignFactory
+from tests.prioritization.simulation_builders import write_data_dir
 
 BASE_DIR = Path(settings.BASE_DIR)
 
@@ -254,3 +257,58 @@ def test_bench_claim_without_wrk_is_one_readable_line(monkeypatch: pytest.Monkey
     monkeypatch.setattr(bench_command, "run_claim_benchmark", no_wrk)
     with pytest.raises(CommandError, match="wrk is not installed"):
         call_command("bench", "claim", stdout=io.StringIO())
+
+
+# A small simulation: 2 h 24 min of the test call log, three contractors.
+SMALL_SIMULATION = ["--start", "2026-02-09T08:00", "--days", "0.1", "--contractors", "3"]
+
+
+@pytest.mark.django_db
+def test_simulate_refuses_a_chart_path_it_cannot_write_before_simulating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_data_dir(tmp_path / "data")
+
+    def refuse(**kwargs: object) -> None:
+        raise AssertionError("the simulation started")
+
+    monkeypatch.setattr(simulate_command, "compare_policies", refuse)
+    with pytest.raises(CommandError, match="is a directory"):
+        call_command("simulate", "--data-dir", str(data), "--chart", str(tmp_path), stdout=io.StringIO())
+    with pytest.raises(CommandError, match="does not exist"):
+        call_command(
+            "simulate",
+            "--data-dir",
+            str(data),
+            "--chart",
+            str(tmp_path / "no" / "c.png"),
+            stdout=io.StringIO(),
+        )
+
+
+@pytest.mark.django_db
+def test_simulate_prints_its_figures_when_the_chart_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_data_dir(tmp_path / "data")
+
+    def disk_full(self: Path, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"Cannot write the chart .*No space left on device"):
+        call_command(
+            "simulate",
+            *SMALL_SIMULATION,
+            "--data-dir",
+            str(data),
+            "--json",
+            "--chart",
+            str(tmp_path / "chart.png"),
+            stdout=out,
+            stderr=io.StringIO(),
+        )
+
+    result = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert [policy["name"] for policy in result["policies"]] == ["FIFO", "default"]

@@ -126,6 +126,12 @@ class Command(BaseCommand):
         as_json = options["json"]
         if options["jobs"] < 1:
             raise ValueError("--jobs must be at least 1.")
+        chart: Path | None = options["chart"]
+        # Checked before the simulation, which takes minutes: the chart is written after it.
+        if chart is not None and chart.is_dir():
+            raise CommandError(f"--chart {chart} is a directory; name the PNG file to write.")
+        if chart is not None and not chart.parent.is_dir():
+            raise CommandError(f"--chart {chart}: the folder {chart.parent} does not exist.")
         scenario_options = ScenarioOptions(
             data_dir=options["data_dir"] or Path(settings.LEADRANK_DATA_DIR),
             contractors=options["contractors"],
@@ -159,24 +165,27 @@ class Command(BaseCommand):
         )
         for note in comparison.notes:
             progress(f"Note: {note}")
-        if options["chart"] is not None:
+        chart_error = None
+        if chart is not None:
             png = render_chart(
                 comparison.policies,
                 sla_target=scenario_options.sla_target,
                 sla_minutes=scenario_options.sla_minutes,
             )
             try:
-                options["chart"].write_bytes(png)
+                chart.write_bytes(png)
             except OSError as exc:
-                raise CommandError(
-                    f"Cannot write the chart to {options['chart']}: {exc.strerror or exc}."
-                ) from exc
-            progress(f"Chart written to {options['chart']}.")
+                chart_error = f"Cannot write the chart to {chart}: {exc.strerror or exc}."
+            else:
+                progress(f"Chart written to {chart}.")
+        # The figures are printed even when the chart could not be written: they took minutes.
         if as_json:
             self.stdout.write(json.dumps(comparison.as_json(), separators=(",", ":")))
-            return
-        self.stdout.write(format_table(comparison.policies, sla_target=scenario_options.sla_target))
-        self.stdout.write(f"Simulated in {comparison.seconds:.0f} s.")
+        else:
+            self.stdout.write(format_table(comparison.policies, sla_target=scenario_options.sla_target))
+            self.stdout.write(f"Simulated in {comparison.seconds:.0f} s.")
+        if chart_error is not None:
+            raise CommandError(chart_error)
 
     def _run_child(self, options: dict[str, Any]) -> None:
         """One policy over the scenario, in the database of DATABASE_URL (a throwaway clone)."""
