@@ -19,6 +19,7 @@ from config.env import env_bool, env_str
 from leads.management.commands import bench as bench_command
 from leads.management.commands import run as run_command
 from leads.models import Lead
+from prioritization.management.commands import evaluate_model as evaluate_command
 from prioritization.management.commands import simulate as simulate_command
 from tests.factories import CampaignFactory
 from tests.prioritization.simulation_builders import write_data_dir
@@ -312,3 +313,20 @@ def test_simulate_prints_its_figures_when_the_chart_cannot_be_written(
 
     result = json.loads(out.getvalue().strip().splitlines()[-1])
     assert [policy["name"] for policy in result["policies"]] == ["FIFO", "default"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "source",
+    [["--file", "leads.csv", "--target", "Converted", "--features", "City"], ["--bench-training", "1000"]],
+)
+def test_evaluate_model_refuses_a_window_it_would_ignore(
+    source: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the evaluation started")
+
+    monkeypatch.setattr(evaluate_command, "evaluate_file", refuse)
+    monkeypatch.setattr(evaluate_command.Command, "_bench", refuse)
+    with pytest.raises(CommandError, match="--window-days applies to --customer-id only"):
+        call_command("evaluate_model", *source, "--window-days", "30", stdout=io.StringIO())

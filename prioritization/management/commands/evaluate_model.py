@@ -68,6 +68,9 @@ class Command(BaseCommand):
         if error := window_days_error(options["window_days"]):
             raise CommandError(error)
         settings = LearningSettings(holdout_share=share)
+        if options["window_days"] is not None and options["customer_id"] is None:
+            # A file's rows are all used, and the training benchmark makes its own outcomes.
+            raise CommandError("--window-days applies to --customer-id only.")
         try:
             if options["file"] is not None:
                 comparison = self._file(options, settings)
