@@ -20,7 +20,7 @@ install: $(STAMP)
 # Development / demo start: DEBUG on unless set, embedded PostgreSQL unless DATABASE_URL,
 # filesystem broker unless CELERY_BROKER_URL.
 run: install
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py run --port $(PORT)
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py run --port $(or $(PORT),8000)
 
 test: install
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-false} SECRET_KEY=$${SECRET_KEY:-test-only-secret} $(PY) -m pytest $(PYTEST_ARGS)
