@@ -78,7 +78,7 @@ class Command(BaseCommand):
         now: dt.datetime,
         rng: random.Random,
     ) -> list[dict[str, Any]]:
-        rows = _first_rows(data_dir / "x_education_leads" / "Leads.csv", X_EDUCATION_ROWS)
+        rows = _first_rows(data_dir / "x_education_leads" / "Leads.csv", X_EDUCATION_ROWS, "Prospect ID")
         if not rows:
             rows = [
                 {
@@ -115,7 +115,9 @@ class Command(BaseCommand):
         self, data_dir: Path, customer: Customer, campaign: Campaign, now: dt.datetime, rng: random.Random
     ) -> list[dict[str, Any]]:
         rows = _first_rows(
-            data_dir / "olist_marketing_funnel" / "olist_marketing_qualified_leads_dataset.csv", OLIST_ROWS
+            data_dir / "olist_marketing_funnel" / "olist_marketing_qualified_leads_dataset.csv",
+            OLIST_ROWS,
+            "mql_id",
         )
         if not rows:
             rows = [
@@ -140,9 +142,15 @@ class Command(BaseCommand):
         ]
 
 
-def _first_rows(path: Path, count: int) -> list[dict[str, str]]:
-    """The first ``count`` rows of a CSV file; none when the file is not there."""
-    if not path.exists():
+def _first_rows(path: Path, count: int, id_column: str) -> list[dict[str, str]]:
+    """The first ``count`` rows of a CSV file; none (the caller makes synthetic ones) when
+    the file is not there, is no UTF-8 text, or lacks the column that identifies a lead
+    (``LEADRANK_DATA_DIR`` pointing at other files)."""
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if id_column not in (reader.fieldnames or []):
+                return []
+            return [row for row in itertools.islice(reader, count) if row.get(id_column)]
+    except (OSError, UnicodeDecodeError, csv.Error):
         return []
-    with path.open(encoding="utf-8", newline="") as handle:
-        return list(itertools.islice(csv.DictReader(handle), count))
