@@ -3,17 +3,20 @@ leads through the claim's indexes (never the whole queue) and ranks them as next
 them out; the version history and the forms' model choices stay bounded."""
 
 import datetime as dt
+import re
 from typing import Any
 from unittest import mock
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from leads.models import ALL_WEEKDAYS, Campaign, Customer, Lead, QueueStatus
 from prioritization import admin_preview
+from prioritization.admin import HISTORY_VERSIONS
 from prioritization.admin_preview import build_preview, draft_params
-from prioritization.models import version_values
+from prioritization.models import ModelVersion, PolicyVersion, PriorityPolicy, version_values
 from prioritization.services import claim_next_lead, current_versions, ranked_leads_at
 from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
 from tests.prioritization.conftest import T0, add_leads, set_policy
@@ -241,3 +244,64 @@ def test_the_preview_of_a_customer_with_nothing_or_little_to_call(admin_client: 
     else:
         assert (preview.eligible, preview.current, preview.draft) == (0, [], [])
         assert "No eligible lead to rank." in response.content.decode()
+
+
+# --- The policy's page: version history and model choices -------------------------------------
+
+
+def many_versions(customer: Customer, count: int, *, user: Any = None) -> PriorityPolicy:
+    policy = PriorityPolicy.objects.create(customer=customer, name=f"Policy of {customer}")
+    PolicyVersion.objects.bulk_create(
+        PolicyVersion(policy=policy, number=n, created_by=user, note=f"change {n}", stale_every=n % 3)
+        for n in range(1, count + 1)
+    )
+    policy.current_version = PolicyVersion.objects.get(policy=policy, number=count)
+    policy.save(update_fields=["current_version"])
+    return policy
+
+
+def test_the_policy_page_lists_its_newest_versions_and_links_to_all_of_them(
+    admin_client: Any, admin_user: Any
+) -> None:
+    policy = many_versions(CustomerFactory(), HISTORY_VERSIONS + 10, user=admin_user)
+
+    content = admin_client.get(
+        reverse("admin:prioritization_prioritypolicy_change", args=[policy.pk])
+    ).content
+    page = content.decode()
+
+    shown = re.findall(r'data-version="(\d+)"', page)
+    assert [int(number) for number in shown] == list(range(HISTORY_VERSIONS + 10, 10, -1))
+    # The oldest shown still says what it changed (compared with the version before it).
+    assert "<code>stale_every</code>: 1 &rarr; 2" in page
+    assert "first version" not in page
+    versions = reverse("admin:prioritization_policyversion_changelist")
+    assert f'href="{versions}?policy__id__exact={policy.pk}"' in page
+
+
+def test_the_version_history_costs_the_same_queries_for_many_versions(
+    admin_client: Any, admin_user: Any, django_assert_max_num_queries: Any
+) -> None:
+    few = many_versions(CustomerFactory(), 2, user=admin_user)
+    many = many_versions(CustomerFactory(), 40, user=admin_user)
+    model = ModelVersion.objects.create(
+        customer=many.customer,
+        number=1,
+        trained_at=T0,
+        trigger="admin",
+        training_rows=1,
+        positive_rows=0,
+        holdout_rows=0,
+        all_rows=1,
+        base_rate=0.1,
+    )
+    PolicyVersion.objects.filter(policy=many, number__gt=20).update(
+        weights_source="learned", learned_model=model
+    )
+    with CaptureQueriesContext(connection) as baseline:
+        admin_client.get(reverse("admin:prioritization_prioritypolicy_change", args=[few.pk]))
+
+    with django_assert_max_num_queries(len(baseline) + 1):  # the model choice listed
+        response = admin_client.get(reverse("admin:prioritization_prioritypolicy_change", args=[many.pk]))
+    assert response.status_code == 200
+
