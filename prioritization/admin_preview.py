@@ -103,6 +103,10 @@ def settings_form_fields() -> dict[str, forms.Field]:
         assert field is not None
         if name in JSON_FIELDS:
             field.widget = forms.Textarea(attrs={"rows": 3, "cols": 60, "class": "vLargeTextField"})
+        if isinstance(field, forms.ModelChoiceField) and field.queryset is not None:
+            # A model's label names its customer: read with it, not one query per option (the
+            # simulator's form, which keeps these choices, made 1,000 queries for 1,000 models).
+            field.queryset = field.queryset.select_related("customer")
         made[name] = field
     return made
 

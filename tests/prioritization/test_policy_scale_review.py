@@ -305,3 +305,27 @@ def test_the_version_history_costs_the_same_queries_for_many_versions(
         response = admin_client.get(reverse("admin:prioritization_prioritypolicy_change", args=[many.pk]))
     assert response.status_code == 200
 
+
+def test_the_simulator_form_reads_the_models_it_offers_in_one_query(
+    admin_client: Any, django_assert_max_num_queries: Any
+) -> None:
+    url = reverse("admin:prioritization_simulationrun_add")
+    with CaptureQueriesContext(connection) as baseline:
+        admin_client.get(url)
+    for number in range(1, 21):
+        ModelVersion.objects.create(
+            customer=CustomerFactory(),
+            number=number,
+            trained_at=T0,
+            trigger="admin",
+            training_rows=1,
+            positive_rows=0,
+            holdout_rows=0,
+            all_rows=1,
+            base_rate=0.1,
+        )
+
+    with django_assert_max_num_queries(len(baseline)):
+        response = admin_client.get(url)
+    assert response.status_code == 200
+    assert response.content.decode().count("model v") >= 20
