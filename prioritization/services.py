@@ -1468,18 +1468,19 @@ def ranked_leads_at(
 ) -> list[Ranked]:
     """Every eligible lead of the campaigns ranked at ``now`` by brute force (admin preview,
     simulator checks, tests' oracle). A scan: not for the claim path."""
-    leads = Lead.objects.filter(campaign_id__in=campaign_ids).filter(
+    # As a claim sees them: a held lead whose lease ran out before it is due again (a held
+    # lead re-pushed with a later rescheduled_at) goes back to waiting, not to a contractor.
+    leads = Lead.objects.filter(campaign_id__in=campaign_ids, campaign__active=True).filter(
         Q(status=QueueStatus.READY)
         | Q(status=QueueStatus.WAITING, due_at__lte=now)
-        | Q(status=QueueStatus.HELD, lease_expires_at__lte=now)
+        | Q(status=QueueStatus.HELD, lease_expires_at__lte=now, due_at__lte=now)
     )
     in_force: dict[int, PolicyParams] = {}
 
     def params_of(lead: Lead) -> PolicyParams:
-        if not lead.scored_version:
-            return PolicyParams()
-        # A version deleted with its policy: the one in force, as the claim does.
-        if (params := existing_params(lead.scored_version)) is not None:
+        # As a claim (_scored_params): the version the lead was keyed under; when there is
+        # none (never scored) or it was deleted with its policy, the customer's in force.
+        if lead.scored_version and (params := existing_params(lead.scored_version)) is not None:
             return params
         if lead.customer_id not in in_force:
             version = current_versions([lead.customer_id])[lead.customer_id]

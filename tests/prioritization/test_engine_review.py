@@ -24,6 +24,7 @@ from prioritization.services import (
     record_outcome,
     rescore_leads,
 )
+from tests.factories import CampaignFactory, LeadFactory
 from tests.prioritization.conftest import T0, add_lead, add_leads, claim, set_policy
 
 pytestmark = pytest.mark.django_db
@@ -248,6 +249,50 @@ def test_a_process_that_cached_a_deleted_policys_version_still_hands_out_its_lea
     assert result.decision.policy_version_id == current_versions([customer.pk])[customer.pk].pk
     lead.refresh_from_db()
     assert (lead.status, lead.holder_id) == (QueueStatus.HELD, contractor.pk)
+
+
+# --- The brute-force ranking sees what a claim sees --------------------------------------------
+
+
+def test_the_brute_force_ranking_scores_a_never_scored_lead_under_the_policy_in_force(
+    all_day_campaign: Campaign,
+) -> None:
+    # A row written around the ingest paths (no key, no version): the claim ranks it under
+    # the customer's version in force, not under built-in defaults.
+    customer = all_day_campaign.customer
+    in_force = set_policy(customer, live_decay_minutes=200, city_weights={"Pune": 2.0})
+    lead = LeadFactory(campaign=all_day_campaign, created_at=T0 - MINUTE)
+    assert (lead.scored_version, lead.priority_key) == (None, None)
+
+    (ranked,) = ranked_leads_at(campaign_ids=[all_day_campaign.pk], now=T0)
+
+    assert ranked.candidate.policy == params_for_version(in_force.pk)
+
+
+def test_the_brute_force_ranking_leaves_out_what_a_claim_would_not_hand_out(
+    all_day_campaign: Campaign, make_contractor
+) -> None:
+    contractor = make_contractor(all_day_campaign)
+    holder = make_contractor(all_day_campaign)
+    with time_machine.travel(T0 - HOUR, tick=False):
+        ready, held = add_leads(all_day_campaign, {}, {})
+    # Its lease ran out, but it was re-pushed to be due later: it goes back to waiting.
+    Lead.objects.filter(pk=held.pk).update(
+        status=QueueStatus.HELD, holder=holder, lease_expires_at=T0 - MINUTE, due_at=T0 + HOUR
+    )
+    paused = CampaignFactory(customer=all_day_campaign.customer, active=False)
+    with time_machine.travel(T0 - HOUR, tick=False):
+        add_leads(paused, {})
+
+    ranked = ranked_leads_at(campaign_ids=[all_day_campaign.pk, paused.pk], now=T0)
+
+    assert [r.candidate.lead_id for r in ranked] == [ready.pk]
+    with time_machine.travel(T0, tick=False):
+        first = claim_next_lead(contractor_id=contractor.pk, campaign_ids=[all_day_campaign.pk])
+        assert first is not None
+        assert first.lead.pk == ready.pk
+        record_outcome(lead_id=ready.pk, contractor_id=contractor.pk, disposition="converted")
+        assert claim_next_lead(contractor_id=contractor.pk, campaign_ids=[all_day_campaign.pk]) is None
 
 
 # --- Outcomes against concurrent changes --------------------------------------------------
