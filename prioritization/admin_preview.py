@@ -14,7 +14,6 @@ queue (a customer may queue a million leads). Nothing is written.
 
 import dataclasses
 import datetime as dt
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -251,11 +250,6 @@ def customers_for_preview(policy: PriorityPolicy | None) -> QuerySet[Customer]:
 # "More than this many" eligible leads: the count stops here (a customer may queue millions).
 ELIGIBLE_COUNT_CAP = 10_000
 
-# What the preview reads of a lead: the claim's candidate columns.
-_POOL_COLUMNS = (
-    "id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version, "
-    "city, source, stage, pricing_plan, created_at, due_at, last_activity"
-)
 # Leads a claim would wake first (due again, or their lease ran out): as the claim's wake.
 _WOKEN_WHERE = (
     "campaign_id = c.campaign_id AND ((status = 'waiting' AND due_at <= %(now)s) "
@@ -273,21 +267,21 @@ _WOKEN_WHERE = (
 _POOL_SQL = f"""
 SELECT x.* FROM unnest(%(campaigns)s::bigint[]) AS c(campaign_id)
 CROSS JOIN LATERAL (
-    (SELECT {_POOL_COLUMNS} FROM leads_lead
+    (SELECT {services.CANDIDATE_COLUMNS} FROM leads_lead
      WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
      ORDER BY priority_key DESC NULLS LAST, id LIMIT %(top)s)
     UNION ALL
-    (SELECT {_POOL_COLUMNS} FROM leads_lead
+    (SELECT {services.CANDIDATE_COLUMNS} FROM leads_lead
      WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'stale'
      ORDER BY priority_key DESC NULLS LAST, id LIMIT %(top)s)
     UNION ALL
-    (SELECT {_POOL_COLUMNS} FROM leads_lead
+    (SELECT {services.CANDIDATE_COLUMNS} FROM leads_lead
      WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
        AND first_attempt_at IS NULL AND sla_deadline > %(now)s
      ORDER BY sla_deadline, id LIMIT %(top)s)
     UNION ALL
-    SELECT {_POOL_COLUMNS} FROM (
-        SELECT {_POOL_COLUMNS},
+    SELECT {services.CANDIDATE_COLUMNS} FROM (
+        SELECT {services.CANDIDATE_COLUMNS},
                row_number() OVER (PARTITION BY lead_type ORDER BY priority_key DESC NULLS LAST, id) AS by_key,
                row_number() OVER (
                    ORDER BY CASE WHEN lead_type = 'live' AND first_attempt_at IS NULL
@@ -374,37 +368,17 @@ def _score(ranked: Ranked) -> float:
 
 
 def _read_pool(
-    *, campaign_ids: list[int], in_force: PolicyParams, now: dt.datetime, top: int
+    *, campaign_ids: list[int], in_force: PolicyVersion, now: dt.datetime, top: int
 ) -> tuple[list[Candidate], dict[int, LeadFacts]]:
-    """The candidates :data:`_POOL_SQL` reads, keyed as the claim keys them: under the version
-    each was scored with, else (never scored, or its version deleted) the one in force."""
+    """The candidates :data:`_POOL_SQL` reads, keyed as the claim keys them."""
     with transaction.atomic(), connection.cursor() as cursor:
         # The planner's cost of a few hundred small index lookups passes jit_above_cost:
         # compiling the plan took 0.44 s for a statement that runs in 30 ms (200 campaigns).
         cursor.execute("SET LOCAL jit = off")
         cursor.execute(_POOL_SQL, {"campaigns": campaign_ids, "now": now, "top": top})
         rows = cursor.fetchall()
-    candidates: list[Candidate] = []
-    facts: dict[int, LeadFacts] = {}
-    for row in rows:
-        lead_id, lead_type, key, deadline, first_attempt_at, version = row[:6]
-        if lead_id in facts:  # in two lists (a live lead near its deadline)
-            continue
-        city, source, stage, plan, created_at, due_at, last_activity = row[6:]
-        facts[lead_id] = LeadFacts(
-            lead_type, city, source, stage, plan, created_at, due_at, last_activity, first_attempt_at
-        )
-        candidates.append(
-            Candidate(
-                lead_id=lead_id,
-                lead_type=lead_type,
-                key=key if key is not None and math.isfinite(key) else -1e300,
-                deadline=deadline,
-                first_attempt_at=first_attempt_at,
-                policy=(services.existing_params(version) if version else None) or in_force,
-            )
-        )
-    return candidates, facts
+    unique = list({row[0]: row for row in rows}.values())  # a live lead near its deadline is in two lists
+    return services.candidates_from_rows(unique, dict.fromkeys(campaign_ids, in_force))
 
 
 def _count_eligible(campaign_ids: list[int], now: dt.datetime) -> int:
@@ -432,7 +406,7 @@ def build_preview(
     facts: dict[int, LeadFacts] = {}
     eligible = 0
     if campaign_ids:
-        in_force = services.params_for_version(services.current_versions([customer.pk])[customer.pk].pk)
+        in_force = services.current_versions([customer.pk])[customer.pk]
         candidates, facts = _read_pool(campaign_ids=campaign_ids, in_force=in_force, now=now, top=top)
         eligible = _count_eligible(campaign_ids, now) if candidates else 0
 

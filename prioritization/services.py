@@ -293,7 +293,7 @@ class Claim:
     repeated: bool  # the contractor already held this lead (a retried request)
 
 
-_CANDIDATE_COLUMNS = (
+CANDIDATE_COLUMNS = (
     "id, lead_type, priority_key, sla_deadline, first_attempt_at, scored_version, "
     "city, source, stage, pricing_plan, created_at, due_at, last_activity, campaign_id"
 )
@@ -336,7 +336,7 @@ due AS (
     SET status = CASE WHEN l.due_at <= %(now)s THEN 'ready' ELSE 'waiting' END,
         holder_id = NULL, lease_expires_at = NULL, claimed_at = NULL
     WHERE l.id IN (SELECT id FROM due UNION ALL SELECT id FROM expired)
-    RETURNING {_CANDIDATE_COLUMNS}
+    RETURNING {CANDIDATE_COLUMNS}
 ), logged AS (
     INSERT INTO leads_leadevent (lead_id, kind, at, contractor_id, disposition, idempotency_key, detail)
     SELECT id, 'lease_expired', %(now)s, holder_id, '', '', '{{}}' FROM expired
@@ -383,21 +383,21 @@ WITH {_WAKE_CTES}, me AS MATERIALIZED (
     FROM (SELECT campaign_id FROM owners WHERE active) c
     CROSS JOIN LATERAL (
         SELECT * FROM (
-            SELECT {_CANDIDATE_COLUMNS}
+            SELECT {CANDIDATE_COLUMNS}
             FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
               AND id <> ALL(%(excluded)s::bigint[])
             ORDER BY priority_key DESC NULLS LAST, id LIMIT 1
         ) live
         UNION ALL
         SELECT * FROM (
-            SELECT {_CANDIDATE_COLUMNS}
+            SELECT {CANDIDATE_COLUMNS}
             FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'stale'
               AND id <> ALL(%(excluded)s::bigint[])
             ORDER BY priority_key DESC NULLS LAST, id LIMIT 1
         ) stale
         UNION ALL
         SELECT * FROM (
-            SELECT {_CANDIDATE_COLUMNS}
+            SELECT {CANDIDATE_COLUMNS}
             FROM leads_lead
             WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
               AND first_attempt_at IS NULL AND sla_deadline > %(now)s
@@ -406,7 +406,7 @@ WITH {_WAKE_CTES}, me AS MATERIALIZED (
         ) at_risk
     ) x
     UNION ALL
-    SELECT {_CANDIDATE_COLUMNS} FROM woken
+    SELECT {CANDIDATE_COLUMNS} FROM woken
     WHERE campaign_id IN (SELECT campaign_id FROM owners WHERE active) AND id <> ALL(%(excluded)s::bigint[])
       AND due_at <= %(now)s
 )
@@ -580,7 +580,7 @@ def _claim_once(
     versions = _versions_of_campaigns(version_campaigns or [], version_ids or [])
     _check_caps(contractor_id=contractor_id, versions=versions.values(), now=now)
     stale_every = max((v.stale_every for v in versions.values()), default=0)
-    candidates, facts = _candidates([row[6:] for row in rows if row[6] is not None], versions)
+    candidates, facts = candidates_from_rows([row[6:] for row in rows if row[6] is not None], versions)
     chosen = choose(candidates, now=now, claims_so_far=claims_made, stale_every=stale_every)
     if chosen is None:
         return None
@@ -593,9 +593,12 @@ def _claim_once(
     )
 
 
-def _candidates(
+def candidates_from_rows(
     rows: list[tuple[Any, ...]], versions: dict[int, PolicyVersion]
 ) -> tuple[list[Candidate], dict[int, LeadFacts]]:
+    """Rows of :data:`CANDIDATE_COLUMNS` as the claim ranks them, each under the version it
+    was keyed with, else its campaign's version in ``versions`` (see :func:`_scored_params`);
+    and each lead's facts, from which a draft policy keys it again (the admin's preview)."""
     candidates = []
     facts: dict[int, LeadFacts] = {}
     for row in rows:
