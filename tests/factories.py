@@ -5,7 +5,16 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
 
-from leads.models import Campaign, Contractor, Customer, Lead, LeadType, PricingPlan, QueueStatus
+from leads.models import (
+    ALL_WEEKDAYS,
+    Campaign,
+    Contractor,
+    Customer,
+    Lead,
+    LeadType,
+    PricingPlan,
+    QueueStatus,
+)
 
 
 class CustomerFactory(factory.django.DjangoModelFactory):
@@ -66,3 +75,15 @@ def staff_client(*perms: str, name: str = "clerk") -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+def campaign_calling_all_day(customer: Customer | None = None, **fields: object) -> Campaign:
+    """A campaign whose calling hours are the whole day, every day: reschedules and callbacks
+    are never moved to an opening."""
+    return CampaignFactory(
+        customer=customer or CustomerFactory(),
+        calling_hours_start=dt.time(0),
+        calling_hours_end=dt.time(23, 59, 59, 999999),
+        calling_days=ALL_WEEKDAYS,
+        **fields,
+    )

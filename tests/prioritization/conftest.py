@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from leads.models import ALL_WEEKDAYS, Campaign, Contractor, Customer, Lead
+from leads.models import Campaign, Contractor, Customer, Lead
 from leads.services import ingest_lead_batch
 from prioritization.models import Decision, ModelVersion, PolicyVersion, PriorityPolicy, version_values
 from prioritization.services import claim_next_lead
-from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
+from tests.factories import ContractorFactory, campaign_calling_all_day
 
 # A fixed instant (a Tuesday) the tests travel to; 10:00 UTC is inside default calling hours.
 T0 = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC)
@@ -66,12 +66,7 @@ def claim(contractor: Contractor, campaign: Campaign) -> Lead:
 @pytest.fixture
 def all_day_campaign(db: None) -> Campaign:
     """Calling hours around the clock, every day: reschedules are never moved."""
-    return CampaignFactory(
-        customer=CustomerFactory(),
-        calling_hours_start=dt.time(0, 0),
-        calling_hours_end=dt.time(23, 59, 59, 999999),
-        calling_days=ALL_WEEKDAYS,
-    )
+    return campaign_calling_all_day()
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ from django.db import IntegrityError, connection, transaction
 from django.test import Client
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from leads.models import ALL_WEEKDAYS, Campaign, CloseReason, Customer, Lead, QueueStatus
+from leads.models import Campaign, CloseReason, Customer, Lead, QueueStatus
 from prioritization import alerts, tasks
 from prioritization.models import Alert, AlertKind, CampaignDemand, SlaSnapshot, WebhookState
 from prioritization.schedules import SCHEDULES
 from prioritization.services import claim_next_lead
-from tests.factories import CampaignFactory, CustomerFactory
+from tests.factories import CustomerFactory, campaign_calling_all_day
 from tests.prioritization.conftest import T0, add_lead, add_leads, set_policy
 
 pytestmark = pytest.mark.django_db
@@ -29,20 +29,10 @@ MINUTE = dt.timedelta(minutes=1)
 HOOK = "https://hooks.example.com/leadrank"
 
 
-def all_day_campaign(customer: Customer, **fields: Any) -> Campaign:
-    return CampaignFactory(
-        customer=customer,
-        calling_hours_start=dt.time(0),
-        calling_hours_end=dt.time(23, 59, 59, 999999),
-        calling_days=ALL_WEEKDAYS,
-        **fields,
-    )
-
-
 def sla_customer(name: str = "Acme", webhook: str = "", target: float = 0.9) -> tuple[Customer, Campaign]:
     customer = CustomerFactory(name=name, alert_webhook_url=webhook)
     set_policy(customer, sla_window_minutes=30, sla_protect_minutes=10, sla_target=target)
-    return customer, all_day_campaign(customer)
+    return customer, campaign_calling_all_day(customer)
 
 
 def call(lead: Lead, at: dt.datetime) -> None:
@@ -187,7 +177,7 @@ def asked(campaign: Campaign, at: dt.datetime, empty_at: dt.datetime | None = No
 
 def test_a_campaign_asked_for_with_nothing_to_call_opens_an_empty_queue_alert() -> None:
     customer = CustomerFactory(name="Acme")
-    campaign = all_day_campaign(customer, name="Spring")
+    campaign = campaign_calling_all_day(customer, name="Spring")
     asked(campaign, T0 - MINUTE, empty_at=T0 - MINUTE)
     summary = evaluate()
     alert = Alert.objects.get()
@@ -210,7 +200,7 @@ def test_a_campaign_asked_for_with_nothing_to_call_opens_an_empty_queue_alert() 
 def test_a_campaign_with_a_lead_to_call_now_is_not_empty(make_contractor: Any) -> None:
     customer = CustomerFactory()
     set_policy(customer, lease_seconds=60)
-    ready, waiting_due, expired, later, closed = (all_day_campaign(customer) for _ in range(5))
+    ready, waiting_due, expired, later, closed = (campaign_calling_all_day(customer) for _ in range(5))
     with time_machine.travel(T0 - 10 * MINUTE, tick=False):
         add_lead(ready)
         add_lead(waiting_due, rescheduled_at=(T0 - MINUTE).isoformat())
@@ -228,7 +218,11 @@ def test_a_campaign_with_a_lead_to_call_now_is_not_empty(make_contractor: Any) -
 
 def test_only_recent_demand_on_active_campaigns_raises_and_an_alert_clears_when_demand_stops() -> None:
     customer = CustomerFactory()
-    recent, old, inactive = all_day_campaign(customer), all_day_campaign(customer), all_day_campaign(customer)
+    recent, old, inactive = (
+        campaign_calling_all_day(customer),
+        campaign_calling_all_day(customer),
+        campaign_calling_all_day(customer),
+    )
     inactive.active = False
     inactive.save()
     asked(recent, T0 - dt.timedelta(seconds=alerts.DEMAND_WINDOW_SECONDS))
@@ -242,7 +236,7 @@ def test_only_recent_demand_on_active_campaigns_raises_and_an_alert_clears_when_
 
 
 def test_an_empty_queue_alert_clears_when_a_lead_arrives() -> None:
-    campaign = all_day_campaign(CustomerFactory())
+    campaign = campaign_calling_all_day(CustomerFactory())
     asked(campaign, T0)
     evaluate()
     with time_machine.travel(T0, tick=False):
@@ -263,7 +257,7 @@ def test_the_database_refuses_a_second_open_alert_for_one_condition() -> None:
 
 
 def test_an_evaluation_running_elsewhere_makes_a_second_one_skip() -> None:
-    asked(all_day_campaign(CustomerFactory()), T0)
+    asked(campaign_calling_all_day(CustomerFactory()), T0)
     with psycopg.connect(**{**connection.get_connection_params(), "autocommit": True}) as other:
         other.execute("SELECT pg_advisory_lock(%s)", [alerts.ALERT_LOCK_KEY])
         assert evaluate().skipped is True
@@ -276,7 +270,7 @@ def test_an_evaluation_running_elsewhere_makes_a_second_one_skip() -> None:
 def test_the_beat_task_evaluates_every_minute() -> None:
     (schedule,) = [s for s in SCHEDULES if s.task == "prioritization.tasks.evaluate_alerts"]
     assert schedule.every_seconds == 60
-    asked(all_day_campaign(CustomerFactory()), dt.datetime.now(dt.UTC))
+    asked(campaign_calling_all_day(CustomerFactory()), dt.datetime.now(dt.UTC))
     summary = tasks.evaluate_alerts()
     assert summary["opened"] == [Alert.objects.get().pk]
 
@@ -331,7 +325,7 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeReceiver]:
 
 def open_empty_queue_alert(webhook: str = HOOK) -> Alert:
     customer = CustomerFactory(name="Acme", alert_webhook_url=webhook)
-    campaign = all_day_campaign(customer, name="Spring")
+    campaign = campaign_calling_all_day(customer, name="Spring")
     asked(campaign, T0)
     evaluate()
     return Alert.objects.get()
@@ -340,8 +334,8 @@ def open_empty_queue_alert(webhook: str = HOOK) -> Alert:
 def test_opening_and_clearing_enqueue_webhooks_on_commit_only_for_customers_with_a_url(
     django_capture_on_commit_callbacks: Any, no_broker: list[tuple[int, str]]
 ) -> None:
-    with_hook = all_day_campaign(CustomerFactory(alert_webhook_url=HOOK))
-    without = all_day_campaign(CustomerFactory())
+    with_hook = campaign_calling_all_day(CustomerFactory(alert_webhook_url=HOOK))
+    without = campaign_calling_all_day(CustomerFactory())
     asked(with_hook, T0)
     asked(without, T0)
     with django_capture_on_commit_callbacks() as callbacks:
@@ -541,7 +535,7 @@ def test_open_alerts_are_shown_on_every_admin_page_to_staff_only(
 def test_the_banner_shows_the_newest_alerts_and_links_to_the_rest(admin_client: Client) -> None:
     customer = CustomerFactory()
     for minute in range(7):
-        campaign = all_day_campaign(customer, name=f"Campaign {minute}")
+        campaign = campaign_calling_all_day(customer, name=f"Campaign {minute}")
         Alert.objects.create(
             kind=AlertKind.EMPTY_QUEUE,
             customer=customer,

@@ -14,7 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from psycopg import sql
 
-from leads.models import ALL_WEEKDAYS, Campaign, Contractor, EventKind, Lead, LeadEvent, QueueStatus
+from leads.models import Campaign, Contractor, EventKind, Lead, LeadEvent, QueueStatus
 from prioritization import services
 from prioritization.models import Decision, PolicyVersion, PriorityPolicy
 from prioritization.scoring import Band, wants_stale
@@ -28,7 +28,7 @@ from prioritization.services import (
     rescore_leads,
     wake_due_leads,
 )
-from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
+from tests.factories import ContractorFactory, CustomerFactory, campaign_calling_all_day
 from tests.prioritization.conftest import T0, add_lead, add_leads, set_policy
 
 MINUTE = dt.timedelta(minutes=1)
@@ -36,15 +36,6 @@ CITIES = ["Mumbai", "Pune", "Delhi", "Atlantis", ""]
 SOURCES = ["ads", "referral", "web", ""]
 STAGES = ["demo", "new", "lost", ""]
 PLANS = ["starter", "pro", "enterprise", None]
-
-
-def all_day_campaign(customer) -> Campaign:
-    return CampaignFactory(
-        customer=customer,
-        calling_hours_start=dt.time(0),
-        calling_hours_end=dt.time(23, 59, 59, 999999),
-        calling_days=ALL_WEEKDAYS,
-    )
 
 
 def oracle(contractor_id: int, campaign_ids: list[int], now: dt.datetime) -> tuple[int | None, Band | None]:
@@ -106,7 +97,9 @@ def test_the_claimed_lead_is_always_the_one_the_brute_force_oracle_ranks_first(s
         lease_seconds=300,
     )
     assert version_b.stale_every == 3
-    campaigns = [all_day_campaign(c) for c in (customer_a, customer_a, customer_b, customer_b, customer_c)]
+    campaigns = [
+        campaign_calling_all_day(c) for c in (customer_a, customer_a, customer_b, customer_b, customer_c)
+    ]
     ids = [c.pk for c in campaigns]
     contractors = [ContractorFactory(campaigns=campaigns) for _ in range(6)]
 
@@ -207,7 +200,7 @@ def decay_changed_between_two_leads(make_contractor) -> tuple[int, Campaign, Lea
     one, added after the policy changed to 200 min, under the new one (at T0)."""
     customer = CustomerFactory()
     set_policy(customer, live_decay_minutes=20)
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     contractor = make_contractor(campaign)
     with time_machine.travel(T0, tick=False):
         older = add_lead(campaign, created_at=T0 - 60 * MINUTE)  # old version: score exp(−60/20)
@@ -256,7 +249,7 @@ def test_the_gap_after_a_decay_change_closes_with_the_rescoring_pass(make_contra
 def test_concurrent_contractors_never_receive_the_same_lead() -> None:
     customer = CustomerFactory()
     set_policy(customer, stale_every=2)
-    campaigns = [all_day_campaign(customer) for _ in range(3)]
+    campaigns = [campaign_calling_all_day(customer) for _ in range(3)]
     ids = [c.pk for c in campaigns]
     rng = random.Random(7)
     leads = []
@@ -310,7 +303,7 @@ def test_concurrent_contractors_never_receive_the_same_lead() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_simultaneous_holds_never_share_a_lead_and_one_contractors_parallel_retries_take_one_lead() -> None:
     customer = CustomerFactory()
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     now = timezone.now()
     leads = add_leads(campaign, *({"created_at": now - MINUTE * i} for i in range(30)))
     contractors = [ContractorFactory(campaigns=[campaign]) for _ in range(6)]
@@ -356,7 +349,7 @@ def test_simultaneous_holds_never_share_a_lead_and_one_contractors_parallel_retr
 def test_a_repeated_request_while_holding_returns_the_same_lead_without_a_second_hold(
     make_contractor,
 ) -> None:
-    campaign = all_day_campaign(CustomerFactory())
+    campaign = campaign_calling_all_day(CustomerFactory())
     contractor = make_contractor(campaign)
     with time_machine.travel(T0, tick=False):
         first, _ = add_leads(campaign, {"created_at": T0 - MINUTE}, {"created_at": T0 - 2 * MINUTE})
@@ -379,7 +372,7 @@ def test_a_repeated_request_while_holding_returns_the_same_lead_without_a_second
 def test_an_expired_lease_returns_the_lead_at_claim_time_without_a_beat_task(make_contractor) -> None:
     customer = CustomerFactory()
     set_policy(customer, lease_seconds=120)
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     holder, other = make_contractor(campaign), make_contractor(campaign)
     with time_machine.travel(T0, tick=False):
         lead = add_lead(campaign)
@@ -403,7 +396,7 @@ def test_an_expired_lease_returns_the_lead_at_claim_time_without_a_beat_task(mak
 def test_the_beat_task_also_returns_expired_leases_and_due_leads(make_contractor) -> None:
     customer = CustomerFactory()
     set_policy(customer, lease_seconds=60)
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     holder = make_contractor(campaign)
     with time_machine.travel(T0, tick=False):
         held = add_lead(campaign)
@@ -425,7 +418,7 @@ def test_the_beat_task_also_returns_expired_leases_and_due_leads(make_contractor
 def test_a_rescheduled_lead_becomes_claimable_at_its_rescheduled_time_without_a_promoter(
     make_contractor,
 ) -> None:
-    campaign = all_day_campaign(CustomerFactory())
+    campaign = campaign_calling_all_day(CustomerFactory())
     contractor = make_contractor(campaign)
     due = T0 + dt.timedelta(minutes=45)
     with time_machine.travel(T0, tick=False):
@@ -447,7 +440,7 @@ def test_a_rescheduled_lead_becomes_claimable_at_its_rescheduled_time_without_a_
 @pytest.mark.django_db
 def test_a_contractor_that_may_not_claim_is_refused_with_a_status(make_contractor) -> None:
     customer = CustomerFactory()
-    campaign, other = all_day_campaign(customer), all_day_campaign(customer)
+    campaign, other = campaign_calling_all_day(customer), campaign_calling_all_day(customer)
     add_lead(campaign)
     with pytest.raises(ClaimRefused, match="Unknown contractor 999999") as unknown:
         claim_next_lead(contractor_id=999999, campaign_ids=[campaign.pk])
@@ -468,7 +461,7 @@ def test_a_contractor_that_may_not_claim_is_refused_with_a_status(make_contracto
 def test_a_contractor_over_its_hourly_cap_is_told_when_to_come_back(make_contractor) -> None:
     customer = CustomerFactory()
     set_policy(customer, claims_per_hour_cap=2)
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     contractor = make_contractor(campaign)
     with time_machine.travel(T0, tick=False):
         add_leads(campaign, *({} for _ in range(4)))
@@ -493,7 +486,7 @@ def test_a_contractor_over_its_hourly_cap_is_told_when_to_come_back(make_contrac
 
 @pytest.mark.django_db
 def test_nothing_eligible_is_none(make_contractor) -> None:
-    campaign = all_day_campaign(CustomerFactory())
+    campaign = campaign_calling_all_day(CustomerFactory())
     contractor = make_contractor(campaign)
     assert claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk]) is None
     with time_machine.travel(T0, tick=False):
@@ -505,7 +498,7 @@ def test_nothing_eligible_is_none(make_contractor) -> None:
 @pytest.mark.django_db
 def test_the_leads_of_an_inactive_campaign_wait_until_it_is_active_again(make_contractor) -> None:
     customer = CustomerFactory()
-    paused, running = all_day_campaign(customer), all_day_campaign(customer)
+    paused, running = campaign_calling_all_day(customer), campaign_calling_all_day(customer)
     contractor = make_contractor(paused, running)
     with time_machine.travel(T0, tick=False):
         # The paused campaign's lead would come first (older), and so would its woken one.
@@ -545,7 +538,7 @@ def test_a_claim_answers_with_reasons_and_logs_the_decision_with_version_band_an
 ) -> None:
     customer = CustomerFactory()
     version = set_policy(customer, city_weights={"Mumbai": 2.0}, live_decay_minutes=20, lease_seconds=600)
-    campaign, second = all_day_campaign(customer), all_day_campaign(customer)
+    campaign, second = campaign_calling_all_day(customer), campaign_calling_all_day(customer)
     contractor = make_contractor(campaign, second)
     with time_machine.travel(T0, tick=False):
         lead = add_lead(campaign, city="Mumbai", created_at=T0 - 10 * MINUTE)
@@ -576,7 +569,7 @@ def test_a_claim_answers_with_reasons_and_logs_the_decision_with_version_band_an
 def test_an_at_risk_decision_says_so(make_contractor) -> None:
     customer = CustomerFactory()
     set_policy(customer, sla_window_minutes=30, sla_protect_minutes=10, city_weights={"Mumbai": 50.0})
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     contractor = make_contractor(campaign)
     with time_machine.travel(T0, tick=False):
         add_lead(campaign, city="Mumbai", created_at=T0)
@@ -591,7 +584,7 @@ def test_an_at_risk_decision_says_so(make_contractor) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_a_lead_another_transaction_is_taking_is_skipped_and_the_next_best_is_handed_out() -> None:
     customer = CustomerFactory()
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     now = timezone.now()
     best, second, _ = add_leads(campaign, *({"created_at": now - MINUTE * i} for i in range(3)))
     contractor = ContractorFactory(campaigns=[campaign])
@@ -612,7 +605,7 @@ def test_a_lead_another_transaction_is_taking_is_skipped_and_the_next_best_is_ha
 
 @pytest.mark.django_db
 def test_without_any_policy_the_default_one_is_made_and_claims_and_outcomes_work(make_contractor) -> None:
-    campaign = all_day_campaign(CustomerFactory())
+    campaign = campaign_calling_all_day(CustomerFactory())
     lead = add_lead(campaign)
     # A database where no policy was ever made (migrations make the default one) and the
     # lead was never scored.
@@ -638,7 +631,7 @@ def test_a_contractor_whose_lease_ran_out_elsewhere_gets_a_new_lead_and_the_old_
 ) -> None:
     customer = CustomerFactory()
     set_policy(customer, lease_seconds=120)
-    first_campaign, second_campaign = all_day_campaign(customer), all_day_campaign(customer)
+    first_campaign, second_campaign = campaign_calling_all_day(customer), campaign_calling_all_day(customer)
     contractor = make_contractor(first_campaign, second_campaign)
     with time_machine.travel(T0, tick=False):
         old = add_lead(first_campaign)
@@ -657,7 +650,7 @@ def test_a_contractor_whose_lease_ran_out_elsewhere_gets_a_new_lead_and_the_old_
 
 @pytest.mark.django_db
 def test_the_database_refuses_a_second_held_lead_for_one_contractor(make_contractor) -> None:
-    campaign = all_day_campaign(CustomerFactory())
+    campaign = campaign_calling_all_day(CustomerFactory())
     contractor = make_contractor(campaign)
     first, second = add_leads(campaign, {}, {})
     lease = timezone.now() + MINUTE
@@ -704,7 +697,7 @@ def test_held_leads_are_looked_up_by_campaign_or_holder_even_when_statistics_saw
     # of one costs less than any lookup. Then contractors hold leads. A generic plan that
     # read the contractor's held lead, the campaigns' expired leases or the lead an outcome
     # writes by scanning one of them whole would filter every held lead, on every claim.
-    campaigns = [all_day_campaign(CustomerFactory()) for _ in range(4)]
+    campaigns = [campaign_calling_all_day(CustomerFactory()) for _ in range(4)]
     leads = add_leads(campaigns[0], *({} for _ in range(60)))
     add_leads(campaigns[1], *({} for _ in range(60)))
     contractors = [make_contractor(*campaigns) for _ in range(61)]
@@ -745,7 +738,7 @@ def test_held_leads_are_looked_up_by_campaign_or_holder_even_when_statistics_saw
 def test_the_claim_read_looks_each_campaign_up_once_by_its_key(make_contractor, monkeypatch) -> None:
     # Its owner (for the policy in force) and whether it is active, in one lookup; a join,
     # or an EXISTS turned into a semi-join, read the whole campaign table on every claim.
-    campaigns = [all_day_campaign(CustomerFactory()) for _ in range(4)]
+    campaigns = [campaign_calling_all_day(CustomerFactory()) for _ in range(4)]
     for campaign in campaigns:
         add_leads(campaign, *({} for _ in range(5)))
     with connection.cursor() as cursor:

@@ -19,12 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 from leads.importers import LeadMapping
-from leads.models import ALL_WEEKDAYS, Campaign, CloseReason, Lead, QueueStatus
+from leads.models import Campaign, CloseReason, Lead, QueueStatus
 from leads.services import import_leads, ingest_lead_batch
 from prioritization import alerts, demand, metrics
 from prioritization.models import Alert, AlertKind, CampaignDemand
 from prioritization.services import claim_next_lead, wake_due_leads
-from tests.factories import CampaignFactory, CustomerFactory
+from tests.factories import CampaignFactory, CustomerFactory, campaign_calling_all_day
 from tests.prioritization.conftest import T0, add_lead, add_leads, set_policy
 
 NEXT = "/api/v1/next-lead/"
@@ -51,15 +51,6 @@ def scrape(client: Client, **extra: Any) -> Samples:
 
 def value(samples: Samples, name: str, **labels: object) -> float:
     return samples.get((name, frozenset((k, str(v)) for k, v in labels.items())), 0.0)
-
-
-def all_day_campaign(customer: Any = None) -> Campaign:
-    return CampaignFactory(
-        customer=customer or CustomerFactory(),
-        calling_hours_start=dt.time(0),
-        calling_hours_end=dt.time(23, 59, 59, 999999),
-        calling_days=ALL_WEEKDAYS,
-    )
 
 
 # --- Who may read it ---------------------------------------------------------------------------
@@ -168,7 +159,7 @@ def test_a_bad_allowed_networks_setting_stops_start_up_with_a_readable_message()
 def test_next_lead_answers_move_the_claims_empty_answers_and_latency(
     client: Client, contract_api: APIClient, make_contractor: Any
 ) -> None:
-    campaign = all_day_campaign()
+    campaign = campaign_calling_all_day()
     first, second = make_contractor(campaign), make_contractor(campaign)
     add_lead(campaign)
     before = scrape(client)
@@ -201,7 +192,7 @@ def test_queue_depth_counts_open_leads_per_customer_and_queue_state(
     client: Client, make_contractor: Any
 ) -> None:
     customer = CustomerFactory(name="Acme")
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     with time_machine.travel(T0, tick=False):
         add_leads(campaign, {}, {}, {"lead_type": "stale"})
         add_lead(campaign, rescheduled_at=(T0 + dt.timedelta(hours=3)).isoformat())
@@ -218,7 +209,7 @@ def test_queue_depth_counts_open_leads_per_customer_and_queue_state(
 def test_sla_attainment_today_its_projection_target_and_leads_at_risk_per_customer(client: Client) -> None:
     customer = CustomerFactory(name="Acme")
     set_policy(customer, sla_window_minutes=30, sla_protect_minutes=10, sla_target=0.9)
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     minutes = dt.timedelta(minutes=1)
     with time_machine.travel(T0, tick=False):
         called, *_ = add_leads(
@@ -253,7 +244,7 @@ def test_sla_attainment_today_its_projection_target_and_leads_at_risk_per_custom
 @pytest.mark.django_db
 def test_a_customer_without_decided_leads_has_no_attainment_sample(client: Client) -> None:
     customer = CustomerFactory(name="Quiet")
-    all_day_campaign(customer)
+    campaign_calling_all_day(customer)
     alerts.evaluate_alerts(now=T0)
     samples = scrape(client)
     labels = frozenset({("customer_id", str(customer.pk)), ("customer", "Quiet")})
@@ -267,7 +258,7 @@ def test_leases_expired_counts_every_expiry_whichever_process_finds_it(
 ) -> None:
     customer = CustomerFactory()
     set_policy(customer, lease_seconds=60)
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     holder = make_contractor(campaign)
     before = value(scrape(client), "leadrank_leases_expired_total")
     with time_machine.travel(T0, tick=False):
@@ -482,7 +473,7 @@ def test_a_failed_demand_write_is_kept_and_retried_by_the_next_request(
 def test_next_lead_answers_record_the_demand_of_every_campaign_of_the_tuple(
     contract_api: APIClient, make_contractor: Any
 ) -> None:
-    full, empty = all_day_campaign(), all_day_campaign()
+    full, empty = campaign_calling_all_day(), campaign_calling_all_day()
     contractor = make_contractor(full, empty)
     add_lead(full)
     with time_machine.travel(T0, tick=False):

@@ -12,28 +12,18 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from leads.models import ALL_WEEKDAYS, Campaign, Customer, Lead, QueueStatus
+from leads.models import Campaign, Customer, Lead, QueueStatus
 from prioritization import admin_preview
 from prioritization.admin import HISTORY_VERSIONS
 from prioritization.admin_preview import build_preview, draft_params
-from prioritization.models import ModelVersion, PolicyVersion, PriorityPolicy, version_values
+from prioritization.models import PolicyVersion, PriorityPolicy, version_values
 from prioritization.services import claim_next_lead, current_versions, ranked_leads_at
-from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
-from tests.prioritization.conftest import T0, add_leads, set_policy
+from tests.factories import ContractorFactory, CustomerFactory, campaign_calling_all_day
+from tests.prioritization.conftest import T0, add_leads, model_of, set_policy
 
 pytestmark = pytest.mark.django_db
 
 MINUTE = dt.timedelta(minutes=1)
-
-
-def all_day_campaign(customer: Customer, **fields: Any) -> Campaign:
-    return CampaignFactory(
-        customer=customer,
-        calling_hours_start=dt.time(0),
-        calling_hours_end=dt.time(23, 59, 59, 999999),
-        calling_days=ALL_WEEKDAYS,
-        **fields,
-    )
 
 
 def in_force_params(customer: Customer) -> Any:
@@ -65,7 +55,7 @@ def queue(campaign: Campaign, count: int, *, now: dt.datetime) -> list[Lead]:
 def test_the_preview_builds_only_the_leads_it_shows_not_the_whole_queue() -> None:
     customer = CustomerFactory()
     set_policy(customer, city_weights={"Pune": 2.0})
-    campaigns = [all_day_campaign(customer) for _ in range(2)]
+    campaigns = [campaign_calling_all_day(customer) for _ in range(2)]
     for campaign in campaigns:
         queue(campaign, 60, now=T0 - MINUTE)
     built = 0
@@ -90,7 +80,7 @@ def test_the_preview_builds_only_the_leads_it_shows_not_the_whole_queue() -> Non
 
 def test_the_preview_reads_through_the_claim_indexes() -> None:
     customer = CustomerFactory()
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     queue(campaign, 20, now=T0 - MINUTE)
     params = {"campaigns": [campaign.pk], "now": T0, "top": 5, "cap": 10}
     with transaction.atomic(), connection.cursor() as cursor:
@@ -110,7 +100,7 @@ def test_the_preview_reads_through_the_claim_indexes() -> None:
 
 def test_the_eligible_count_stops_at_its_cap() -> None:
     customer = CustomerFactory()
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     queue(campaign, 12, now=T0 - MINUTE)
     with mock.patch.object(admin_preview, "ELIGIBLE_COUNT_CAP", 10):
         preview = build_preview(customer=customer, params=in_force_params(customer), now=T0, top=3)
@@ -123,7 +113,7 @@ def test_the_eligible_count_stops_at_its_cap() -> None:
 def test_the_current_order_is_the_order_next_lead_hands_the_leads_out() -> None:
     customer = CustomerFactory()
     set_policy(customer, city_weights={"Pune": 3.0, "Goa": 0.5}, sla_protect_minutes=10)
-    first, second = all_day_campaign(customer), all_day_campaign(customer)
+    first, second = campaign_calling_all_day(customer), campaign_calling_all_day(customer)
     queue(first, 30, now=T0 - MINUTE)
     queue(second, 30, now=T0 - MINUTE)
     # Ties: two leads with the same key, the lower id goes first (in two campaigns).
@@ -168,7 +158,7 @@ def test_the_current_order_is_the_order_next_lead_hands_the_leads_out() -> None:
 def test_a_lead_never_scored_is_ranked_under_the_version_in_force_as_a_claim_ranks_it() -> None:
     customer = CustomerFactory()
     set_policy(customer, ordering="fifo")
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     stale, live = add_leads(
         campaign,
         {"lead_type": "stale", "created_at": (T0 - 5 * MINUTE).isoformat()},
@@ -190,7 +180,7 @@ def test_a_lead_never_scored_is_ranked_under_the_version_in_force_as_a_claim_ran
 
 def test_the_draft_column_names_leads_it_lifts_from_below_todays_top() -> None:
     customer = CustomerFactory()
-    fresh, older = all_day_campaign(customer), all_day_campaign(customer)
+    fresh, older = campaign_calling_all_day(customer), campaign_calling_all_day(customer)
     waited = [(fresh, 50), (fresh, 51), (fresh, 52), (older, 60), (older, 61)]
     leads = [
         add_leads(campaign, {"city": "Goa", "created_at": (T0 - minutes * MINUTE).isoformat()}, now=T0)[0]
@@ -221,7 +211,7 @@ def test_the_preview_of_a_customer_with_nothing_or_little_to_call(admin_client: 
     customer = CustomerFactory()
     set_policy(customer)
     if world != "no campaign":
-        campaign = all_day_campaign(customer, active=world != "paused")
+        campaign = campaign_calling_all_day(customer, active=world != "paused")
         if world in {"paused", "only rescheduled"}:
             leads = queue(campaign, 4, now=T0 - MINUTE)
             if world == "only rescheduled":
@@ -284,17 +274,7 @@ def test_the_version_history_costs_the_same_queries_for_many_versions(
 ) -> None:
     few = many_versions(CustomerFactory(), 2, user=admin_user)
     many = many_versions(CustomerFactory(), 40, user=admin_user)
-    model = ModelVersion.objects.create(
-        customer=many.customer,
-        number=1,
-        trained_at=T0,
-        trigger="admin",
-        training_rows=1,
-        positive_rows=0,
-        holdout_rows=0,
-        all_rows=1,
-        base_rate=0.1,
-    )
+    model = model_of(many.customer)
     PolicyVersion.objects.filter(policy=many, number__gt=20).update(
         weights_source="learned", learned_model=model
     )
@@ -312,18 +292,8 @@ def test_the_simulator_form_reads_the_models_it_offers_in_one_query(
     url = reverse("admin:prioritization_simulationrun_add")
     with CaptureQueriesContext(connection) as baseline:
         admin_client.get(url)
-    for number in range(1, 21):
-        ModelVersion.objects.create(
-            customer=CustomerFactory(),
-            number=number,
-            trained_at=T0,
-            trigger="admin",
-            training_rows=1,
-            positive_rows=0,
-            holdout_rows=0,
-            all_rows=1,
-            base_rate=0.1,
-        )
+    for _ in range(20):
+        model_of(CustomerFactory())
 
     with django_assert_max_num_queries(len(baseline)):
         response = admin_client.get(url)

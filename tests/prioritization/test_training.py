@@ -10,7 +10,7 @@ import pytest
 import time_machine
 from django.db import connection
 
-from leads.models import ALL_WEEKDAYS, Campaign, CloseReason, Customer, Lead, QueueStatus
+from leads.models import Campaign, CloseReason, Lead, QueueStatus
 from prioritization import services as services_module
 from prioritization import tasks
 from prioritization.learning import BOOSTED, LEARNED, MANUAL, POOLED
@@ -38,20 +38,11 @@ from prioritization.training import (
     gather_training_data,
     train_models,
 )
-from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
+from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory, campaign_calling_all_day
 from tests.prioritization.conftest import T0, add_lead, set_policy
 
 _ids = itertools.count(1)
 DAY = dt.timedelta(days=1)
-
-
-def all_day_campaign(customer: Customer) -> Campaign:
-    return CampaignFactory(
-        customer=customer,
-        calling_hours_start=dt.time(0),
-        calling_hours_end=dt.time(23, 59, 59, 999999),
-        calling_days=ALL_WEEKDAYS,
-    )
 
 
 def add_outcomes(
@@ -101,7 +92,7 @@ def referral_converts(campaign: Campaign, *, start: dt.datetime = T0 - 30 * DAY)
 
 @pytest.mark.django_db
 def test_outcomes_recorded_by_the_contract_app_are_the_signal_and_no_answers_are_left_out(customer):
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     contractor = ContractorFactory(campaigns=[campaign])
     dispositions = ["converted", "not_interested", "do_not_call", "wrong_number", "no_answer", "busy"]
     for index, disposition in enumerate(dispositions):
@@ -179,7 +170,7 @@ def test_recency_and_empty_values_become_the_scoring_paths_bins(campaign):
 
 @pytest.mark.django_db
 def test_the_beat_task_trains_and_stores_versions_with_window_counts_and_metrics():
-    first, second = all_day_campaign(CustomerFactory()), all_day_campaign(CustomerFactory())
+    first, second = campaign_calling_all_day(CustomerFactory()), campaign_calling_all_day(CustomerFactory())
     referral_converts(first)
     add_outcomes(second, source="Google", converted=50, not_converted=50, start=T0 - 20 * DAY)
     add_outcomes(second, source="Referral", converted=10, not_converted=90, start=T0 - 19 * DAY)
@@ -256,7 +247,7 @@ def test_a_second_training_run_while_one_runs_returns_at_once(campaign):
 
 @pytest.mark.django_db
 def test_a_learned_policy_without_outcomes_of_its_own_gets_the_pooled_multipliers():
-    trained = all_day_campaign(CustomerFactory())
+    trained = campaign_calling_all_day(CustomerFactory())
     referral_converts(trained)
     newcomer = CustomerFactory()
     policy = PriorityPolicy.objects.create(customer=newcomer, name="Newcomer")
@@ -282,7 +273,7 @@ def test_a_learned_policy_without_outcomes_of_its_own_gets_the_pooled_multiplier
 
 @pytest.mark.django_db
 def test_a_retraining_that_learns_nothing_new_leaves_learned_policies_alone(customer):
-    referral_converts(all_day_campaign(customer))
+    referral_converts(campaign_calling_all_day(customer))
     policy = PriorityPolicy.objects.create(customer=customer, name="Learned")
     save_policy_settings(
         policy=policy, values={**_defaults(), "weights_source": WeightsSource.LEARNED}, note="", user=None
@@ -294,14 +285,16 @@ def test_a_retraining_that_learns_nothing_new_leaves_learned_policies_alone(cust
     assert len(first.policy_version_ids) == 1
     assert second.policy_version_ids == []
     assert len(second.model_version_ids) == 2  # the run itself is still recorded
-    add_outcomes(all_day_campaign(customer), source="Google", converted=30, not_converted=10, start=T0)
+    add_outcomes(
+        campaign_calling_all_day(customer), source="Google", converted=30, not_converted=10, start=T0
+    )
     third = train_models(now=T0 + dt.timedelta(hours=2))
     assert len(third.policy_version_ids) == 1
 
 
 @pytest.mark.django_db
 def test_training_applies_its_model_on_top_of_an_admin_edit_saved_meanwhile(customer, monkeypatch):
-    referral_converts(all_day_campaign(customer))
+    referral_converts(campaign_calling_all_day(customer))
     policy = PriorityPolicy.objects.create(customer=customer, name="Learned")
     save_policy_settings(
         policy=policy, values={**_defaults(), "weights_source": WeightsSource.LEARNED}, note="", user=None
@@ -342,7 +335,7 @@ def _defaults() -> dict[str, Any]:
 
 @pytest.mark.django_db
 def test_a_policy_set_to_learned_changes_the_next_lead_accordingly(customer):
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     referral_converts(campaign)
     contractor = ContractorFactory(campaigns=[campaign])
     # Manual weights (none): the Google lead, which has waited less, goes first.
@@ -377,7 +370,7 @@ def test_a_policy_set_to_learned_changes_the_next_lead_accordingly(customer):
 
 @pytest.mark.django_db
 def test_a_blend_sits_between_manual_and_learned_weights(customer):
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     referral_converts(campaign)
     train_models(now=T0)
     model = ModelVersion.objects.get(customer=customer)
@@ -412,7 +405,7 @@ def test_a_learned_policy_before_any_training_scores_with_its_manual_weights(cus
 
 @pytest.mark.django_db
 def test_evaluating_a_customer_compares_every_model_on_its_newest_outcomes(customer):
-    campaign = all_day_campaign(customer)
+    campaign = campaign_calling_all_day(customer)
     set_policy(customer, source_weights={"Referral": 3.0})
     add_outcomes(campaign, source="Referral", converted=120, not_converted=80, start=T0 - 30 * DAY)
     add_outcomes(campaign, source="Google", converted=20, not_converted=180, start=T0 - 29 * DAY)
