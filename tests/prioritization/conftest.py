@@ -12,7 +12,7 @@ from django.urls import reverse
 from leads.models import Campaign, Contractor, Customer, Lead
 from leads.services import ingest_lead_batch
 from prioritization.models import Decision, ModelVersion, PolicyVersion, PriorityPolicy, version_values
-from prioritization.services import claim_next_lead
+from prioritization.services import claim_next_lead, ensure_default_policy
 from tests.factories import ContractorFactory, campaign_calling_all_day
 
 # A fixed instant (a Tuesday) the tests travel to; 10:00 UTC is inside default calling hours.
@@ -110,8 +110,15 @@ def as_form(values: dict[str, Any]) -> dict[str, Any]:
     return posted
 
 
-def form_data(policy: PriorityPolicy, **changes: Any) -> dict[str, Any]:
-    """What the browser posts for the policy's page as it loads, with ``changes``."""
+def default_policy() -> PriorityPolicy:
+    ensure_default_policy()
+    return PriorityPolicy.objects.select_related("current_version").get(customer__isnull=True)
+
+
+def form_data(policy: PriorityPolicy | None = None, **changes: Any) -> dict[str, Any]:
+    """What the browser posts for the policy's page (the default policy's if none) as it
+    loads, with ``changes``."""
+    policy = policy or default_policy()
     version = policy.current_version
     assert version is not None
     data: dict[str, Any] = {"name": policy.name, "note": "", "base_version": version.number}

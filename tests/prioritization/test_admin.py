@@ -1,7 +1,6 @@
 """The engine's admin: versioned policy edits, validation as form errors, preview, read-only logs."""
 
 import datetime as dt
-import json
 from typing import Any
 from unittest import mock
 
@@ -23,8 +22,9 @@ from prioritization.models import (
     version_field_names,
     version_values,
 )
-from prioritization.services import claim_next_lead, ensure_default_policy
+from prioritization.services import claim_next_lead
 from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
+from tests.prioritization.conftest import default_policy, form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -40,25 +40,6 @@ def change_url(policy: PriorityPolicy) -> str:
 
 def preview_url(policy: PriorityPolicy) -> str:
     return reverse("admin:prioritization_prioritypolicy_preview", args=[policy.pk])
-
-
-def default_policy() -> PriorityPolicy:
-    ensure_default_policy()
-    return PriorityPolicy.objects.select_related("current_version").get(customer__isnull=True)
-
-
-def form_data(policy: PriorityPolicy | None = None, **changes: Any) -> dict[str, Any]:
-    """What the browser posts for the policy's page as it loads, with ``changes``."""
-    policy = policy or default_policy()
-    version = policy.current_version
-    assert version is not None
-    data: dict[str, Any] = {"name": policy.name, "note": "", "base_version": version.number}
-    for name, value in version_values(version).items():
-        if isinstance(value, dict):
-            value = json.dumps(value)
-        data[name] = "" if value is None else value
-    data.update(changes)
-    return data
 
 
 @pytest.fixture

@@ -30,13 +30,20 @@ from prioritization.services import (
     ClaimRefused,
     PolicyChangedMeanwhile,
     claim_next_lead,
-    ensure_default_policy,
     record_outcome,
     rescore_leads,
     save_policy_settings,
 )
 from tests.factories import ContractorFactory, CustomerFactory
-from tests.prioritization.conftest import T0, add_leads, as_form, change_url, form_data, model_of
+from tests.prioritization.conftest import (
+    T0,
+    add_leads,
+    as_form,
+    change_url,
+    default_policy,
+    form_data,
+    model_of,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -121,11 +128,6 @@ def no_broker() -> Any:
     """Policy saves enqueue a rescoring on commit; these tests call rescore_leads directly."""
     with mock.patch.object(tasks.rescore_leads, "delay") as patched:
         yield patched
-
-
-def default_policy() -> PriorityPolicy:
-    ensure_default_policy()
-    return PriorityPolicy.objects.select_related("current_version").get(customer__isnull=True)
 
 
 def refused_by(constraint: str, **fields: Any) -> None:
@@ -243,6 +245,11 @@ def test_the_service_refuses_a_number_beyond_its_bound(
         ),
         ({"lease_seconds": "86401"}, "lease_seconds", "Must be between 30 and 86,400 seconds."),
         ({"claims_per_hour_cap": "0"}, "claims_per_hour_cap", "A cap is at least 1 claim"),
+        # Whole numbers too large for their columns (were 500s).
+        ({"stale_every": "40000"}, "stale_every", "less than or equal to 32767"),
+        ({"reschedule_limit": "40000"}, "reschedule_limit", "less than or equal to 32767"),
+        ({"claims_per_hour_cap": "3000000000"}, "claims_per_hour_cap", "less than or equal to 2147483647"),
+        ({"claims_per_day_cap": "3000000000"}, "claims_per_day_cap", "less than or equal to 2147483647"),
     ],
 )
 def test_the_policy_page_shows_a_number_beyond_its_bound_as_a_field_error(

@@ -1,9 +1,8 @@
-"""Review findings on the policy side: settings the database cannot store are form errors,
-the preview ranks what a save would apply and only with models the policy may use, and a
-calling day the clocks leave without calling hours offers no opening."""
+"""Review findings on the policy side: the preview ranks what a save would apply and only
+with models the policy may use, and a calling day the clocks leave without calling hours
+offers no opening. (Numbers the database cannot store: test_policy_bounds.py.)"""
 
 import datetime as dt
-from typing import Any
 
 import pytest
 from django.test import Client
@@ -12,9 +11,8 @@ from django.urls import reverse
 from leads.models import Customer
 from prioritization.calling_hours import CallingHours, next_opening
 from prioritization.models import PolicyVersion, PriorityPolicy
-from prioritization.services import ensure_default_policy
 from tests.factories import CampaignFactory, CustomerFactory
-from tests.prioritization.conftest import add_leads, change_url, form_data, model_of
+from tests.prioritization.conftest import add_leads, default_policy, form_data, model_of
 
 pytestmark = pytest.mark.django_db
 
@@ -22,43 +20,8 @@ POLICY_ADD = reverse("admin:prioritization_prioritypolicy_add")
 PREVIEW_NEW = reverse("admin:prioritization_prioritypolicy_preview_new")
 
 
-def default_policy() -> PriorityPolicy:
-    ensure_default_policy()
-    return PriorityPolicy.objects.select_related("current_version").get(customer__isnull=True)
-
-
 def preview_url(policy: PriorityPolicy) -> str:
     return reverse("admin:prioritization_prioritypolicy_preview", args=[policy.pk])
-
-
-# --- Numbers the database cannot store -----------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "changes",
-    [
-        {"stale_every": "40000"},
-        {"reschedule_limit": "40000"},
-        {"claims_per_hour_cap": "3000000000"},
-        {"claims_per_day_cap": "3000000000"},
-    ],
-)
-def test_a_whole_number_too_large_for_its_column_is_a_form_error(
-    admin_client: Client, changes: dict[str, Any]
-) -> None:
-    policy = default_policy()
-    versions = PolicyVersion.objects.count()
-
-    response = admin_client.post(change_url(policy), form_data(policy, **changes))
-
-    assert response.status_code == 200
-    errors = response.context["adminform"].form.errors
-    (field,) = changes
-    assert field in errors, errors
-    assert PolicyVersion.objects.count() == versions
-
-
-# --- The preview: models the policy may use, and the model a save would pick ---------------------
 
 
 @pytest.fixture
