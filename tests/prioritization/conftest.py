@@ -136,3 +136,10 @@ def decision(all_day_campaign: Campaign, make_contractor: Callable[..., Any]) ->
     )
     assert claim is not None
     return claim.decision
+
+
+def delete_policy_as_the_admin_does(policy: PriorityPolicy) -> None:
+    """PriorityPolicyAdmin.delete_model: the pointer cleared, then the policy and its versions."""
+    PriorityPolicy.objects.filter(pk=policy.pk).update(current_version=None)
+    policy.current_version = None
+    policy.delete()

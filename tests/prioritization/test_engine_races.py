@@ -3,6 +3,7 @@ leads, the outcome's row-version check, idempotency retries, rescoring against c
 writers, and a claim a PATCH ended before a withdrawal (SLA)."""
 
 import datetime as dt
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -10,10 +11,9 @@ import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from leads.models import ALL_WEEKDAYS, Campaign, EventKind, LeadEvent, QueueStatus
+from leads.models import EventKind, LeadEvent, QueueStatus
 from leads.services import update_lead
 from prioritization import services
-from prioritization.models import PriorityPolicy
 from prioritization.services import (
     claim_next_lead,
     current_versions,
@@ -23,21 +23,12 @@ from prioritization.services import (
     withdraw_lead,
 )
 from prioritization.sla import SlaCounts, sla_report
-from tests.factories import CampaignFactory, CustomerFactory
-from tests.prioritization.conftest import T0, add_lead, add_leads, set_policy
+from tests.factories import CustomerFactory, campaign_calling_all_day
+from tests.prioritization.conftest import T0, add_lead, add_leads, delete_policy_as_the_admin_does, set_policy
 from tests.prioritization.sla_world import claim_at, live_lead
 
 HOUR = dt.timedelta(hours=1)
 MINUTE = dt.timedelta(minutes=1)
-
-
-def all_day(customer) -> Campaign:
-    return CampaignFactory(
-        customer=customer,
-        calling_hours_start=dt.time(0, 0),
-        calling_hours_end=dt.time(23, 59, 59, 999999),
-        calling_days=ALL_WEEKDAYS,
-    )
 
 
 def other_dsn() -> dict:
@@ -45,10 +36,23 @@ def other_dsn() -> dict:
     return connection.get_connection_params()
 
 
-def delete_policy_as_the_admin_does(policy: PriorityPolicy) -> None:
-    PriorityPolicy.objects.filter(pk=policy.pk).update(current_version=None)
-    policy.current_version = None
-    policy.delete()
+def after_the_first_outcome_read(
+    monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[int, str], object]
+) -> list[str]:
+    """Run ``meanwhile(lead_id, xmin)`` right after the outcome's first read of the lead (a
+    writer between its read and its conditional write); returns the xmin of every read."""
+    rounds: list[str] = []
+    read = services._read_for_outcome
+
+    def read_then_act(lead_id: int, key: str):  # type: ignore[no-untyped-def]
+        result = read(lead_id, key)
+        rounds.append(result[1])
+        if len(rounds) == 1:
+            meanwhile(lead_id, result[1])
+        return result
+
+    monkeypatch.setattr(services, "_read_for_outcome", read_then_act)
+    return rounds
 
 
 # --- Deleted policy: the claim's fallback is the first campaign's customer's version ----------
@@ -60,7 +64,7 @@ def test_claim_fallback_for_a_deleted_version_uses_the_leads_own_customers_versi
     the default policy. The fallback is the version in force for the lead's own customer,
     not the first of the tuple's (A's campaign sorts first): lease and logged version are B's."""
     a, b = CustomerFactory(), CustomerFactory()
-    camp_a, camp_b = all_day(a), all_day(b)  # camp_a.pk < camp_b.pk
+    camp_a, camp_b = campaign_calling_all_day(a), campaign_calling_all_day(b)  # camp_a.pk < camp_b.pk
     a_version = set_policy(a, lease_seconds=60)
     b_own = set_policy(b, city_weights={"Pune": 2.0})
     contractor = make_contractor(camp_a, camp_b)
@@ -115,23 +119,17 @@ def test_a_row_lock_without_a_write_keeps_xmin_and_the_outcome_writes_first_time
     lead = add_lead(all_day_campaign)
     claim_next_lead(contractor_id=contractor.pk, campaign_ids=[all_day_campaign.pk])
     dsn = other_dsn()
-    rounds: list[str] = []
-    read = services._read_for_outcome
 
-    def read_then_lock(lead_id: int, key: str):  # type: ignore[no-untyped-def]
-        result = read(lead_id, key)
-        rounds.append(result[1])
-        if len(rounds) == 1:
-            with psycopg.connect(**dsn) as other:
-                other.execute("SELECT 1 FROM leads_lead WHERE id = %s FOR NO KEY UPDATE", [lead_id])
-                other.execute("SELECT 1 FROM leads_lead WHERE id = %s FOR UPDATE", [lead_id])
-            with psycopg.connect(**dsn, autocommit=True) as other, other.transaction():
-                other.execute("SAVEPOINT s")
-                other.execute("SELECT 1 FROM leads_lead WHERE id = %s FOR SHARE", [lead_id])
-                other.execute("RELEASE s")
-        return result
+    def lock(lead_id: int, xmin: str) -> None:
+        with psycopg.connect(**dsn) as other:
+            other.execute("SELECT 1 FROM leads_lead WHERE id = %s FOR NO KEY UPDATE", [lead_id])
+            other.execute("SELECT 1 FROM leads_lead WHERE id = %s FOR UPDATE", [lead_id])
+        with psycopg.connect(**dsn, autocommit=True) as other, other.transaction():
+            other.execute("SAVEPOINT s")
+            other.execute("SELECT 1 FROM leads_lead WHERE id = %s FOR SHARE", [lead_id])
+            other.execute("RELEASE s")
 
-    monkeypatch.setattr(services, "_read_for_outcome", read_then_lock)
+    rounds = after_the_first_outcome_read(monkeypatch, lock)
     result = record_outcome(lead_id=lead.pk, contractor_id=contractor.pk, disposition="no_answer")
     assert not result.repeated
     assert len(rounds) == 1, rounds
@@ -145,22 +143,14 @@ def test_vacuum_freeze_keeps_the_xmin_the_outcome_read(
     lead = add_lead(all_day_campaign)
     claim_next_lead(contractor_id=contractor.pk, campaign_ids=[all_day_campaign.pk])
     dsn = other_dsn()
-    rounds: list[str] = []
-    read = services._read_for_outcome
 
-    def read_then_freeze(lead_id: int, key: str):  # type: ignore[no-untyped-def]
-        result = read(lead_id, key)
-        rounds.append(result[1])
-        if len(rounds) == 1:
-            with psycopg.connect(**dsn, autocommit=True) as other:
-                other.execute("VACUUM (FREEZE) leads_lead")
-                frozen = other.execute(
-                    "SELECT xmin::text FROM leads_lead WHERE id = %s", [lead_id]
-                ).fetchone()[0]
-            assert frozen == result[1]
-        return result
+    def freeze(lead_id: int, xmin: str) -> None:
+        with psycopg.connect(**dsn, autocommit=True) as other:
+            other.execute("VACUUM (FREEZE) leads_lead")
+            frozen = other.execute("SELECT xmin::text FROM leads_lead WHERE id = %s", [lead_id]).fetchone()[0]
+        assert frozen == xmin
 
-    monkeypatch.setattr(services, "_read_for_outcome", read_then_freeze)
+    rounds = after_the_first_outcome_read(monkeypatch, freeze)
     assert not record_outcome(lead_id=lead.pk, contractor_id=contractor.pk, disposition="busy").repeated
     assert len(rounds) == 1
 
@@ -174,17 +164,11 @@ def test_a_rescoring_write_between_read_and_write_costs_the_outcome_one_more_rou
         lead = add_lead(all_day_campaign, city="Pune")
         claim_next_lead(contractor_id=contractor.pk, campaign_ids=[all_day_campaign.pk])
     new = set_policy(all_day_campaign.customer, city_weights={"Pune": 3.0})
-    read = services._read_for_outcome
-    rounds: list[str] = []
 
-    def read_then_rescore(lead_id: int, key: str):  # type: ignore[no-untyped-def]
-        result = read(lead_id, key)
-        rounds.append(result[1])
-        if len(rounds) == 1:
-            assert rescore_leads().rewritten == 1
-        return result
+    def rescore(lead_id: int, xmin: str) -> None:
+        assert rescore_leads().rewritten == 1
 
-    monkeypatch.setattr(services, "_read_for_outcome", read_then_rescore)
+    rounds = after_the_first_outcome_read(monkeypatch, rescore)
     with time_machine.travel(T0 + MINUTE, tick=False):
         record_outcome(lead_id=lead.pk, contractor_id=contractor.pk, disposition="no_answer")
     lead.refresh_from_db()

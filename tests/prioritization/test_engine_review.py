@@ -10,7 +10,6 @@ from rest_framework.test import APIClient
 from leads.models import Campaign, EventKind, Lead, LeadEvent, QueueStatus
 from leads.services import update_lead
 from prioritization import services
-from prioritization.models import PriorityPolicy
 from prioritization.scoring import priority_key
 from prioritization.services import (
     ClaimRefused,
@@ -25,7 +24,14 @@ from prioritization.services import (
     rescore_leads,
 )
 from tests.factories import CampaignFactory, LeadFactory
-from tests.prioritization.conftest import T0, add_lead, add_leads, claim, set_policy
+from tests.prioritization.conftest import (
+    T0,
+    add_lead,
+    add_leads,
+    claim,
+    delete_policy_as_the_admin_does,
+    set_policy,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -191,13 +197,6 @@ def test_a_contractor_over_both_caps_is_told_to_come_back_when_both_allow_a_clai
 
 
 # --- Leads keyed under a version that no longer exists -----------------------------------
-
-
-def delete_policy_as_the_admin_does(policy: PriorityPolicy) -> None:
-    """PriorityPolicyAdmin.delete_model: the pointer cleared, then the policy and its versions."""
-    PriorityPolicy.objects.filter(pk=policy.pk).update(current_version=None)
-    policy.current_version = None
-    policy.delete()
 
 
 def test_leads_keyed_under_a_deleted_policy_are_still_handed_out_before_rescoring(
