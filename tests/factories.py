@@ -87,3 +87,15 @@ def campaign_calling_all_day(customer: Customer | None = None, **fields: object)
         calling_days=ALL_WEEKDAYS,
         **fields,
     )
+
+
+def lead_body(campaign: Campaign, **fields: object) -> dict[str, object]:
+    """The smallest valid lead object (as the API takes it) for ``campaign``; ``fields`` add
+    or override."""
+    return {
+        "external_id": "A-1",
+        "customer_id": campaign.customer_id,
+        "campaign_id": campaign.pk,
+        "lead_type": "live",
+        **fields,
+    }

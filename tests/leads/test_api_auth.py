@@ -13,19 +13,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from leads.models import ApiKey, ApiScope, Campaign, Contractor, Customer, Lead
-from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory, LeadFactory
+from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory, LeadFactory, lead_body
 
 LEADS_URL = "/api/v1/leads/"
-
-
-def lead_body(campaign, **fields):
-    return {
-        "external_id": "A-1",
-        "customer_id": campaign.customer_id,
-        "campaign_id": campaign.pk,
-        "lead_type": "live",
-        **fields,
-    }
 
 
 def client_with(authorization: str | None) -> APIClient:

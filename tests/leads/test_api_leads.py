@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from leads.models import EventKind, Lead, LeadEvent, LeadType, QueueStatus
 from prioritization.services import claim_next_lead, record_outcome
-from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory, LeadFactory
+from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory, LeadFactory, lead_body
 
 LEADS_URL = "/api/v1/leads/"
 NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
@@ -18,17 +18,6 @@ NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
 
 def lead_url(lead_id: int) -> str:
     return f"/api/v1/leads/{lead_id}/"
-
-
-def lead_body(campaign, **fields):
-    """The smallest valid lead object for ``campaign``; ``fields`` add or override."""
-    return {
-        "external_id": "A-1",
-        "customer_id": campaign.customer_id,
-        "campaign_id": campaign.pk,
-        "lead_type": "live",
-        **fields,
-    }
 
 
 def iso(moment: dt.datetime) -> str:

@@ -20,7 +20,7 @@ from prioritization.services import (
     rescore_leads,
     wake_due_leads,
 )
-from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
+from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory, lead_body
 
 NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
 
@@ -35,18 +35,8 @@ def all_day_campaign(db):
     )
 
 
-def lead_item(campaign, **fields):
-    return {
-        "external_id": "A-1",
-        "customer_id": campaign.customer_id,
-        "campaign_id": campaign.pk,
-        "lead_type": "live",
-        **fields,
-    }
-
-
 def push(campaign, **fields) -> Lead:
-    (result,) = services.ingest_lead_batch([lead_item(campaign, **fields)], allowed_customer_id=None)
+    (result,) = services.ingest_lead_batch([lead_body(campaign, **fields)], allowed_customer_id=None)
     assert result.status != "rejected", result.errors
     return Lead.objects.get(pk=result.lead_id)
 
@@ -73,7 +63,7 @@ def _wait_until_blocked(params: dict[str, object]) -> None:
 
 def _import_file(campaign, tmp_path, **fields) -> Lead:
     path = tmp_path / "leads.csv"
-    item = lead_item(campaign, **fields)
+    item = lead_body(campaign, **fields)
     path.write_text(",".join(item) + "\n" + ",".join(str(value) for value in item.values()) + "\n")
     summary = services.import_leads(path, mapping=LeadMapping())
     assert (summary.rejected, summary.updated) == (0, 1), summary.errors
