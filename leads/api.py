@@ -5,6 +5,7 @@ Each view validates input, calls one service and serializes the result.
 
 import datetime as dt
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -89,6 +90,12 @@ class LeadOutputSerializer(serializers.ModelSerializer[Lead]):
         # building 24 DRF field objects per call. The declared fields still describe the
         # shape for OpenAPI, and a test checks both give the same output.
         return {name: _render(getattr(instance, name)) for name in self.Meta.fields}
+
+
+def unknown_parameter_errors(query: Mapping[str, Any], known: Iterable[str]) -> dict[str, list[str]]:
+    """Field errors for the query string's parameters an endpoint does not read: ignored, a
+    filter the client meant (``type=live``) would give it rows it did not ask for."""
+    return {name: ["Unknown parameter."] for name in sorted(set(query) - set(known))}
 
 
 class IdField(serializers.IntegerField):
@@ -360,7 +367,7 @@ class _LeadFilterSerializer(serializers.Serializer[Any]):
         # ignored (or all but its last value): the client would take every lead for the
         # leads it asked for.
         known = set(self.fields) | self.OTHER_PARAMETERS
-        errors = {name: ["Unknown parameter."] for name in sorted(set(self.initial_data) - known)}
+        errors = unknown_parameter_errors(self.initial_data, known)
         errors.update(
             {
                 name: ["Give this parameter once."]

@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from leads.api import IdField
+from leads.api import IdField, unknown_parameter_errors
 from leads.authentication import request_customer_id
 from leads.importers import DAY_RANGE_ERROR, day_in_range
 from leads.models import Campaign, Customer
@@ -49,9 +49,9 @@ class SlaQuerySerializer(serializers.Serializer[Any]):
         return fields
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(self.initial_data) - set(self.fields))
+        unknown = unknown_parameter_errors(self.initial_data, self.fields)
         if unknown:
-            raise ValidationError({name: ["Unknown parameter."] for name in unknown})
+            raise ValidationError(unknown)
         today: dt.date = self.context["today"]
         start, end = attrs.pop("from", None), attrs.pop("to", None)
         for name, day in (("from", start), ("to", end)):
