@@ -1473,23 +1473,16 @@ def ranked_leads_at(
     simulator checks, tests' oracle). A scan: not for the claim path."""
     # As a claim sees them: a held lead whose lease ran out before it is due again (a held
     # lead re-pushed with a later rescheduled_at) goes back to waiting, not to a contractor.
-    leads = Lead.objects.filter(campaign_id__in=campaign_ids, campaign__active=True).filter(
-        Q(status=QueueStatus.READY)
-        | Q(status=QueueStatus.WAITING, due_at__lte=now)
-        | Q(status=QueueStatus.HELD, lease_expires_at__lte=now, due_at__lte=now)
+    leads = list(
+        Lead.objects.filter(campaign_id__in=campaign_ids, campaign__active=True).filter(
+            Q(status=QueueStatus.READY)
+            | Q(status=QueueStatus.WAITING, due_at__lte=now)
+            | Q(status=QueueStatus.HELD, lease_expires_at__lte=now, due_at__lte=now)
+        )
     )
-    in_force: dict[int, PolicyParams] = {}
-
-    def params_of(lead: Lead) -> PolicyParams:
-        # As a claim (_scored_params): the version the lead was keyed under; when there is
-        # none (never scored) or it was deleted with its policy, the customer's in force.
-        if lead.scored_version and (params := existing_params(lead.scored_version)) is not None:
-            return params
-        if lead.customer_id not in in_force:
-            version = current_versions([lead.customer_id])[lead.customer_id]
-            in_force[lead.customer_id] = params_for_version(version.pk)
-        return in_force[lead.customer_id]
-
+    # Each lead keyed as a claim keys it (_scored_params): under its own version, else the
+    # one in force for its customer.
+    in_force = current_versions(lead.customer_id for lead in leads)
     candidates = [
         Candidate(
             lead_id=lead.pk,
@@ -1497,7 +1490,7 @@ def ranked_leads_at(
             key=lead.priority_key if lead.priority_key is not None else -1e300,
             deadline=lead.sla_deadline,
             first_attempt_at=lead.first_attempt_at,
-            policy=params_of(lead),
+            policy=_scored_params(lead.scored_version, in_force[lead.customer_id]),
         )
         for lead in leads
     ]
