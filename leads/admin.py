@@ -126,6 +126,16 @@ class EstimatedCountPaginator(Paginator[Any]):
 _M = TypeVar("_M", bound=models.Model)
 
 
+class LargeTableAdmin(BaseAdmin[_M]):
+    """The list of a table that grows by the million (leads, their history, the decision log,
+    alerts, model versions): its count estimated or capped (:class:`EstimatedCountPaginator`),
+    never a ``COUNT(*)`` of the table, and no facet counts beside the filters."""
+
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+
+
 class KeepsHistoryAdmin(BaseAdmin[_M]):
     """An admin whose objects cannot go while leads or their history name them.
 
@@ -440,7 +450,7 @@ class LeadAdminForm(forms.ModelForm[Lead]):
 
 
 @admin.register(Lead)
-class LeadAdmin(PostedIdAutocompleteAdmin[Lead]):
+class LeadAdmin(LargeTableAdmin[Lead], PostedIdAutocompleteAdmin[Lead]):
     form = LeadAdminForm
     list_display = (
         "id",
@@ -473,9 +483,6 @@ class LeadAdmin(PostedIdAutocompleteAdmin[Lead]):
     # Sorting by anything but the primary key would sort the whole table.
     ordering = ("-id",)
     sortable_by = ("id",)
-    paginator = EstimatedCountPaginator
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
     autocomplete_fields = ("campaign",)
     inlines = (LeadEventInline,)
     fieldsets = (
@@ -542,7 +549,7 @@ class LeadAdmin(PostedIdAutocompleteAdmin[Lead]):
 
 
 @admin.register(LeadEvent)
-class LeadEventAdmin(BaseAdmin[LeadEvent]):
+class LeadEventAdmin(LargeTableAdmin[LeadEvent]):
     """The history is append-only: written by the engine, only read here."""
 
     list_display = ("id", "at", "lead", "kind", "disposition", "contractor")
@@ -555,9 +562,6 @@ class LeadEventAdmin(BaseAdmin[LeadEvent]):
     # serves the page without sorting the table.
     ordering = ("-id",)
     sortable_by = ("id",)
-    paginator = EstimatedCountPaginator
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[LeadEvent], search_term: str

@@ -25,7 +25,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from leads.admin import CascadesToRecordsAdmin, EstimatedCountPaginator, PostedIdAutocompleteAdmin
+from leads.admin import CascadesToRecordsAdmin, LargeTableAdmin, PostedIdAutocompleteAdmin
 from leads.admin_widgets import BaseAdmin, may_view_leads
 from leads.ids import parse_id
 from prioritization import (
@@ -443,7 +443,7 @@ class BandFilter(admin.SimpleListFilter):
 
 
 @admin.register(Decision)
-class DecisionAdmin(ReadOnlyAdmin[Decision]):
+class DecisionAdmin(LargeTableAdmin[Decision], ReadOnlyAdmin[Decision]):
     """The log of next-lead answers: who got which lead, for which tuple, and why."""
 
     list_display = (
@@ -461,9 +461,6 @@ class DecisionAdmin(ReadOnlyAdmin[Decision]):
     search_help_text = "Exact lead id or contractor id."
     ordering = ("-decided_at", "-id")
     sortable_by = ("decided_at",)
-    paginator = EstimatedCountPaginator
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
     fields = (
         "decided_at",
         "lead_link",

@@ -7,8 +7,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from leads.admin import EstimatedCountPaginator
-from leads.admin_widgets import BaseAdmin
+from leads.admin import LargeTableAdmin
 from prioritization.models import Alert
 
 
@@ -28,7 +27,7 @@ class AlertStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Alert)
-class AlertAdmin(BaseAdmin[Alert]):
+class AlertAdmin(LargeTableAdmin[Alert]):
     """Alerts are records of the evaluation: listed and shown, never edited here."""
 
     list_display = (
@@ -47,12 +46,9 @@ class AlertAdmin(BaseAdmin[Alert]):
     # all day opens one every few minutes: the table grows by the million. Newest first is
     # newest id first (alerts are written as they open), which the primary key serves; no
     # index serves opened_at, and sorting by it, or by any column, sorted the whole table at
-    # every load. The count is estimated or capped, never COUNT(*) of the table (twice).
+    # every load.
     ordering = ("-id",)
     sortable_by = ()
-    paginator = EstimatedCountPaginator
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
     fields = (
         "kind",
         "customer",

@@ -22,8 +22,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.safestring import SafeString
 from kombu.exceptions import KombuError
 
-from leads.admin import EstimatedCountPaginator
-from leads.admin_widgets import BaseAdmin
+from leads.admin import LargeTableAdmin
 from prioritization import tasks
 from prioritization.evaluation import MODEL_LABELS
 from prioritization.models import ModelVersion, PolicyVersion, TrainingTrigger
@@ -72,7 +71,7 @@ def strongest_multipliers(version: ModelVersion) -> list[tuple[str, list[Multipl
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(BaseAdmin[ModelVersion]):
+class ModelVersionAdmin(LargeTableAdmin[ModelVersion]):
     list_display = (
         "__str__",
         "trained_at",
@@ -91,12 +90,9 @@ class ModelVersionAdmin(BaseAdmin[ModelVersion]):
     # A version per customer per day: the table grows by hundreds of thousands a year. Newest
     # first is newest id first (a run writes its versions with its own trained_at, one run at a
     # time), which the primary key serves; no index serves trained_at, and sorting by it, or by
-    # any column, sorted the whole table at every load. The count is estimated or capped.
+    # any column, sorted the whole table at every load.
     ordering = ("-id",)
     sortable_by = ()
-    paginator = EstimatedCountPaginator
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
     fields = (
         "owner",
         "number",
