@@ -136,6 +136,16 @@ def _show(value: object) -> str:
     return repr(str(value)) if isinstance(value, _SCALARS) else f"a {type(value).__name__}"
 
 
+def _show_timestamp(value: object) -> str:
+    """A value refused as a timestamp: spreadsheet cells formatted as a time of day or a
+    duration carry no date, which is what the reader needs to be told."""
+    if isinstance(value, dt.time):
+        return f"{str(value)!r} (a time of day with no date)"
+    if isinstance(value, dt.timedelta):
+        return f"{str(value)!r} (a duration, not a date)"
+    return _show(value)
+
+
 def _required_text(value: object) -> str:
     text = _text(value)
     if not text:
@@ -207,7 +217,7 @@ def _optional_timestamp(value: object) -> dt.datetime | None:
     try:
         parsed = parse_timestamp(value)
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{_show(value)} is not a valid timestamp. {_TIMESTAMP_ERROR}") from None
+        raise ValueError(f"{_show_timestamp(value)} is not a valid timestamp. {_TIMESTAMP_ERROR}") from None
     if not timestamp_in_range(parsed):
         raise ValueError(f"{_show(value)} is out of range. {TIMESTAMP_RANGE_ERROR}")
     return parsed

@@ -317,6 +317,29 @@ def test_sheet_rows_stream_from_the_reader_with_their_row_numbers_and_types(tmp_
     assert len(rows) == 3_001
 
 
+def test_a_sheet_cell_holding_a_time_of_day_or_a_duration_is_refused_as_having_no_date(tmp_path):
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["created_at", "last_activity"])
+    sheet.append([dt.time(9, 30), dt.timedelta(hours=30)])
+    path = tmp_path / "leads.xlsx"
+    workbook.save(path)
+    (_, (created_at, last_activity)), *_ = open_table(path).rows
+
+    _, errors = parse_lead({**VALID, "created_at": created_at, "last_activity": last_activity})
+
+    assert errors == {
+        "created_at": [
+            "'09:30:00' (a time of day with no date) is not a valid timestamp. "
+            "Enter an ISO 8601 timestamp, e.g. 2026-11-24T09:30:00Z."
+        ],
+        "last_activity": [
+            "'1 day, 6:00:00' (a duration, not a date) is not a valid timestamp. "
+            "Enter an ISO 8601 timestamp, e.g. 2026-11-24T09:30:00Z."
+        ],
+    }
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
