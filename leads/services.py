@@ -49,6 +49,7 @@ from prioritization.services import (
     rescore_lead_ids,
     score_lead,
 )
+from prioritization.sla import forget_rollups, rollups_settled_before, utc_day
 
 logger = logging.getLogger(__name__)
 
@@ -169,13 +170,18 @@ FROM leads_lead_stage st JOIN leads_customer c ON c.id = st.customer_id
 WHERE st.batch_id = %(batch)s
 ORDER BY st.customer_id, st.external_id
 ON CONFLICT (customer_id, external_id) DO NOTHING
-RETURNING l.id, l.customer_id, l.external_id
+RETURNING l.id, l.customer_id, l.external_id, l.created_at
 """
-_INSERT_COUNT_SQL = f"WITH inserted AS ({_INSERT_SQL}) SELECT count(*) FROM inserted"  # noqa: S608 (constant SQL)
+# A file import's chunk needs no ids back (tens of thousands of rows): the count of leads
+# created per customer and day of creation (for the SLA rollups of past days).
+_INSERT_COUNT_SQL = f"""
+WITH inserted AS ({_INSERT_SQL})
+SELECT customer_id, (created_at AT TIME ZONE 'UTC')::date, count(*) FROM inserted GROUP BY 1, 2
+"""  # noqa: S608 (constant SQL)
 
 _UPDATE_SQL = """
 WITH s AS (
-    SELECT st.*, COALESCE(st.created_at, l.created_at) AS new_created_at,
+    SELECT st.*, COALESCE(st.created_at, l.created_at) AS new_created_at, l.created_at AS old_created_at,
            COALESCE(st.rescheduled_at, l.rescheduled_at) AS new_rescheduled_at, l.id AS lead_id,
            -- A lead the engine made stale (no answer after its last reschedule) stays stale
            -- when the customer's re-push still says live.
@@ -223,7 +229,7 @@ WHERE l.id = s.lead_id
         COALESCE(s.last_activity, l.last_activity), COALESCE(s.pricing_plan, l.pricing_plan),
         s.new_rescheduled_at, s.new_created_at, s.new_closed_reason)
        OR s.closes)
-RETURNING l.id
+RETURNING l.id, l.customer_id, l.created_at, s.old_created_at
 """
 
 _LOCK_EXISTING_SQL = """
@@ -292,13 +298,15 @@ def upsert_leads(
         batch, staged = _stage_leads(cursor, leads, scorer=ArrivalScorer(customer_plans), now=now)
         params: dict[str, Any] = {"now": now, "batch": batch}
         cursor.execute(_INSERT_SQL, params)
-        written = {(row[1], row[2]): (row[0], True) for row in cursor.fetchall()}
+        inserted = cursor.fetchall()
+        written = {(row[1], row[2]): (row[0], True) for row in inserted}
+        past_days = _past_days(((row[1], row[3]) for row in inserted), now=now)
         if len(written) < staged:
             cursor.execute(_LOCK_EXISTING_SQL, params)
             for lead_id, customer_id, external_id in cursor.fetchall():
                 written.setdefault((customer_id, external_id), (lead_id, False))
-            cursor.execute(_UPDATE_SQL, params)
-            rescore_lead_ids([row[0] for row in cursor.fetchall()])
+            past_days |= _update_staged(cursor, params)
+        forget_rollups(cursor, past_days)
         cursor.execute(_CLEAR_BATCH_SQL, params)
 
     seen: set[tuple[int, str]] = set()
@@ -345,13 +353,37 @@ def upsert_staged_batch(staged: StagedBatch) -> tuple[int, int]:
     params: dict[str, Any] = {"now": staged.now, "batch": staged.batch}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_INSERT_COUNT_SQL, params)
-        (created,) = cursor.fetchone()
+        created = 0
+        past_days: set[tuple[int, dt.date]] = set()
+        settled_day = utc_day(rollups_settled_before(staged.now))
+        for customer_id, day, count in cursor.fetchall():
+            created += count
+            if day < settled_day:
+                past_days.add((customer_id, day))
         if created < staged.leads:
             cursor.execute(_LOCK_EXISTING_COUNT_SQL, params)
-            cursor.execute(_UPDATE_SQL, params)
-            rescore_lead_ids([row[0] for row in cursor.fetchall()])
+            past_days |= _update_staged(cursor, params)
+        forget_rollups(cursor, past_days)
         cursor.execute(_CLEAR_BATCH_SQL, params)
     return created, staged.leads - created
+
+
+def _past_days(created: Iterable[tuple[int, dt.datetime]], *, now: dt.datetime) -> set[tuple[int, dt.date]]:
+    """(customer, day) of leads created on days whose SLA rollups the rollup task no longer
+    refreshes by itself: a lead written there must forget that day's rollup."""
+    settled = rollups_settled_before(now)
+    return {(customer_id, utc_day(at)) for customer_id, at in created if at < settled}
+
+
+def _update_staged(cursor: CursorWrapper, params: dict[str, Any]) -> set[tuple[int, dt.date]]:
+    """Update the staged batch's existing leads (locked by the caller) and rescore those
+    that changed; returns the past days (:func:`_past_days`) they left or joined."""
+    cursor.execute(_UPDATE_SQL, params)
+    changed = cursor.fetchall()
+    rescore_lead_ids([row[0] for row in changed])
+    return _past_days(
+        ((customer_id, at) for _, customer_id, new, old in changed for at in (new, old)), now=params["now"]
+    )
 
 
 # --- Batches from the API -------------------------------------------------------------
@@ -800,6 +832,9 @@ def update_lead(*, lead_id: int, changes: dict[str, object], now: dt.datetime | 
                 score_lead(lead, params_for_version(version.pk))
             lead.updated_at = now
             lead.save()
+            if "lead_type" in changed:  # a day's live and stale counts
+                with connection.cursor() as cursor:
+                    forget_rollups(cursor, _past_days([(lead.customer_id, lead.created_at)], now=now))
             LeadEvent.objects.create(
                 lead=lead,
                 kind=EventKind.UPDATED,

@@ -88,6 +88,9 @@ ROLLUP_LATE_CALL_LOOKBACK = dt.timedelta(hours=2)
 ROLLUP_BACKLOG_DAYS_PER_RUN = 62
 # pg_advisory_lock key of the rollup ("LRSL"): one rollup at a time.
 ROLLUP_LOCK_KEY = 0x4C52534C
+# First half of the two-key transaction lock on one day's rollup (the second is the day's
+# ordinal): rolling a day up and writing leads created on it take turns (see forget_rollups).
+ROLLUP_DAY_LOCK_CLASS = 0x4C52
 
 _DAY = dt.timedelta(days=1)
 
@@ -916,13 +919,56 @@ SET window_minutes = EXCLUDED.window_minutes, tat_buckets = EXCLUDED.tat_buckets
 """
 
 
+_LOCK_DAYS_SQL = """
+SELECT pg_advisory_xact_lock{mode}(%(lock_class)s, d) FROM unnest(%(days)s::int[]) AS d ORDER BY d
+"""
+_LOCK_DAYS_SHARED_SQL = _LOCK_DAYS_SQL.format(mode="_shared")
+_LOCK_DAYS_EXCLUSIVE_SQL = _LOCK_DAYS_SQL.format(mode="")
+_FORGET_DAYS_SQL = """
+DELETE FROM prioritization_slarollupday r
+USING unnest(%(customers)s::bigint[], %(days)s::date[]) AS f(customer_id, day)
+WHERE r.customer_id = f.customer_id AND r.day = f.day
+"""
+
+
+def _lock_days(cursor: Any, days: Iterable[dt.date], *, shared: bool) -> None:
+    cursor.execute(
+        _LOCK_DAYS_SHARED_SQL if shared else _LOCK_DAYS_EXCLUSIVE_SQL,
+        {"lock_class": ROLLUP_DAY_LOCK_CLASS, "days": sorted({day.toordinal() for day in days})},
+    )
+
+
+def rollups_settled_before(now: dt.datetime) -> dt.datetime:
+    """Leads created before this moment belong to days the rollup task no longer refreshes
+    on every run (with a day to spare, for a run late around midnight): a write of such a
+    lead must :func:`forget_rollups` of its day."""
+    return day_start(utc_day(now) - (ROLLUP_REFRESH_DAYS - 1) * _DAY)
+
+
+def forget_rollups(cursor: Any, days: set[tuple[int, dt.date]]) -> None:
+    """Mark (customer, day) pairs as not rolled up, in the caller's transaction: leads created
+    on them were added or changed. Their figures are counted live until the rollup task's
+    backlog rolls them up again.
+
+    Each day's lock is taken shared here and exclusive by :func:`_roll_day`, which counts
+    inside it: a rollup either finishes before the write (whose commit then drops its mark)
+    or counts after the write has committed, never in between.
+    """
+    if not days:
+        return
+    _lock_days(cursor, (day for _, day in days), shared=True)
+    pairs = sorted(days)
+    cursor.execute(_FORGET_DAYS_SQL, {"customers": [c for c, _ in pairs], "days": [day for _, day in pairs]})
+
+
 def _roll_day(
     cursor: Any, *, day: dt.date, windows: dict[int, float], now: dt.datetime, summary: RollupSummary
 ) -> None:
     """Replace the rollup rows of these customers' ``day`` and mark it rolled up."""
-    cells = _count_days_live(cursor, windows=windows, start=day, end=day, now=now)
     customers = sorted(windows)
     with transaction.atomic():
+        _lock_days(cursor, [day], shared=False)
+        cells = _count_days_live(cursor, windows=windows, start=day, end=day, now=now)
         cursor.execute(_DELETE_DAY_SQL, {"customers": customers, "day": day})
         rows = list(cells.items())
         cursor.execute(

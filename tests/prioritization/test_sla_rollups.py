@@ -2,21 +2,25 @@
 the figures read them for past days, and that every figure's query can use its index."""
 
 import datetime as dt
+import threading
 
 import psycopg
 import pytest
 import time_machine
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F
 
+from leads.importers import LeadMapping
+from leads.models import Lead
+from leads.services import import_leads, ingest_lead_batch, update_lead
 from prioritization import sla, tasks
 from prioritization.models import SlaDailyRollup, SlaRollupDay
 from prioritization.schedules import SCHEDULES
-from prioritization.sla import SlaCounts, rollup_sla, sla_report
+from prioritization.sla import RollupSummary, SlaCounts, rollup_sla, sla_report
 from tests.conftest import plan
 from tests.factories import LeadFactory
-from tests.prioritization.conftest import T0, set_policy
+from tests.prioritization.conftest import T0, add_lead, set_policy
 from tests.prioritization.sla_world import MINUTE, call_at, claim_at, live_lead
 
 pytestmark = pytest.mark.django_db
@@ -162,6 +166,119 @@ def test_a_first_call_long_after_a_lead_arrived_updates_the_rollup_of_its_day(
     rolled = SlaDailyRollup.objects.get(day=old.date())
     assert (rolled.live_leads, rolled.missed) == (1, 1)
     assert rolled.tat_counts[-1] == 1  # over a week: the open last bucket
+
+
+def rolled_up_day_with_one_lead(campaign) -> tuple[dt.date, Lead]:
+    """Day -10 with one live lead, rolled up as of NOW (the backlog takes it)."""
+    lead = live_lead(campaign, T0 - 10 * DAY)
+    rollup_sla(now=NOW)
+    day = (T0 - 10 * DAY).date()
+    assert day in marked_days()
+    return day, lead
+
+
+def live_leads_of(day: dt.date) -> int:
+    return sla_report(now=NOW, start=day, end=day).overall.sla_range.live_leads
+
+
+def test_a_lead_pushed_now_for_a_long_past_day_is_counted_there_at_once_and_rolled_again(
+    all_day_campaign,
+) -> None:
+    day, _ = rolled_up_day_with_one_lead(all_day_campaign)
+    add_lead(all_day_campaign, now=NOW, created_at=(T0 - 10 * DAY + HOUR).isoformat())
+
+    assert day not in marked_days()  # read live until rolled up again
+    assert live_leads_of(day) == 2
+    rollup_sla(now=NOW)
+    assert day in marked_days()
+    assert SlaDailyRollup.objects.get(day=day).live_leads == 2
+    assert live_leads_of(day) == 2
+
+
+def test_an_imported_file_of_old_leads_forgets_the_days_it_writes_to(all_day_campaign, tmp_path) -> None:
+    day, _ = rolled_up_day_with_one_lead(all_day_campaign)
+    other_day = (T0 - 9 * DAY).date()
+    path = tmp_path / "leads.csv"
+    created = f"{T0 - 10 * DAY + HOUR:%Y-%m-%dT%H:%M:%SZ}"
+    path.write_text(f"external_id,lead_type,created_at\nold-1,live,{created}\nnew-1,live,\n")
+    rollup_sla(now=NOW, days=[other_day])
+    with time_machine.travel(NOW, tick=False):
+        summary = import_leads(
+            path,
+            mapping=LeadMapping(),
+            customer_id=all_day_campaign.customer_id,
+            campaign_id=all_day_campaign.pk,
+        )
+    assert summary.created == 2
+    assert day not in marked_days()
+    assert other_day in marked_days()  # no lead of it was written
+    assert live_leads_of(day) == 2
+
+
+def test_a_repush_forgets_the_past_days_a_lead_leaves_and_joins_unless_nothing_changed(
+    all_day_campaign,
+) -> None:
+    day, lead = rolled_up_day_with_one_lead(all_day_campaign)
+    body = {
+        "customer_id": lead.customer_id,
+        "campaign_id": lead.campaign_id,
+        "external_id": lead.external_id,
+        "lead_type": "live",
+        "created_at": lead.created_at.isoformat(),
+    }
+    ingest_lead_batch([body], allowed_customer_id=None, now=NOW)  # the same data again
+    assert day in marked_days()
+
+    later_day = (T0 - 8 * DAY).date()
+    rollup_sla(now=NOW, days=[later_day])
+    moved = {**body, "created_at": (T0 - 8 * DAY).isoformat()}
+    ingest_lead_batch([moved], allowed_customer_id=None, now=NOW)
+    assert day not in marked_days()  # the day it left
+    assert later_day not in marked_days()  # the day it joined
+    assert (live_leads_of(day), live_leads_of(later_day)) == (0, 1)
+
+
+def test_a_patched_lead_type_forgets_the_rollup_of_the_leads_day(all_day_campaign) -> None:
+    day, lead = rolled_up_day_with_one_lead(all_day_campaign)
+    update_lead(lead_id=lead.pk, changes={"city": "Pune"}, now=NOW)
+    assert day in marked_days()
+    update_lead(lead_id=lead.pk, changes={"lead_type": "stale"}, now=NOW)
+    assert day not in marked_days()
+    assert sla_report(now=NOW, start=day, end=day).overall.sla_range == SlaCounts(stale_leads=1)
+
+
+def test_recent_days_are_left_to_the_rollups_own_refresh(all_day_campaign) -> None:
+    rollup_sla(now=NOW)
+    day = (T0 - 2 * DAY).date()
+    assert day in marked_days()
+    add_lead(all_day_campaign, now=NOW, created_at=(T0 - 2 * DAY).isoformat())
+    assert day in marked_days()
+    rollup_sla(now=NOW)
+    assert SlaDailyRollup.objects.get(day=day).live_leads == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rollup_of_a_day_waits_for_a_write_of_its_leads_in_progress(all_day_campaign) -> None:
+    # The write forgets the day's rollup and commits while the rollup runs: counted before
+    # the commit and marked after it, the day would stay rolled up without the new lead.
+    day = (T0 - 10 * DAY).date()
+    rolled: list[RollupSummary] = []
+    with transaction.atomic():
+        add_lead(all_day_campaign, now=NOW, created_at=(T0 - 10 * DAY).isoformat())
+        rollup = threading.Thread(target=lambda: rolled.append(rollup_on_own_connection(day)))
+        rollup.start()
+        rollup.join(timeout=1)
+        assert rollup.is_alive()  # waiting for the write's day lock
+    rollup.join(timeout=30)
+    assert [summary.customer_days for summary in rolled] == [1]
+    assert SlaDailyRollup.objects.get(day=day).live_leads == 1
+
+
+def rollup_on_own_connection(day: dt.date) -> RollupSummary:
+    try:
+        return rollup_sla(now=NOW, days=[day])
+    finally:
+        connection.close()
 
 
 def test_days_never_rolled_up_are_backfilled_newest_first_a_few_per_run(
