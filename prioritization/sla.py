@@ -88,9 +88,12 @@ ROLLUP_LATE_CALL_LOOKBACK = dt.timedelta(hours=2)
 ROLLUP_BACKLOG_DAYS_PER_RUN = 62
 # pg_advisory_lock key of the rollup ("LRSL"): one rollup at a time.
 ROLLUP_LOCK_KEY = 0x4C52534C
-# First half of the two-key transaction lock on one day's rollup (the second is the day's
-# ordinal): rolling a day up and writing leads created on it take turns (see forget_rollups).
+# First half of the two-key transaction lock on one day's rollup: rolling a day up and
+# writing leads created on it take turns (see forget_rollups). The second half is the day's
+# slot among ROLLUP_DAY_LOCK_SLOTS (days share slots), so a write spanning years of days
+# takes a bounded number of PostgreSQL's lock-table entries.
 ROLLUP_DAY_LOCK_CLASS = 0x4C52
+ROLLUP_DAY_LOCK_SLOTS = 32
 
 _DAY = dt.timedelta(days=1)
 
@@ -920,7 +923,7 @@ SET window_minutes = EXCLUDED.window_minutes, tat_buckets = EXCLUDED.tat_buckets
 
 
 _LOCK_DAYS_SQL = """
-SELECT pg_advisory_xact_lock{mode}(%(lock_class)s, d) FROM unnest(%(days)s::int[]) AS d ORDER BY d
+SELECT pg_advisory_xact_lock{mode}(%(lock_class)s, slot) FROM unnest(%(slots)s::int[]) AS slot ORDER BY slot
 """
 _LOCK_DAYS_SHARED_SQL = _LOCK_DAYS_SQL.format(mode="_shared")
 _LOCK_DAYS_EXCLUSIVE_SQL = _LOCK_DAYS_SQL.format(mode="")
@@ -934,7 +937,10 @@ WHERE r.customer_id = f.customer_id AND r.day = f.day
 def _lock_days(cursor: Any, days: Iterable[dt.date], *, shared: bool) -> None:
     cursor.execute(
         _LOCK_DAYS_SHARED_SQL if shared else _LOCK_DAYS_EXCLUSIVE_SQL,
-        {"lock_class": ROLLUP_DAY_LOCK_CLASS, "days": sorted({day.toordinal() for day in days})},
+        {
+            "lock_class": ROLLUP_DAY_LOCK_CLASS,
+            "slots": sorted({day.toordinal() % ROLLUP_DAY_LOCK_SLOTS for day in days}),
+        },
     )
 
 
