@@ -43,7 +43,9 @@ from prioritization.simulation.scenario import (
 # take about half as long again as the headline comparison.
 ADMIN_DEFAULT_DAYS = 7.0
 ADMIN_DEFAULT_CONTRACTORS = 15
+# Bounds of a scenario, shared with ``manage.py simulate``.
 MAX_CONTRACTORS = 500
+MIN_DAYS = 0.05  # 72 minutes
 # The call log covers 28 days (February 1999, replayed as 2 February to 1 March 2026).
 MAX_DAYS = 28.0
 # A page of a run still under way reloads itself this often.
@@ -66,7 +68,7 @@ class _SimulationFormBase(forms.Form):
         initial=DEFAULT_START.strftime("%Y-%m-%d %H:%M"),
         help_text="UTC. The call log covers 2026-02-02 to 2026-03-01 (February 1999, same weekdays).",
     )
-    days = forms.FloatField(min_value=0.05, max_value=MAX_DAYS, initial=ADMIN_DEFAULT_DAYS)
+    days = forms.FloatField(min_value=MIN_DAYS, max_value=MAX_DAYS, initial=ADMIN_DEFAULT_DAYS)
     seed = forms.IntegerField(initial=1, help_text="The same seed gives the same figures.")
 
     def clean_start(self) -> dt.datetime:

@@ -233,22 +233,76 @@ def benchmarks_do_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["ingest", "--rows", "0"], "--rows must be at least 1, got 0"),
-        (["ingest", "--batch", "0"], "--batch must be at least 1"),
-        (["ingest", "--batch", "10001"], "--batch must be at most 10000"),
-        (["ingest", "--clients", "-2"], "--clients must be at least 1"),
-        (["ingest", "--workers", "0"], "--workers must be at least 1"),
-        (["claim", "--leads", "-1"], "--leads must be at least 1"),
-        (["claim", "--seconds", "0"], "--seconds must be at least 1"),
-        (["claim", "--decay-claims", "0"], "--decay-claims must be at least 1"),
-        (["claim", "--small-leads", "0"], "--small-leads must be at least 1"),
+        (["ingest", "--rows", "0"], "argument --rows: must be at least 1, got 0"),
+        (
+            ["ingest", "--batch", "0"],
+            "argument --batch: must be between 1 and 10,000 (LEADRANK_API_BATCH_MAX), got 0",
+        ),
+        (["ingest", "--batch", "10001"], "argument --batch: must be between 1 and 10,000"),
+        (["ingest", "--clients", "-2"], "argument --clients: must be at least 1, got -2"),
+        (["ingest", "--workers", "0"], "argument --workers: must be at least 1, got 0"),
+        (["claim", "--leads", "-1"], "argument --leads: must be at least 1, got -1"),
+        (["claim", "--seconds", "0"], "argument --seconds: must be at least 1, got 0"),
+        (["claim", "--decay-claims", "0"], "argument --decay-claims: must be at least 1, got 0"),
+        (["claim", "--small-leads", "0"], "argument --small-leads: must be at least 1, got 0"),
+        (["claim", "--leads", "many"], "argument --leads: invalid int value: 'many'"),
     ],
 )
 def test_bench_refuses_counts_it_cannot_run_with_before_building_anything(
     args: list[str], message: str
 ) -> None:
-    with pytest.raises(CommandError, match=re.escape(message)):
+    with pytest.raises(CommandError, match=re.escape(message)) as refusal:
         call_command("bench", *args, stdout=io.StringIO())
+    assert "\n" not in str(refusal.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["bench", "ingest", "--batch", "0"],
+            "manage.py bench ingest: error: argument --batch: must be between 1",
+        ),
+        (
+            ["bench_sla", "--days", "367"],
+            "manage.py bench_sla: error: argument --days: must be between 1 and 366, got 367",
+        ),
+        (
+            ["bench_metrics", "--scrapes", "0"],
+            "manage.py bench_metrics: error: argument --scrapes: must be at least 1, got 0",
+        ),
+        (
+            ["simulate", "--jobs", "0"],
+            "manage.py simulate: error: argument --jobs: must be between 1 and 16, got 0",
+        ),
+        (
+            ["simulate", "--contractors", "501"],
+            "manage.py simulate: error: argument --contractors: must be between 1 and 500",
+        ),
+        (
+            ["evaluate_model", "--bench-training", "999"],
+            "argument --bench-training: must be at least 1,000, got 999",
+        ),
+    ],
+)
+def test_a_size_out_of_bounds_on_the_command_line_is_one_line_and_exit_status_2(
+    args: list[str], line: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env={**os.environ, "DJANGO_DEBUG": "false", "SECRET_KEY": "x", "DATABASE_URL": settings.DATABASE_URL},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+    assert line in result.stderr
+    assert result.stdout == ""
 
 
 def test_bench_claim_without_wrk_is_one_readable_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -514,4 +514,6 @@ def test_the_benchmark_command_refuses_a_bad_size_with_one_line() -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "--leads must be at least 1."
+    assert (
+        result.stderr.strip() == "manage.py bench_metrics: error: argument --leads: must be at least 1, got 0"
+    )

@@ -3,6 +3,7 @@ evaluation), each pinned by a test that failed before its fix."""
 
 import base64
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -156,11 +157,19 @@ def test_a_start_given_with_an_offset_puts_contractors_on_the_same_utc_shifts(tm
     assert given.start.utcoffset() == dt.timedelta(0)
 
 
-@pytest.mark.parametrize("days", ["1e7", "40000"])
-def test_a_simulated_period_past_2099_is_one_readable_line(days: str) -> None:
-    # 1e7 days overflowed Python's dates (a traceback); 40,000 ran past the timestamps leads take.
-    with pytest.raises(CommandError, match=r"must end in the years 1900 to 2099"):
-        call_command("simulate", "--days", days, "--rate", "1", "--synthetic-leads")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # 1e7 days overflowed Python's dates (a traceback); 40,000 ran past the timestamps
+        # leads take. Both are now beyond the simulator's 28 days.
+        (["--days", "1e7"], "argument --days: must be between 0.05 and 28, got 1e7"),
+        (["--days", "40000"], "argument --days: must be between 0.05 and 28, got 40000"),
+        (["--start", "2099-12-20", "--days", "28"], "must end in the years 1900 to 2099"),
+    ],
+)
+def test_a_simulated_period_past_2099_is_one_readable_line(args: list[str], message: str) -> None:
+    with pytest.raises(CommandError, match=re.escape(message)):
+        call_command("simulate", *args, "--rate", "1", "--synthetic-leads")
 
 
 @pytest.mark.django_db

@@ -10,7 +10,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from prioritization.admin_simulation import MAX_CONTRACTORS, MAX_DAYS, MIN_DAYS
+from prioritization.management.commands import simulate as simulate_command
 from prioritization.simulation import comparison
+from prioritization.simulation.runner import SimulationError
 from prioritization.simulation.scenario import Scenario
 from tests.prioritization.simulation_builders import write_data_dir
 
@@ -130,6 +133,69 @@ def test_bad_options_are_one_readable_error(tmp_path: Path, args: list[str], err
         simulate("--data-dir", str(data), *args)
     assert error in str(failure.value)
     assert "\n" not in str(failure.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--contractors", "0"], f"argument --contractors: must be between 1 and {MAX_CONTRACTORS}, got 0"),
+        (
+            ["--contractors", "501"],
+            f"argument --contractors: must be between 1 and {MAX_CONTRACTORS}, got 501",
+        ),
+        (["--days", "0.01"], f"argument --days: must be between {MIN_DAYS} and {MAX_DAYS:g}, got 0.01"),
+        (["--days", "28.5"], f"argument --days: must be between {MIN_DAYS} and {MAX_DAYS:g}, got 28.5"),
+        (["--days", "nan"], f"argument --days: must be between {MIN_DAYS} and {MAX_DAYS:g}, got nan"),
+        (["--rate", "0"], "argument --rate: must be greater than 0 and at most 1,000, got 0"),
+        (["--rate", "1001"], "argument --rate: must be greater than 0 and at most 1,000, got 1001"),
+        (["--stale-backlog", "-1"], "argument --stale-backlog: must be between 0 and 100,000, got -1"),
+        (
+            ["--stale-backlog", "100001"],
+            "argument --stale-backlog: must be between 0 and 100,000, got 100001",
+        ),
+        (["--jobs", "0"], "argument --jobs: must be between 1 and 16, got 0"),
+        (["--jobs", "17"], "argument --jobs: must be between 1 and 16, got 17"),
+    ],
+)
+def test_sizes_out_of_bounds_are_refused_before_anything_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], error: str
+) -> None:
+    def refuse(**kwargs: object) -> None:
+        raise AssertionError("the simulation started")
+
+    monkeypatch.setattr(simulate_command, "compare_policies", refuse)
+    with pytest.raises(CommandError) as failure:
+        simulate("--data-dir", str(tmp_path / "nowhere"), *args)
+    assert str(failure.value) == f"Error: {error}"
+
+
+def test_the_command_takes_the_admin_simulator_s_largest_scenario(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken: dict[str, object] = {}
+
+    def record(**kwargs: object) -> None:
+        taken.update(kwargs)
+        raise SimulationError("recorded")
+
+    monkeypatch.setattr(simulate_command, "compare_policies", record)
+    with pytest.raises(CommandError, match="recorded"):
+        simulate(
+            "--data-dir",
+            str(tmp_path),
+            "--start",
+            "2026-02-02",
+            "--contractors",
+            str(MAX_CONTRACTORS),
+            "--days",
+            str(MAX_DAYS),
+            "--jobs",
+            str(simulate_command.MAX_JOBS),
+        )
+    options = taken["options"]
+    assert options.contractors == MAX_CONTRACTORS  # type: ignore[attr-defined]
+    assert options.days == MAX_DAYS  # type: ignore[attr-defined]
+    assert taken["jobs"] == simulate_command.MAX_JOBS
 
 
 def test_a_missing_data_directory_is_one_readable_error(tmp_path: Path) -> None:

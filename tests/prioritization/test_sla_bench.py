@@ -25,6 +25,15 @@ def test_the_sla_benchmark_prints_its_figures_as_a_last_json_line() -> None:
     assert any(line.startswith("plan queue:") for line in lines)
 
 
-def test_the_sla_benchmark_refuses_nonsense_sizes() -> None:
-    with pytest.raises(CommandError, match="--leads must be at least 1"):
-        call_command("bench_sla", "--leads", "0")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--leads", "0"], "Error: argument --leads: must be at least 1, got 0"),
+        (["--days", "0"], "Error: argument --days: must be between 1 and 366, got 0"),
+        (["--days", "367"], "Error: argument --days: must be between 1 and 366, got 367"),
+    ],
+)
+def test_the_sla_benchmark_refuses_nonsense_sizes(args: list[str], message: str) -> None:
+    with pytest.raises(CommandError) as refusal:
+        call_command("bench_sla", *args)
+    assert str(refusal.value) == message

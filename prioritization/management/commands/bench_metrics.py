@@ -1,12 +1,13 @@
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from leads.management.arguments import OneLineErrorCommand, int_at_least
 from prioritization.metrics_bench import run_metrics_benchmark
 
 
-class Command(BaseCommand):
+class Command(OneLineErrorCommand):
     help = (
         "Measure what metrics and alerts cost: recording a next-lead answer, django-prometheus' "
         "middleware, a /metrics scrape and an alert evaluation over N leads (throwaway database). "
@@ -14,16 +15,13 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--leads", type=int, default=1_000_000, help="Leads in the throwaway database.")
-        parser.add_argument("--calls", type=int, default=200_000, help="Next-lead answers recorded.")
-        parser.add_argument("--requests", type=int, default=2_000, help="Requests per middleware round.")
-        parser.add_argument("--scrapes", type=int, default=10, help="Scrapes and alert evaluations timed.")
+        count = int_at_least(1)
+        parser.add_argument("--leads", type=count, default=1_000_000, help="Leads in the throwaway database.")
+        parser.add_argument("--calls", type=count, default=200_000, help="Next-lead answers recorded.")
+        parser.add_argument("--requests", type=count, default=2_000, help="Requests per middleware round.")
+        parser.add_argument("--scrapes", type=count, default=10, help="Scrapes and alert evaluations timed.")
 
     def handle(self, *args: Any, leads: int, calls: int, requests: int, scrapes: int, **options: Any) -> None:
-        for name, value in (("leads", leads), ("calls", calls), ("requests", requests), ("scrapes", scrapes)):
-            if value < 1:
-                self.stderr.write(f"--{name} must be at least 1.")
-                raise SystemExit(2)
         figures = run_metrics_benchmark(
             leads=leads, calls=calls, requests=requests, scrapes=scrapes, write=self.stdout.write
         )

@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from leads.management.arguments import OneLineErrorCommand, float_between, int_at_least
 from prioritization.evaluation import (
     Comparison,
     EvaluationInputError,
@@ -28,17 +29,11 @@ from prioritization.training import evaluate_customer, window_days_error
 _FILE_ONLY = ("target", "features", "order_by", "customer_column", "empty_values", "weights")
 
 
-class Command(BaseCommand):
+class Command(OneLineErrorCommand):
     help = (
         "Compare the learned model with gradient boosting, a pooled model and the manual weights on a "
         "time-ordered holdout (AUC, log loss, lift, reliability), for a customer or a file."
     )
-
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
-        parser = super().create_parser(prog_name, subcommand, **kwargs)
-        # A bad argument is one readable line ("...: error: ..."), not the usage block.
-        parser.print_usage = lambda file=None: None  # type: ignore[method-assign]
-        return parser
 
     def add_arguments(self, parser: CommandParser) -> None:
         source = parser.add_mutually_exclusive_group(required=True)
@@ -46,9 +41,10 @@ class Command(BaseCommand):
         source.add_argument("--file", type=Path, help="CSV, XLSX, XLS or ODS of past leads (not imported)")
         source.add_argument(
             "--bench-training",
-            type=int,
+            type=int_at_least(1000),
             metavar="OUTCOMES",
-            help="time a full training run on this many synthetic outcomes in a throwaway database",
+            help="time a full training run on this many synthetic outcomes (at least 1,000) "
+            "in a throwaway database",
         )
         parser.add_argument("--target", help="the outcome column: 1/0, true/false or yes/no")
         parser.add_argument("--features", help="comma-separated feature columns")
@@ -58,13 +54,17 @@ class Command(BaseCommand):
         parser.add_argument("--weights", type=Path, help='manual weights: {"column": {"value": weight}}')
         parser.add_argument("--encoding", default="utf-8", help="of a CSV file (default utf-8)")
         parser.add_argument("--window-days", type=int, help="database outcomes of leads this many days old")
-        parser.add_argument("--holdout-share", type=float, default=DEFAULT_SETTINGS.holdout_share)
+        parser.add_argument(
+            "--holdout-share",
+            type=float_between(0, 1, above=True, below=True),
+            default=DEFAULT_SETTINGS.holdout_share,
+            help="share of the newest outcomes held out, greater than 0 and less than 1 "
+            f"(default {DEFAULT_SETTINGS.holdout_share})",
+        )
         parser.add_argument("--json", action="store_true", help="end with one line of JSON")
 
     def handle(self, *args: Any, **options: Any) -> None:
         share = options["holdout_share"]
-        if not 0 < share < 1:
-            raise CommandError("--holdout-share must be between 0 and 1, e.g. 0.2.")
         if error := window_days_error(options["window_days"]):
             raise CommandError(error)
         settings = LearningSettings(holdout_share=share)
@@ -156,7 +156,5 @@ class Command(BaseCommand):
     def _bench(self, outcomes: int) -> None:
         from prioritization.model_bench import run_training_benchmark
 
-        if outcomes < 1000:
-            raise CommandError("--bench-training needs at least 1000 outcomes.")
         result = run_training_benchmark(outcomes=outcomes, write=self.stdout.write)
         self.stdout.write(json.dumps(result))

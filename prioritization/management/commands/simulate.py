@@ -12,10 +12,12 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError, connection
 
 from leads.importers import TIMESTAMP_RANGE_ERROR, timestamp_in_range
+from leads.management.arguments import OneLineErrorCommand, float_between, int_between
+from prioritization.admin_simulation import MAX_CONTRACTORS, MAX_DAYS, MIN_DAYS
 from prioritization.simulation.arrivals import DataError
 from prioritization.simulation.comparison import (
     DATABASE_PREFIX,
@@ -32,6 +34,13 @@ from prioritization.simulation.scenario import DEFAULT_DAYS, DEFAULT_START, Scen
 
 # The headline staffing level: FIFO misses the 90% SLA there (see the README).
 DEFAULT_CONTRACTORS = 15
+# Caps of the options the admin's simulator does not have (its bounds on contractors and
+# days are the command's too). The headline week brings about 50 leads an hour (8,317 in
+# 7 days): 20 times that over the longest period is 672,000 live leads per policy.
+MAX_RATE_PER_HOUR = 1_000.0
+MAX_STALE_BACKLOG = 100_000
+# Each job is a child process and a database of its own.
+MAX_JOBS = 16
 
 
 def _moment(text: str) -> dt.datetime:
@@ -45,7 +54,7 @@ def _moment(text: str) -> dt.datetime:
     return moment
 
 
-class Command(BaseCommand):
+class Command(OneLineErrorCommand):
     help = (
         "Replay lead arrivals against contractors in simulated time, with the engine's own code, "
         "in throwaway databases, and compare policies (FIFO, the default policy, drafts)."
@@ -54,7 +63,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         world = parser.add_argument_group("scenario")
         world.add_argument(
-            "--contractors", type=int, default=DEFAULT_CONTRACTORS, help="contractors (default 15)"
+            "--contractors",
+            type=int_between(1, MAX_CONTRACTORS),
+            default=DEFAULT_CONTRACTORS,
+            help=f"contractors, 1 to {MAX_CONTRACTORS} (default 15)",
         )
         world.add_argument(
             "--start",
@@ -62,13 +74,18 @@ class Command(BaseCommand):
             default=DEFAULT_START,
             help="first simulated moment, UTC (default 2026-02-08: the log's week of 7 Feb 1999)",
         )
-        world.add_argument("--days", type=float, default=DEFAULT_DAYS, help="simulated days (default 7)")
+        world.add_argument(
+            "--days",
+            type=float_between(MIN_DAYS, MAX_DAYS),
+            default=DEFAULT_DAYS,
+            help=f"simulated days, {MIN_DAYS:g} to {MAX_DAYS:g} (default 7)",
+        )
         world.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
         world.add_argument(
             "--rate",
-            type=float,
+            type=float_between(0, MAX_RATE_PER_HOUR, above=True),
             default=None,
-            help="synthetic Poisson arrivals per hour instead of the call log",
+            help=f"synthetic Poisson arrivals per hour instead of the call log, up to {MAX_RATE_PER_HOUR:,g}",
         )
         world.add_argument(
             "--sample", type=float, default=1.0, help="share of the log's arrivals kept, (0, 1] (default 1)"
@@ -76,7 +93,12 @@ class Command(BaseCommand):
         world.add_argument(
             "--synthetic-leads", action="store_true", help="made-up lead attributes instead of the lead file"
         )
-        world.add_argument("--stale-backlog", type=int, default=0, help="stale leads queued at the start")
+        world.add_argument(
+            "--stale-backlog",
+            type=int_between(0, MAX_STALE_BACKLOG),
+            default=0,
+            help=f"stale leads queued at the start, at most {MAX_STALE_BACKLOG:,}",
+        )
         world.add_argument("--data-dir", type=Path, default=None, help="default: LEADRANK_DATA_DIR")
         model = parser.add_argument_group("outcome model")
         model.add_argument("--pickup", type=float, default=0.7, help="pick-up probability (default 0.7)")
@@ -103,7 +125,12 @@ class Command(BaseCommand):
             metavar="NAME=PATH.json",
             help="a draft policy: a JSON object of policy version fields (changes to the default policy)",
         )
-        parser.add_argument("--jobs", type=int, default=2, help="policies simulated at once (default 2)")
+        parser.add_argument(
+            "--jobs",
+            type=int_between(1, MAX_JOBS),
+            default=2,
+            help=f"policies simulated at once, 1 to {MAX_JOBS} (default 2)",
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON object (the last line)")
         parser.add_argument("--chart", type=Path, default=None, help="write a PNG chart here")
         # The run of one policy inside its throwaway database (started by the comparison).
@@ -124,8 +151,6 @@ class Command(BaseCommand):
 
     def _compare(self, options: dict[str, Any]) -> None:
         as_json = options["json"]
-        if options["jobs"] < 1:
-            raise ValueError("--jobs must be at least 1.")
         chart: Path | None = options["chart"]
         # Checked before the simulation, which takes minutes: the chart is written after it.
         if chart is not None and chart.is_dir():
