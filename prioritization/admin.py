@@ -54,6 +54,9 @@ from prioritization.services import PolicyChangedMeanwhile, enqueue_rescoring, s
 
 logger = logging.getLogger(__name__)
 
+# The policy form's learned-model list: the newest models (and the one in use). Training adds
+# one per customer every day, and a list of them all grew without end.
+LEARNED_MODEL_CHOICES = 50
 
 # --- Saving a policy -------------------------------------------------------------------------
 
@@ -134,7 +137,8 @@ class _PolicyFormBase(forms.ModelForm[PriorityPolicy]):
             self.fields["customer"].help_text = "The customer this policy is for."
         if "learned_model" in self.fields:
             # A saved policy may use its customer's models or the pooled ones (the default
-            # policy: the pooled ones), newest first; a new policy any of them.
+            # policy: the pooled ones), newest first; a new policy any of them. Every training
+            # adds models, so the list offers the newest few, and the model in use.
             field = cast(forms.ModelChoiceField, self.fields["learned_model"])  # type: ignore[type-arg]
             choices = ModelVersion.objects.select_related("customer").order_by("-trained_at", "-id")
             if self.instance.pk:
@@ -142,7 +146,12 @@ class _PolicyFormBase(forms.ModelForm[PriorityPolicy]):
                 if self.instance.customer_id is not None:
                     mine |= models.Q(customer_id=self.instance.customer_id)
                 choices = choices.filter(mine)
-            field.queryset = choices
+            offered = models.Q(pk__in=choices.values("pk")[:LEARNED_MODEL_CHOICES])
+            if current is not None and current.learned_model_id is not None:
+                offered |= models.Q(pk=current.learned_model_id)
+            field.queryset = choices.filter(offered)
+            offer = f"The newest {LEARNED_MODEL_CHOICES} models are offered, and the one in use."
+            field.help_text = f"{field.help_text} {offer}".strip()
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
