@@ -19,6 +19,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.safestring import SafeString
 from kombu.exceptions import KombuError
 
@@ -26,6 +27,7 @@ from leads.admin import LargeTableAdmin
 from prioritization import tasks
 from prioritization.evaluation import MODEL_LABELS
 from prioritization.models import ModelVersion, PolicyVersion, TrainingTrigger
+from prioritization.training import training_in_progress
 
 logger = logging.getLogger(__name__)
 
@@ -218,9 +220,25 @@ class ModelVersionAdmin(LargeTableAdmin[ModelVersion]):
             return HttpResponseNotAllowed(["POST"])
         if not request.user.has_perm("prioritization.add_modelversion"):
             raise PermissionDenied
+        changelist = HttpResponseRedirect(reverse("admin:prioritization_modelversion_changelist"))
+        # A run under way now would make the task skip: say so instead of sending it. One may
+        # still start before the task does: the task's own lock decides then, and the time of
+        # the press lets it skip when a run since then has trained (a double click).
+        if training_in_progress():
+            self.message_user(
+                request,
+                "A training run is already in progress: its model versions appear here when it finishes, "
+                "and learned and blended policies then move to them. Nothing else was started.",
+                messages.INFO,
+            )
+            return changelist
         # Enqueued at once, not on commit: this request writes nothing the task must see.
         try:
-            tasks.train_models.delay(trigger=TrainingTrigger.ADMIN, user_id=request.user.pk)
+            tasks.train_models.delay(
+                trigger=TrainingTrigger.ADMIN,
+                user_id=request.user.pk,
+                requested_at=timezone.now().isoformat(),
+            )
         except (KombuError, OSError) as exc:
             logger.exception("Could not enqueue a training run from the admin.")
             self.message_user(
@@ -236,7 +254,7 @@ class ModelVersionAdmin(LargeTableAdmin[ModelVersion]):
                 "learned and blended policies then move to them.",
                 messages.SUCCESS,
             )
-        return HttpResponseRedirect(reverse("admin:prioritization_modelversion_changelist"))
+        return changelist
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None

@@ -1253,6 +1253,26 @@ def _moment(microseconds: int | None) -> dt.datetime | None:
     return None if microseconds is None else _UNIX_EPOCH + dt.timedelta(microseconds=microseconds)
 
 
+@contextlib.contextmanager
+def try_advisory_lock(key: int) -> Iterator[bool]:
+    """Take the session-level advisory lock ``key`` unless another session holds it; yields
+    whether it was taken and releases it when the block ends.
+
+    For the passes that must not run twice at once (rescoring, training): the second one
+    sees False and returns at once rather than queueing behind the first. A session lock
+    outlives the pass's own transactions, and a connection that dies releases it.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        if not cursor.fetchone()[0]:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
 def rescore_leads(
     *, batch_size: int = RESCORE_BATCH, lead_ids: Sequence[int] | None = None
 ) -> RescoreSummary:
@@ -1264,19 +1284,15 @@ def rescore_leads(
     PostgreSQL work at the same time. ``lead_ids`` limits the pass to those leads.
     """
     summary = RescoreSummary()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [RESCORE_LOCK_KEY])
-        if not cursor.fetchone()[0]:
+    with try_advisory_lock(RESCORE_LOCK_KEY) as locked:
+        if not locked:
             summary.skipped = True
             return summary
-        try:
-            with _BatchWriter(summary) as writer:
-                if lead_ids is not None:
-                    _rescore_ids(sorted(lead_ids), batch_size, writer)
-                else:
-                    _rescore_all(batch_size, writer)
-        finally:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [RESCORE_LOCK_KEY])
+        with _BatchWriter(summary) as writer:
+            if lead_ids is not None:
+                _rescore_ids(sorted(lead_ids), batch_size, writer)
+            else:
+                _rescore_all(batch_size, writer)
     return summary
 
 

@@ -1,5 +1,6 @@
 """Celery tasks of the engine: small wrappers over services, safe to run twice."""
 
+import datetime as dt
 from dataclasses import asdict
 from typing import Any
 
@@ -24,9 +25,18 @@ def wake_due_leads() -> dict[str, int]:
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
-def train_models(trigger: str = "schedule", user_id: int | None = None) -> dict[str, Any]:
-    """Train and store the learned models; point learned and blended policies at them."""
-    return asdict(training.train_models(trigger=trigger, user_id=user_id))
+def train_models(
+    trigger: str = "schedule", user_id: int | None = None, requested_at: str | None = None
+) -> dict[str, Any]:
+    """Train and store the learned models; point learned and blended policies at them.
+    ``requested_at`` (ISO 8601): when "train now" was pressed; a run since then covers it."""
+    return asdict(
+        training.train_models(
+            trigger=trigger,
+            user_id=user_id,
+            requested_at=dt.datetime.fromisoformat(requested_at) if requested_at else None,
+        )
+    )
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)

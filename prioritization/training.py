@@ -259,6 +259,12 @@ def model_for_policy(*, policy: PriorityPolicy) -> ModelVersion | None:
     return latest_model(customer_id=None)
 
 
+def training_in_progress() -> bool:
+    """Whether a training run is under way now: its lock, tried and let go at once."""
+    with services.try_advisory_lock(TRAINING_LOCK_KEY) as free:
+        return not free
+
+
 # --- Training -------------------------------------------------------------------------------------
 
 
@@ -281,31 +287,41 @@ def train_models(
     user_id: int | None = None,
     window_days: int | None = None,
     learning: LearningSettings = DEFAULT_SETTINGS,
+    requested_at: dt.datetime | None = None,
 ) -> TrainingSummary:
     """Train, evaluate and store every model; point learned and blended policies at them.
 
-    Only one run at a time (an advisory lock; a second run returns ``skipped``). Nothing
-    is stored when the window holds no learnable outcomes (``reason`` says why).
+    Only one run at a time (an advisory lock; a second run returns ``skipped``). A run
+    asked for at ``requested_at`` ("train now") is skipped too when a run that started
+    since then has stored its models: two presses of the button, queued behind other
+    work, train once. Nothing is stored when the window holds no learnable outcomes
+    (``reason`` says why).
     """
     now = now or timezone.now()
     summary = TrainingSummary()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [TRAINING_LOCK_KEY])
-        if not cursor.fetchone()[0]:
+    with services.try_advisory_lock(TRAINING_LOCK_KEY) as locked:
+        if not locked:
             summary.skipped = True
-            summary.reason = "Another training run is in progress."
+            summary.reason = "Skipped: a training run is already in progress."
             return summary
-        try:
-            _train_locked(
-                summary,
-                now=now,
-                trigger=trigger,
-                user_id=user_id,
-                window_days=window_days or _window_days(),
-                learning=learning,
-            )
-        finally:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [TRAINING_LOCK_KEY])
+        if requested_at is not None:
+            # The newest id is the newest run's: runs store their versions one at a time (this lock).
+            last = ModelVersion.objects.order_by("-id").values_list("trained_at", flat=True).first()
+            if last is not None and last >= requested_at:
+                summary.skipped = True
+                summary.reason = (
+                    f"Skipped: models were trained at {last:%Y-%m-%d %H:%M:%S} UTC, after this run was "
+                    "asked for."
+                )
+                return summary
+        _train_locked(
+            summary,
+            now=now,
+            trigger=trigger,
+            user_id=user_id,
+            window_days=window_days or _window_days(),
+            learning=learning,
+        )
     return summary
 
 

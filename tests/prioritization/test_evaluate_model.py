@@ -9,13 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.db import connection
 from openpyxl import Workbook
 
 from leads.models import CloseReason
 from prioritization.models import ModelVersion, TrainingTrigger
+from prioritization.training import TRAINING_LOCK_KEY
 from tests.factories import CampaignFactory, CustomerFactory
 from tests.prioritization.conftest import T0
 from tests.prioritization.test_training import add_outcomes
@@ -288,6 +291,20 @@ def test_train_models_trains_now_from_the_command_line(time_machine) -> None:
     assert lines[0].startswith("2 model versions trained on 200 outcomes of 1 customers")
     assert json.loads(lines[-1])["outcomes"] == 200
     assert set(ModelVersion.objects.values_list("trigger", flat=True)) == {TrainingTrigger.COMMAND}
+
+
+@pytest.mark.django_db
+def test_train_models_while_a_run_is_in_progress_says_it_skipped_in_one_line() -> None:
+    out = io.StringIO()
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [TRAINING_LOCK_KEY])  # beat's run, say
+
+        call_command("train_models", "--json", stdout=out)
+
+    first, last = out.getvalue().splitlines()
+    assert first == "Skipped: a training run is already in progress."
+    assert json.loads(last)["skipped"] is True
+    assert not ModelVersion.objects.exists()
 
 
 @pytest.mark.django_db

@@ -3,6 +3,7 @@
 import datetime as dt
 import itertools
 import math
+import threading
 from typing import Any
 
 import psycopg
@@ -12,7 +13,7 @@ from django.db import connection
 
 from leads.models import Campaign, CloseReason, Lead, QueueStatus
 from prioritization import services as services_module
-from prioritization import tasks
+from prioritization import tasks, training
 from prioritization.learning import BOOSTED, LEARNED, MANUAL, POOLED
 from prioritization.models import (
     ModelVersion,
@@ -242,7 +243,48 @@ def test_a_second_training_run_while_one_runs_returns_at_once(campaign):
         other.execute("SELECT pg_advisory_lock(%s)", [TRAINING_LOCK_KEY])
         summary = train_models(now=T0)
     assert summary.skipped
+    assert summary.reason == "Skipped: a training run is already in progress."
     assert not ModelVersion.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_training_runs_at_once_store_one_version_per_model(monkeypatch):
+    # Beat's run and an admin's "train now" on two workers: the second returns at once while
+    # the first trains, rather than storing a second version of every model.
+    campaign = campaign_calling_all_day(CustomerFactory())
+    referral_converts(campaign)
+    gathering, second_returned = threading.Event(), threading.Event()
+    gather = training.gather_training_data
+
+    def gather_until_the_second_returned(**kwargs: Any) -> Any:
+        if threading.current_thread().name == "first-run":
+            gathering.set()
+            assert second_returned.wait(timeout=30)
+        return gather(**kwargs)
+
+    monkeypatch.setattr(training, "gather_training_data", gather_until_the_second_returned)
+    summaries: dict[str, training.TrainingSummary] = {}
+
+    def first_run() -> None:
+        try:
+            summaries["first"] = train_models(now=T0)
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=first_run, name="first-run")
+    first.start()
+    try:
+        assert gathering.wait(timeout=30)
+        summaries["second"] = train_models(now=T0, trigger=TrainingTrigger.ADMIN)
+    finally:
+        second_returned.set()
+        first.join()
+
+    assert summaries["second"].skipped
+    assert summaries["second"].model_version_ids == []
+    assert not summaries["first"].skipped
+    assert ModelVersion.objects.filter(customer=campaign.customer).count() == 1
+    assert ModelVersion.objects.filter(customer=None).count() == 1
 
 
 @pytest.mark.django_db

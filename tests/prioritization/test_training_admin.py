@@ -4,12 +4,16 @@ import json
 from typing import Any
 from unittest import mock
 
+import psycopg
 import pytest
+import time_machine
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from django.urls import reverse
 from kombu.exceptions import OperationalError
 
 from leads.models import Customer
+from prioritization import admin as policy_admin
 from prioritization import tasks
 from prioritization.models import (
     ModelVersion,
@@ -20,9 +24,9 @@ from prioritization.models import (
     version_values,
 )
 from prioritization.services import ensure_default_policy, save_policy_settings
-from prioritization.training import train_models
+from prioritization.training import TRAINING_LOCK_KEY, train_models
 from tests.factories import CampaignFactory, CustomerFactory
-from tests.prioritization.conftest import T0
+from tests.prioritization.conftest import T0, model_of
 from tests.prioritization.test_training import DAY, add_outcomes
 
 pytestmark = pytest.mark.django_db
@@ -108,10 +112,12 @@ def test_model_versions_are_read_only(admin_client: Any) -> None:
 
 def test_train_now_starts_a_training_run_in_the_background(admin_client: Any, admin_user: User) -> None:
     assert 'class="train-now"' in admin_client.get(MODEL_LIST).content.decode()
-    with mock.patch.object(tasks.train_models, "delay") as delay:
+    with mock.patch.object(tasks.train_models, "delay") as delay, time_machine.travel(T0, tick=False):
         response = admin_client.post(TRAIN_NOW, follow=True)
 
-    delay.assert_called_once_with(trigger=TrainingTrigger.ADMIN, user_id=admin_user.pk)
+    delay.assert_called_once_with(
+        trigger=TrainingTrigger.ADMIN, user_id=admin_user.pk, requested_at=T0.isoformat()
+    )
     assert response.redirect_chain[-1][0] == MODEL_LIST
     assert "Training started in the background" in response.content.decode()
 
@@ -124,6 +130,43 @@ def test_train_now_with_the_queue_down_says_so_instead_of_failing(admin_client: 
         "Training could not be started: the task queue is unreachable (broker down)"
         in response.content.decode()
     )
+
+
+def test_train_now_while_a_run_is_in_progress_says_so_and_starts_nothing(admin_client: Any) -> None:
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [TRAINING_LOCK_KEY])  # a run under way
+        with mock.patch.object(tasks.train_models, "delay") as delay:
+            response = admin_client.post(TRAIN_NOW, follow=True)
+
+        delay.assert_not_called()
+        assert response.redirect_chain[-1][0] == MODEL_LIST
+        assert "A training run is already in progress" in response.content.decode()
+        other.execute("SELECT pg_advisory_unlock(%s)", [TRAINING_LOCK_KEY])
+    with mock.patch.object(tasks.train_models, "delay") as delay:
+        admin_client.post(TRAIN_NOW)
+    delay.assert_called_once()
+
+
+def test_train_now_pressed_twice_before_a_worker_takes_it_trains_once(admin_client: Any) -> None:
+    customer = CustomerFactory()
+    campaign = CampaignFactory(customer=customer)
+    add_outcomes(campaign, source="Referral", converted=60, not_converted=40, start=T0 - 3 * DAY)
+    add_outcomes(campaign, source="Google", converted=10, not_converted=90, start=T0 - 2 * DAY)
+    with mock.patch.object(tasks.train_models, "delay") as delay, time_machine.travel(T0, tick=False):
+        admin_client.post(TRAIN_NOW)
+        admin_client.post(TRAIN_NOW)  # a double click: both sent, the worker busy meanwhile
+        first, second = (tasks.train_models(**call.kwargs) for call in delay.call_args_list)
+
+    assert not first["skipped"]
+    assert len(first["model_version_ids"]) == 2
+    assert second["skipped"]
+    assert "after this run was asked for" in second["reason"]
+    assert ModelVersion.objects.filter(customer=customer).count() == 1
+    # A press after that run trains again.
+    with mock.patch.object(tasks.train_models, "delay") as delay, time_machine.travel(T0 + DAY, tick=False):
+        admin_client.post(TRAIN_NOW)
+        assert not tasks.train_models(**delay.call_args.kwargs)["skipped"]
+    assert ModelVersion.objects.filter(customer=customer).count() == 2
 
 
 def test_train_now_is_a_post_for_staff_allowed_to_add_models(client: Any, admin_client: Any) -> None:
@@ -178,6 +221,28 @@ def test_switching_a_policy_to_learned_in_the_admin_picks_the_customers_newest_m
     assert policy.current_version.weights_source == WeightsSource.LEARNED
     assert policy.current_version.learned_model == model
     assert policy.current_version.params().base_rate == pytest.approx(model.base_rate)
+
+
+def test_the_learned_model_list_offers_the_newest_models_and_the_one_in_use(
+    admin_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(policy_admin, "LEARNED_MODEL_CHOICES", 3)
+    ensure_default_policy()
+    customer = CustomerFactory()
+    in_use, older, *newest = (model_of(customer) for _ in range(5))  # same trained_at: by id
+    policy = PriorityPolicy.objects.create(customer=customer, name="Acme")
+    policy.current_version = PolicyVersion.objects.create(
+        policy=policy, number=1, weights_source=WeightsSource.LEARNED, learned_model=in_use
+    )
+    policy.save()
+    url = reverse("admin:prioritization_prioritypolicy_change", args=[policy.pk])
+
+    form = admin_client.get(url).context["adminform"].form
+    assert set(form.fields["learned_model"].queryset) == {in_use, *newest}
+    assert "The newest 3 models are offered, and the one in use." in form.fields["learned_model"].help_text
+    response = admin_client.post(url, policy_form(policy, learned_model=older.pk, note="older"))
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
 
 
 def test_a_learned_share_outside_0_to_1_is_a_form_error(admin_client: Any) -> None:

@@ -25,16 +25,20 @@ class Command(BaseCommand):
         if error := window_days_error(window):
             raise CommandError(error)
         summary = train_models(trigger=TrainingTrigger.COMMAND, window_days=window)
-        if summary.skipped or (summary.reason and not summary.model_version_ids):
+        if summary.skipped:
+            # Not a failure: the run under way (beat's, the admin's) stores the new versions.
+            self.stdout.write(summary.reason)
+        elif summary.reason and not summary.model_version_ids:
             raise CommandError(summary.reason)
-        self.stdout.write(
-            f"{len(summary.model_version_ids)} model versions trained on {summary.outcomes} outcomes of "
-            f"{summary.customers} customers; {len(summary.policy_version_ids)} learned policies updated; "
-            f"{summary.seconds.get('total', 0.0):.1f} s ("
-            + ", ".join(
-                f"{step} {seconds:.1f} s" for step, seconds in summary.seconds.items() if step != "total"
+        else:
+            self.stdout.write(
+                f"{len(summary.model_version_ids)} model versions trained on {summary.outcomes} outcomes of "
+                f"{summary.customers} customers; {len(summary.policy_version_ids)} learned policies updated; "
+                f"{summary.seconds.get('total', 0.0):.1f} s ("
+                + ", ".join(
+                    f"{step} {seconds:.1f} s" for step, seconds in summary.seconds.items() if step != "total"
+                )
+                + ")"
             )
-            + ")"
-        )
         if options["json"]:
             self.stdout.write(json.dumps(asdict(summary)))
