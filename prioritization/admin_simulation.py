@@ -159,7 +159,7 @@ class SimulationRunAdmin(BaseAdmin[SimulationRun]):
             if form.is_valid() and form.settings_values is not None:
                 data = form.cleaned_data
                 try:
-                    run = start_simulation_run(
+                    run, started = start_simulation_run(
                         customer=data["customer"],
                         draft=form.settings_values,
                         contractors=data["contractors"],
@@ -171,12 +171,20 @@ class SimulationRunAdmin(BaseAdmin[SimulationRun]):
                 except PolicyError as exc:
                     form.add_error(None, str(exc))
                 else:
-                    self.message_user(
-                        request,
-                        f"Simulation {run.pk} started in the background: this page shows its figures when "
-                        "it is done.",
-                        messages.SUCCESS,
-                    )
+                    if started:
+                        self.message_user(
+                            request,
+                            f"Simulation {run.pk} started in the background: this page shows its figures "
+                            "when it is done.",
+                            messages.SUCCESS,
+                        )
+                    else:
+                        self.message_user(
+                            request,
+                            f"You already started this comparison (simulation {run.pk}, {run.status}): "
+                            "here it is; no second run was started.",
+                            messages.INFO,
+                        )
                     return HttpResponseRedirect(
                         reverse("admin:prioritization_simulationrun_change", args=[run.pk])
                     )

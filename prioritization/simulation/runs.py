@@ -49,6 +49,9 @@ RUN_JOBS = 2
 RUN_TIME_BOUND = dt.timedelta(seconds=math.ceil(3 / RUN_JOBS) * CHILD_TIMEOUT_SECONDS, minutes=10)
 # A run still queued this long after it was sent is sent again.
 RESEND_AFTER = dt.timedelta(minutes=15)
+# The same comparison asked for again by the same user this soon is the same submission
+# (a double click), even if the first run has already failed or finished.
+REPEAT_WINDOW = dt.timedelta(seconds=10)
 
 
 def start_simulation_run(
@@ -60,8 +63,11 @@ def start_simulation_run(
     days: float,
     seed: int,
     user: User | AnonymousUser | None,
-) -> SimulationRun:
-    """Record the run (queued) and enqueue it once the transaction commits.
+) -> tuple[SimulationRun, bool]:
+    """Record the run (queued) and enqueue it once the transaction commits; returns it and
+    True. Returns instead the user's run of the same comparison (customer, draft, policy in
+    force, scenario and seed) still queued or running, or asked for within
+    ``REPEAT_WINDOW``, and False: a form posted twice starts one comparison.
 
     ``draft`` holds the draft's settings as cleaned by the policy form.
     """
@@ -77,18 +83,42 @@ def start_simulation_run(
         "notes": [f"{DRAFT_NAME}: {note}" for note in draft_notes]
         + [f"{ACTIVE_NAME}: {note}" for note in active_notes],
     }
+    author = user if user is not None and user.is_authenticated else None
+    now = timezone.now()
     with transaction.atomic():
+        if author is not None:
+            # The two POSTs of a double click may reach two web workers at once: the user's
+            # row, locked until commit, makes the second wait for the first's run, then find it.
+            User.objects.select_for_update(no_key=True).filter(pk=author.pk).values_list("pk").first()
+            same = (
+                SimulationRun.objects.filter(
+                    created_by=author,
+                    customer=customer,
+                    draft=draft_values,
+                    active=active_values,
+                    parameters=parameters,
+                )
+                .filter(
+                    Q(status__in=[SimulationStatus.QUEUED, SimulationStatus.RUNNING])
+                    | Q(created_at__gte=now - REPEAT_WINDOW)
+                )
+                .order_by("-created_at", "-id")
+                .only("pk", "status", "created_at")
+                .first()
+            )
+            if same is not None:
+                return same, False
         run = SimulationRun.objects.create(
             customer=customer,
             draft=draft_values,
             active=active_values,
             active_label=f"{version.policy} v{version.number}",
             parameters=parameters,
-            created_by=user if user is not None and user.is_authenticated else None,
-            created_at=timezone.now(),
+            created_by=author,
+            created_at=now,
         )
         transaction.on_commit(lambda: enqueue_simulation_run(run.pk))
-    return run
+    return run, True
 
 
 def enqueue_simulation_run(run_id: int) -> None:

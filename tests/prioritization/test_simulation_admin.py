@@ -4,12 +4,15 @@ chart when it is done, and failures shown as admin messages."""
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from django.contrib.messages import get_messages
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -24,7 +27,7 @@ from prioritization.models import (
     version_values,
 )
 from prioritization.scoring import FIFO
-from prioritization.simulation.runs import RESEND_AFTER, RUN_TIME_BOUND
+from prioritization.simulation.runs import REPEAT_WINDOW, RESEND_AFTER, RUN_TIME_BOUND
 from tests.factories import CustomerFactory
 from tests.prioritization.conftest import set_policy
 from tests.prioritization.simulation_builders import write_data_dir
@@ -136,6 +139,122 @@ def test_a_bad_draft_or_scenario_is_a_form_error_and_starts_nothing(
     assert (field in errors) if field else errors
     assert not SimulationRun.objects.exists()
     assert sent == []
+
+
+def test_the_same_form_posted_twice_starts_one_run_and_shows_it_again(
+    admin_client: Client, sent: list[int], django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    customer = CustomerFactory()
+    data = form_data(customer, sla_protect_minutes=20)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = admin_client.post(START, data)
+        again = admin_client.post(START, data, follow=True)  # a double click
+
+    run = SimulationRun.objects.get()
+    assert first["Location"] == run_url(run)
+    assert again.redirect_chain == [(run_url(run), 302)]
+    shown = [str(message) for message in get_messages(again.wsgi_request)]
+    assert f"You already started this comparison (simulation {run.pk}, queued)" in " ".join(shown)
+    assert sent == [run.pk]
+    # Running, it is still the same comparison.
+    SimulationRun.objects.filter(pk=run.pk).update(status=SimulationStatus.RUNNING)
+    assert admin_client.post(START, data)["Location"] == run_url(run)
+    assert SimulationRun.objects.count() == 1
+
+
+def test_another_scenario_draft_or_user_or_a_finished_run_starts_a_new_comparison(
+    admin_client: Client, client: Client, sent: list[int], django_user_model: Any
+) -> None:
+    customer = CustomerFactory()
+    data = form_data(customer)
+    admin_client.post(START, data)
+    for changes in ({"seed": 2}, {"days": 0.2}, {"contractors": 4}, {"sla_protect_minutes": 20}):
+        admin_client.post(START, {**data, **changes})
+    admin_client.post(START, form_data(CustomerFactory()))
+    other = django_user_model.objects.create_superuser("other", "other@example.com", "pw")
+    client.force_login(other)
+    client.post(START, data)
+    assert SimulationRun.objects.count() == 7
+    # Once the first is done and the double-click window has passed, asking again runs it again.
+    SimulationRun.objects.update(
+        status=SimulationStatus.DONE, created_at=timezone.now() - REPEAT_WINDOW - dt.timedelta(seconds=1)
+    )
+    admin_client.post(START, data)
+    assert SimulationRun.objects.count() == 8
+
+
+def test_the_same_run_asked_for_again_seconds_after_it_failed_is_shown_not_run_again(
+    admin_client: Client, sent: list[int]
+) -> None:
+    data = form_data(CustomerFactory())
+    admin_client.post(START, data)
+    run = SimulationRun.objects.get()
+    SimulationRun.objects.filter(pk=run.pk).update(status=SimulationStatus.FAILED)
+
+    assert admin_client.post(START, data)["Location"] == run_url(run)
+    assert SimulationRun.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_double_click_reaching_two_web_workers_at_once_starts_one_run(
+    admin_user: Any, sent: list[int]
+) -> None:
+    # The second POST arrives while the first has looked for an identical run and not yet
+    # recorded its own: it must wait for the first to commit, then find that run.
+    data = form_data(CustomerFactory())
+    first_looked, second_looked = threading.Event(), threading.Event()
+    responses: dict[str, Any] = {}
+    errors: list[BaseException] = []
+    params = connection.get_connection_params()
+
+    def looked_for_a_run(sql: str) -> bool:
+        return sql.startswith("SELECT") and 'FROM "prioritization_simulationrun"' in sql
+
+    def wait_for_the_second() -> None:
+        # Until the second request waits for a lock, or (without one) has looked too.
+        with psycopg.connect(**params, autocommit=True) as watcher:
+            for _ in range(1000):
+                (blocked,) = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                ).fetchone()
+                if blocked or second_looked.wait(timeout=0.01):
+                    return
+
+    def post(name: str) -> None:
+        def pause(execute, sql, sql_params, many, context):  # type: ignore[no-untyped-def]
+            result = execute(sql, sql_params, many, context)
+            if looked_for_a_run(sql):
+                if name == "first" and not first_looked.is_set():
+                    first_looked.set()
+                    wait_for_the_second()
+                elif name == "second":
+                    second_looked.set()
+            return result
+
+        browser = Client()
+        browser.force_login(admin_user)
+        try:
+            with connection.execute_wrapper(pause):
+                responses[name] = browser.post(START, data)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            first_looked.set()  # (a first request that never looked lets the second go)
+            connection.close()
+
+    first = threading.Thread(target=post, args=("first",))
+    first.start()
+    assert first_looked.wait(timeout=30)
+    second = threading.Thread(target=post, args=("second",))
+    second.start()
+    first.join()
+    second.join()
+
+    assert not errors
+    run = SimulationRun.objects.get()
+    assert responses["first"]["Location"] == responses["second"]["Location"] == run_url(run)
+    assert sent == [run.pk]
 
 
 def test_an_unreachable_broker_fails_the_run_with_a_message(
@@ -320,7 +439,10 @@ def test_a_draft_scored_with_another_customers_model_is_a_form_error(
     assert "belongs to another customer" in str(response.context["form"].errors["learned_model"])
     assert not SimulationRun.objects.exists()
     assert sent == []
-    # The customer's own model and a pooled one are accepted.
+    # The customer's own model and a pooled one are accepted (with seeds of their own: the
+    # model is not copied into the simulation, so the two drafts are otherwise one comparison).
     for model in (model_of(mine), model_of(None)):
-        admin_client.post(START, form_data(mine, weights_source="learned", learned_model=model.pk))
+        admin_client.post(
+            START, form_data(mine, weights_source="learned", learned_model=model.pk, seed=model.pk)
+        )
     assert SimulationRun.objects.count() == 2
