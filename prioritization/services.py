@@ -1254,19 +1254,23 @@ def _moment(microseconds: int | None) -> dt.datetime | None:
 
 
 @contextlib.contextmanager
-def try_advisory_lock(key: int) -> Iterator[bool]:
-    """Take the session-level advisory lock ``key`` unless another session holds it; yields
-    whether it was taken and releases it when the block ends.
+def advisory_lock(key: int, *, wait: bool = False) -> Iterator[bool]:
+    """Take the session-level advisory lock ``key``; yields whether it was taken and releases
+    it when the block ends.
 
-    For the passes that must not run twice at once (rescoring, training): the second one
-    sees False and returns at once rather than queueing behind the first. A session lock
-    outlives the pass's own transactions, and a connection that dies releases it.
+    For the passes that must not run twice at once (rescoring, training, SLA rollups): without
+    ``wait`` the second one sees False and returns at once rather than queueing behind the
+    first; with ``wait`` it waits for the lock. A session lock outlives the pass's own
+    transactions, and a connection that dies releases it.
     """
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        if not cursor.fetchone()[0]:
-            yield False
-            return
+        if wait:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [key])
+        else:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+            if not cursor.fetchone()[0]:
+                yield False
+                return
         try:
             yield True
         finally:
@@ -1284,7 +1288,7 @@ def rescore_leads(
     PostgreSQL work at the same time. ``lead_ids`` limits the pass to those leads.
     """
     summary = RescoreSummary()
-    with try_advisory_lock(RESCORE_LOCK_KEY) as locked:
+    with advisory_lock(RESCORE_LOCK_KEY) as locked:
         if not locked:
             summary.skipped = True
             return summary

@@ -44,7 +44,7 @@ from django.db import connection, transaction
 
 from leads.models import Campaign, Customer
 from prioritization.models import SlaDailyRollup, SlaRollupDay
-from prioritization.services import current_versions
+from prioritization.services import advisory_lock, current_versions
 
 # Upper bounds of the time-to-first-call histogram, in seconds: one bucket per minute for
 # the first hour (the SLA window lives there), then coarser up to a week; the last bucket
@@ -815,30 +815,23 @@ def rollup_sla(
     ``wait`` waits for the first to finish.
     """
     summary = RollupSummary()
-    with connection.cursor() as cursor:
-        if wait:
-            cursor.execute("SELECT pg_advisory_lock(%s)", [ROLLUP_LOCK_KEY])
-        else:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [ROLLUP_LOCK_KEY])
-            if not cursor.fetchone()[0]:
-                summary.skipped = True
-                return summary
-        try:
-            windows = {
-                c: v.sla_window_minutes
-                for c, v in current_versions(Customer.objects.values_list("id", flat=True)).items()
-            }
-            targets = (
-                _days_to_roll(cursor, windows=windows, now=now)
-                if days is None
-                else _given_days(days, windows, now)
+    with advisory_lock(ROLLUP_LOCK_KEY, wait=wait) as locked, connection.cursor() as cursor:
+        if not locked:
+            summary.skipped = True
+            return summary
+        windows = {
+            c: v.sla_window_minutes
+            for c, v in current_versions(Customer.objects.values_list("id", flat=True)).items()
+        }
+        targets = (
+            _days_to_roll(cursor, windows=windows, now=now)
+            if days is None
+            else _given_days(days, windows, now)
+        )
+        for day in sorted(targets):
+            _roll_day(
+                cursor, day=day, windows={c: windows[c] for c in targets[day]}, now=now, summary=summary
             )
-            for day in sorted(targets):
-                _roll_day(
-                    cursor, day=day, windows={c: windows[c] for c in targets[day]}, now=now, summary=summary
-                )
-        finally:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [ROLLUP_LOCK_KEY])
     return summary
 
 

@@ -261,7 +261,7 @@ def model_for_policy(*, policy: PriorityPolicy) -> ModelVersion | None:
 
 def training_in_progress() -> bool:
     """Whether a training run is under way now: its lock, tried and let go at once."""
-    with services.try_advisory_lock(TRAINING_LOCK_KEY) as free:
+    with services.advisory_lock(TRAINING_LOCK_KEY) as free:
         return not free
 
 
@@ -299,7 +299,7 @@ def train_models(
     """
     now = now or timezone.now()
     summary = TrainingSummary()
-    with services.try_advisory_lock(TRAINING_LOCK_KEY) as locked:
+    with services.advisory_lock(TRAINING_LOCK_KEY) as locked:
         if not locked:
             summary.skipped = True
             summary.reason = "Skipped: a training run is already in progress."
