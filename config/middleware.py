@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 
 def refuse_nul_in_query_string(
@@ -20,15 +20,18 @@ def refuse_nul_in_query_string(
     def middleware(request: HttpRequest) -> HttpResponse:
         query = request.META.get("QUERY_STRING", "")
         if "%00" in query or "\x00" in query:
-            return HttpResponseBadRequest(
-                "The query string holds a NUL character (%00), which no parameter accepts.",
-                content_type="text/plain; charset=utf-8",
+            return _bad_request(
+                request, "The query string holds a NUL character (%00), which no parameter accepts."
             )
         if "\x00" in request.path_info:  # decoded from the URL's %00
-            return HttpResponseBadRequest(
-                "The path holds a NUL character (%00), which no URL accepts.",
-                content_type="text/plain; charset=utf-8",
-            )
+            return _bad_request(request, "The path holds a NUL character (%00), which no URL accepts.")
         return get_response(request)
 
     return middleware
+
+
+def _bad_request(request: HttpRequest, message: str) -> HttpResponse:
+    """A 400 in the API's JSON error shape under ``/api/``, plain text elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=400)
+    return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")

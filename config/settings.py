@@ -4,7 +4,6 @@ The README's configuration table lists each variable read here.
 """
 
 import ipaddress
-import logging
 from pathlib import Path
 
 import dj_database_url
@@ -260,7 +259,9 @@ LEADRANK_ALERT_WEBHOOK_TIMEOUT_SECONDS = env_int(
 )
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").strip().upper()
-if not isinstance(logging.getLevelName(LOG_LEVEL), int):
+# The five standard names only: logging also takes NOTSET (which on the root logger means
+# everything, like DEBUG) and the aliases WARN and FATAL, which the message does not offer.
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise EnvironmentVariableError(
         f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {env_str('LOG_LEVEL')!r}"
     )

@@ -111,6 +111,9 @@ def _start(**variables: str) -> subprocess.CompletedProcess[str]:
         ({"DATABASE_URL": "localhost:5432/leadrank"}, "DATABASE_URL is not a valid URL"),
         ({"DATABASE_URL": "postgres://u@h:5432"}, "DATABASE_URL names no database"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        # Names logging knows but the message does not offer (NOTSET logs everything).
+        ({"LOG_LEVEL": "notset"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        ({"LOG_LEVEL": "WARN"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
         ({"LEADRANK_METRICS_ALLOWED_IPS": "intranet"}, "LEADRANK_METRICS_ALLOWED_IPS: 'intranet'"),
         ({"SECRET_KEY": ""}, "SECRET_KEY must be set"),
     ],
