@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 
 import pytest
@@ -72,3 +74,24 @@ def plan(sql: str, params: Mapping[str, object] | Sequence[object] = ()) -> str:
         text = "\n".join(row[0] for row in cursor.fetchall())
         cursor.execute("RESET enable_seqscan")
     return text
+
+
+def manage_py(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """``manage.py`` with these arguments in a process of its own, as from a shell: the test
+    run's database and a production-like environment, with ``variables`` over it."""
+    env = {
+        **os.environ,
+        "DJANGO_DEBUG": "false",
+        "SECRET_KEY": "x",
+        "DATABASE_URL": settings.DATABASE_URL,
+        **variables,
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

@@ -3,10 +3,8 @@ exit, nothing lost."""
 
 import io
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from leads.management.commands import run as run_command
 from leads.models import Lead
 from prioritization.management.commands import evaluate_model as evaluate_command
 from prioritization.management.commands import simulate as simulate_command
+from tests.conftest import manage_py
 from tests.factories import CampaignFactory
 from tests.prioritization.simulation_builders import write_data_dir
 
@@ -83,22 +82,7 @@ def test_a_directory_given_as_the_file_to_import_is_named_so(tmp_path: Path) -> 
 
 def _start(**variables: str) -> subprocess.CompletedProcess[str]:
     """``manage.py check`` in a process of its own, with these variables over a good set."""
-    env = {
-        **os.environ,
-        "DJANGO_DEBUG": "false",
-        "SECRET_KEY": "x",
-        "DATABASE_URL": settings.DATABASE_URL,
-        **variables,
-    }
-    return subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return manage_py("check", **variables)
 
 
 @pytest.mark.parametrize(
@@ -291,15 +275,7 @@ def test_bench_refuses_counts_it_cannot_run_with_before_building_anything(
 def test_a_size_out_of_bounds_on_the_command_line_is_one_line_and_exit_status_2(
     args: list[str], line: str
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=BASE_DIR,
-        env={**os.environ, "DJANGO_DEBUG": "false", "SECRET_KEY": "x", "DATABASE_URL": settings.DATABASE_URL},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = manage_py(*args)
 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

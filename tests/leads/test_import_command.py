@@ -2,9 +2,6 @@ import csv
 import datetime as dt
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +13,7 @@ from leads import services
 from leads.importers import ImportFileError, LeadMapping
 from leads.models import Lead
 from leads.services import import_leads
+from tests.conftest import manage_py
 from tests.factories import CampaignFactory, CustomerFactory
 
 HEADER = "external_id,customer_id,campaign_id,lead_type,city,created_at\n"
@@ -225,26 +223,13 @@ def test_a_bad_mapping_file_is_reported(tmp_path):
 def test_the_command_line_exit_status_is_non_zero_without_a_traceback(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_bytes(b"\x00\x01\x02 binary")
-    env = {**os.environ, "DATABASE_URL": _database_url(), "SECRET_KEY": "x"}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "import_leads", str(path), "--no-progress"],
-        cwd=settings.BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = manage_py("import_leads", str(path), "--no-progress")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert (
         result.stderr.strip().splitlines()[-1]
         == "CommandError: bad.csv: The file is not a spreadsheet: expected CSV, XLSX, XLS or ODS."
     )
-
-
-def _database_url() -> str:
-    return settings.DATABASE_URL
 
 
 @pytest.mark.django_db(transaction=True)

@@ -3,15 +3,11 @@
 import datetime as dt
 import io
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
-from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection
 from openpyxl import Workbook
@@ -19,6 +15,7 @@ from openpyxl import Workbook
 from leads.models import CloseReason
 from prioritization.models import ModelVersion, TrainingTrigger
 from prioritization.training import TRAINING_LOCK_KEY
+from tests.conftest import manage_py
 from tests.factories import CampaignFactory, CustomerFactory
 from tests.prioritization.conftest import T0
 from tests.prioritization.test_training import add_outcomes
@@ -211,7 +208,6 @@ def test_file_options_do_not_apply_to_a_customer(db: None) -> None:
 
 
 def test_the_command_line_exit_is_non_zero_with_one_line_and_no_traceback(tmp_path: Path) -> None:
-    env = {**os.environ, "DATABASE_URL": settings.DATABASE_URL, "SECRET_KEY": "x"}
     for arguments, expected in (
         (
             ["--file", str(tmp_path / "missing.csv"), "--target", "x", "--features", "a"],
@@ -220,15 +216,7 @@ def test_the_command_line_exit_is_non_zero_with_one_line_and_no_traceback(tmp_pa
         ([], "error: one of the arguments --customer-id --file --bench-training is required"),
         (["--customer-id", "x"], "error: argument --customer-id: invalid int value: 'x'"),
     ):
-        result = subprocess.run(
-            [sys.executable, "manage.py", "evaluate_model", *arguments],
-            cwd=settings.BASE_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = manage_py("evaluate_model", *arguments)
         assert result.returncode != 0
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr

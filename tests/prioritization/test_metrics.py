@@ -24,6 +24,7 @@ from leads.services import import_leads, ingest_lead_batch
 from prioritization import alerts, demand, metrics
 from prioritization.models import Alert, AlertKind, CampaignDemand
 from prioritization.services import claim_next_lead, wake_due_leads
+from tests.conftest import manage_py
 from tests.factories import CampaignFactory, CustomerFactory, campaign_calling_all_day
 from tests.prioritization.conftest import T0, add_lead, add_leads, set_policy
 
@@ -505,14 +506,7 @@ def test_the_benchmark_times_recording_and_the_middleware(monkeypatch: pytest.Mo
 
 
 def test_the_benchmark_command_refuses_a_bad_size_with_one_line() -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "bench_metrics", "--leads", "0"],
-        cwd=settings.BASE_DIR,
-        env={**os.environ, "DATABASE_URL": settings.DATABASE_URL},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = manage_py("bench_metrics", "--leads", "0")
     assert result.returncode == 2
     assert (
         result.stderr.strip() == "manage.py bench_metrics: error: argument --leads: must be at least 1, got 0"
