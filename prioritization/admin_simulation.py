@@ -35,6 +35,9 @@ from prioritization.simulation.report import comparison_rows
 from prioritization.simulation.runs import start_simulation_run
 from prioritization.simulation.scenario import (
     DEFAULT_START,
+    MAX_CONTRACTORS,
+    MAX_DAYS,
+    MIN_DAYS,
     SIMULATED_PERIOD_ERROR,
     simulated_period_in_range,
 )
@@ -43,11 +46,6 @@ from prioritization.simulation.scenario import (
 # take about half as long again as the headline comparison.
 ADMIN_DEFAULT_DAYS = 7.0
 ADMIN_DEFAULT_CONTRACTORS = 15
-# Bounds of a scenario, shared with ``manage.py simulate``.
-MAX_CONTRACTORS = 500
-MIN_DAYS = 0.05  # 72 minutes
-# The call log covers 28 days (February 1999, replayed as 2 February to 1 March 2026).
-MAX_DAYS = 28.0
 # A page of a run still under way reloads itself this often.
 REFRESH_SECONDS = 5
 

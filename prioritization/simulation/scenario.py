@@ -93,6 +93,11 @@ DEFAULT_DAYS = 7.0
 LAST_ACTIVITY_MEAN_HOURS = 24.0
 # A stale backlog's last activity: up to this many days before the start.
 STALE_BACKLOG_MAX_DAYS = 90.0
+# Bounds of a scenario asked for in the admin or by `manage.py simulate`.
+MAX_CONTRACTORS = 500
+MIN_DAYS = 0.05  # 72 minutes
+# The call log covers 28 days (February 1999, replayed as 2 February to 1 March 2026).
+MAX_DAYS = 28.0
 
 
 SIMULATED_PERIOD_ERROR = "The simulated period (the start plus the days) must end in the years 1900 to 2099."

@@ -10,11 +10,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from prioritization.admin_simulation import MAX_CONTRACTORS, MAX_DAYS, MIN_DAYS
 from prioritization.management.commands import simulate as simulate_command
 from prioritization.simulation import comparison
 from prioritization.simulation.runner import SimulationError
-from prioritization.simulation.scenario import Scenario
+from prioritization.simulation.scenario import MAX_CONTRACTORS, MAX_DAYS, MIN_DAYS, Scenario
 from tests.prioritization.simulation_builders import write_data_dir
 
 pytestmark = pytest.mark.django_db

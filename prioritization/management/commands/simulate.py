@@ -17,7 +17,6 @@ from django.db import DatabaseError, connection
 
 from leads.importers import TIMESTAMP_RANGE_ERROR, timestamp_in_range
 from leads.management.arguments import OneLineErrorCommand, float_between, int_between
-from prioritization.admin_simulation import MAX_CONTRACTORS, MAX_DAYS, MIN_DAYS
 from prioritization.simulation.arrivals import DataError
 from prioritization.simulation.comparison import (
     DATABASE_PREFIX,
@@ -30,7 +29,15 @@ from prioritization.simulation.comparison import (
 from prioritization.simulation.outcomes import OutcomeModel
 from prioritization.simulation.report import format_table, render_chart
 from prioritization.simulation.runner import SimulationError, run_policy
-from prioritization.simulation.scenario import DEFAULT_DAYS, DEFAULT_START, Scenario, ScenarioOptions
+from prioritization.simulation.scenario import (
+    DEFAULT_DAYS,
+    DEFAULT_START,
+    MAX_CONTRACTORS,
+    MAX_DAYS,
+    MIN_DAYS,
+    Scenario,
+    ScenarioOptions,
+)
 
 # The headline staffing level: FIFO misses the 90% SLA there (see the README).
 DEFAULT_CONTRACTORS = 15
