@@ -49,7 +49,7 @@ from prioritization.services import (
     rescore_lead_ids,
     score_lead,
 )
-from prioritization.sla import forget_rollups, rollups_settled_before, utc_day
+from prioritization.sla import forget_rollups, utc_day
 
 logger = logging.getLogger(__name__)
 
@@ -170,13 +170,13 @@ FROM leads_lead_stage st JOIN leads_customer c ON c.id = st.customer_id
 WHERE st.batch_id = %(batch)s
 ORDER BY st.customer_id, st.external_id
 ON CONFLICT (customer_id, external_id) DO NOTHING
-RETURNING l.id, l.customer_id, l.external_id, l.created_at
+RETURNING l.id, l.customer_id, l.external_id, (l.created_at AT TIME ZONE 'UTC')::date AS created_day
 """
 # A file import's chunk needs no ids back (tens of thousands of rows): the count of leads
 # created per customer and day of creation (for the SLA rollups of past days).
 _INSERT_COUNT_SQL = f"""
 WITH inserted AS ({_INSERT_SQL})
-SELECT customer_id, (created_at AT TIME ZONE 'UTC')::date, count(*) FROM inserted GROUP BY 1, 2
+SELECT customer_id, created_day, count(*) FROM inserted GROUP BY 1, 2
 """  # noqa: S608 (constant SQL)
 
 _UPDATE_SQL = """
@@ -229,7 +229,8 @@ WHERE l.id = s.lead_id
         COALESCE(s.last_activity, l.last_activity), COALESCE(s.pricing_plan, l.pricing_plan),
         s.new_rescheduled_at, s.new_created_at, s.new_closed_reason)
        OR s.closes)
-RETURNING l.id, l.customer_id, l.created_at, s.old_created_at
+RETURNING l.id, l.customer_id, (l.created_at AT TIME ZONE 'UTC')::date,
+          (s.old_created_at AT TIME ZONE 'UTC')::date
 """
 
 _LOCK_EXISTING_SQL = """
@@ -300,13 +301,13 @@ def upsert_leads(
         cursor.execute(_INSERT_SQL, params)
         inserted = cursor.fetchall()
         written = {(row[1], row[2]): (row[0], True) for row in inserted}
-        past_days = _past_days(((row[1], row[3]) for row in inserted), now=now)
+        days = {(row[1], row[3]) for row in inserted}
         if len(written) < staged:
             cursor.execute(_LOCK_EXISTING_SQL, params)
             for lead_id, customer_id, external_id in cursor.fetchall():
                 written.setdefault((customer_id, external_id), (lead_id, False))
-            past_days |= _update_staged(cursor, params)
-        forget_rollups(cursor, past_days)
+            days |= _update_staged(cursor, params)
+        forget_rollups(cursor, days, now=now)
         cursor.execute(_CLEAR_BATCH_SQL, params)
 
     seen: set[tuple[int, str]] = set()
@@ -353,37 +354,24 @@ def upsert_staged_batch(staged: StagedBatch) -> tuple[int, int]:
     params: dict[str, Any] = {"now": staged.now, "batch": staged.batch}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_INSERT_COUNT_SQL, params)
-        created = 0
-        past_days: set[tuple[int, dt.date]] = set()
-        settled_day = utc_day(rollups_settled_before(staged.now))
-        for customer_id, day, count in cursor.fetchall():
-            created += count
-            if day < settled_day:
-                past_days.add((customer_id, day))
+        counts = cursor.fetchall()
+        created = sum(count for _, _, count in counts)
+        days = {(customer_id, day) for customer_id, day, _ in counts}
         if created < staged.leads:
             cursor.execute(_LOCK_EXISTING_COUNT_SQL, params)
-            past_days |= _update_staged(cursor, params)
-        forget_rollups(cursor, past_days)
+            days |= _update_staged(cursor, params)
+        forget_rollups(cursor, days, now=staged.now)
         cursor.execute(_CLEAR_BATCH_SQL, params)
     return created, staged.leads - created
 
 
-def _past_days(created: Iterable[tuple[int, dt.datetime]], *, now: dt.datetime) -> set[tuple[int, dt.date]]:
-    """(customer, day) of leads created on days whose SLA rollups the rollup task no longer
-    refreshes by itself: a lead written there must forget that day's rollup."""
-    settled = rollups_settled_before(now)
-    return {(customer_id, utc_day(at)) for customer_id, at in created if at < settled}
-
-
 def _update_staged(cursor: CursorWrapper, params: dict[str, Any]) -> set[tuple[int, dt.date]]:
     """Update the staged batch's existing leads (locked by the caller) and rescore those
-    that changed; returns the past days (:func:`_past_days`) they left or joined."""
+    that changed; returns the (customer, day of creation) pairs they left or joined."""
     cursor.execute(_UPDATE_SQL, params)
     changed = cursor.fetchall()
     rescore_lead_ids([row[0] for row in changed])
-    return _past_days(
-        ((customer_id, at) for _, customer_id, new, old in changed for at in (new, old)), now=params["now"]
-    )
+    return {(customer_id, day) for _, customer_id, new, old in changed for day in (new, old)}
 
 
 # --- Batches from the API -------------------------------------------------------------
@@ -834,7 +822,7 @@ def update_lead(*, lead_id: int, changes: dict[str, object], now: dt.datetime | 
             lead.save()
             if "lead_type" in changed:  # a day's live and stale counts
                 with connection.cursor() as cursor:
-                    forget_rollups(cursor, _past_days([(lead.customer_id, lead.created_at)], now=now))
+                    forget_rollups(cursor, [(lead.customer_id, utc_day(lead.created_at))], now=now)
             LeadEvent.objects.create(
                 lead=lead,
                 kind=EventKind.UPDATED,

@@ -937,22 +937,18 @@ def _lock_days(cursor: Any, days: Iterable[dt.date], *, shared: bool) -> None:
     )
 
 
-def rollups_settled_before(now: dt.datetime) -> dt.datetime:
-    """Leads created before this moment belong to days the rollup task no longer refreshes
-    on every run (with a day to spare, for a run late around midnight): a write of such a
-    lead must :func:`forget_rollups` of its day."""
-    return day_start(utc_day(now) - (ROLLUP_REFRESH_DAYS - 1) * _DAY)
-
-
-def forget_rollups(cursor: Any, days: set[tuple[int, dt.date]]) -> None:
-    """Mark (customer, day) pairs as not rolled up, in the caller's transaction: leads created
-    on them were added or changed. Their figures are counted live until the rollup task's
-    backlog rolls them up again.
+def forget_rollups(cursor: Any, written: Iterable[tuple[int, dt.date]], *, now: dt.datetime) -> None:
+    """Leads were added or changed, in the caller's transaction, with these (customer, day of
+    creation) pairs: mark those of days the rollup task no longer refreshes on every run (with
+    a day to spare, for a run late around midnight) as not rolled up. Their figures are
+    counted live until the rollup task's backlog rolls them up again.
 
     Each day's lock is taken shared here and exclusive by :func:`_roll_day`, which counts
     inside it: a rollup either finishes before the write (whose commit then drops its mark)
     or counts after the write has committed, never in between.
     """
+    refreshed_from = utc_day(now) - (ROLLUP_REFRESH_DAYS - 1) * _DAY
+    days = {(customer_id, day) for customer_id, day in written if day < refreshed_from}
     if not days:
         return
     _lock_days(cursor, (day for _, day in days), shared=True)
