@@ -261,9 +261,10 @@ LEADRANK_ALERT_WEBHOOK_TIMEOUT_SECONDS = env_int(
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").strip().upper()
 # The five standard names only: logging also takes NOTSET (which on the root logger means
 # everything, like DEBUG) and the aliases WARN and FATAL, which the message does not offer.
-if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+if LOG_LEVEL not in _LOG_LEVELS:
     raise EnvironmentVariableError(
-        f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {env_str('LOG_LEVEL')!r}"
+        f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {env_str('LOG_LEVEL')!r}"
     )
 LOGGING = {
     "version": 1,
