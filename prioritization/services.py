@@ -18,6 +18,7 @@ Locking rules (every function here follows them):
   time (an advisory lock; a second run returns at once).
 """
 
+import collections
 import contextlib
 import datetime as dt
 import functools
@@ -85,6 +86,12 @@ MAX_OUTCOME_ATTEMPTS = 4
 # learned policies add a version per customer at every training.
 VERSION_CACHE_SIZE = 4096
 
+# The versions this process has read, least recently used first (versions_by_id). A lock,
+# not the GIL alone: a lookup and its move to the end are two steps, and web servers and
+# Celery may run requests on threads.
+_versions: collections.OrderedDict[int, PolicyVersion] = collections.OrderedDict()
+_versions_lock = threading.Lock()
+
 
 @functools.lru_cache(maxsize=VERSION_CACHE_SIZE)
 def params_for_version(version_id: int) -> PolicyParams:
@@ -107,10 +114,34 @@ FROM unnest(%(customers)s::bigint[]) AS k(customer_id)
 """  # noqa: S608 (constant text)
 
 
-@functools.lru_cache(maxsize=VERSION_CACHE_SIZE)
 def version_by_id(version_id: int) -> PolicyVersion:
     """A policy version, with its learned model (cached: versions are immutable)."""
-    return PolicyVersion.objects.select_related("learned_model").get(pk=version_id)
+    return versions_by_id([version_id])[version_id]
+
+
+def versions_by_id(version_ids: Iterable[int]) -> dict[int, PolicyVersion]:
+    """Policy versions with their learned models, by id; those not kept yet are read in one
+    query, however many (the SLA figures name every customer's version, and there may be
+    more customers with a policy of their own than the cache holds). Raises
+    ``PolicyVersion.DoesNotExist`` when one of them is gone (deleted with its policy)."""
+    wanted = set(version_ids)
+    with _versions_lock:
+        found = {pk: _versions[pk] for pk in wanted if pk in _versions}
+        for pk in found:
+            _versions.move_to_end(pk)
+    missing = wanted - found.keys()
+    if not missing:
+        return found
+    read = PolicyVersion.objects.select_related("learned_model").in_bulk(missing)
+    if len(read) < len(missing):
+        raise PolicyVersion.DoesNotExist(f"Policy version {min(missing - read.keys())} does not exist.")
+    with _versions_lock:
+        for pk, version in read.items():
+            _versions[pk] = version
+            _versions.move_to_end(pk)
+        while len(_versions) > VERSION_CACHE_SIZE:
+            _versions.popitem(last=False)
+    return found | read
 
 
 # Versions this process found deleted (with their policy, in the admin). Ids are never
@@ -132,7 +163,8 @@ def existing_params(version_id: int) -> PolicyParams | None:
 
 def forget_cached_versions() -> None:
     """Drop what this process keeps of versions: immutable, but deleted with their policy."""
-    version_by_id.cache_clear()
+    with _versions_lock:
+        _versions.clear()
     params_for_version.cache_clear()
 
 
@@ -153,7 +185,8 @@ def current_versions(customer_ids: Iterable[int]) -> dict[int, PolicyVersion]:
         with connection.cursor() as cursor:
             cursor.execute(_VERSIONS_IN_FORCE_SQL, {"customers": ids})
             rows = cursor.fetchall()
-    return {customer_id: version_by_id(version_id) for customer_id, version_id in rows}
+    versions = versions_by_id(version_id for _, version_id in rows)
+    return {customer_id: versions[version_id] for customer_id, version_id in rows}
 
 
 DEFAULT_POLICY_NAME = "Default policy"
@@ -644,12 +677,12 @@ def _versions_of_campaigns(
     campaign_ids: list[int], version_ids: list[int | None]
 ) -> dict[int, PolicyVersion]:
     """The policy version in force for each campaign's customer."""
-    if any(version_id is None for version_id in version_ids):
+    known = [version_id for version_id in version_ids if version_id is not None]
+    if len(known) < len(version_ids):
         raise _NoDefaultPolicy
+    versions = versions_by_id(known)
     return {
-        campaign_id: version_by_id(version_id)
-        for campaign_id, version_id in zip(campaign_ids, version_ids, strict=True)
-        if version_id is not None
+        campaign_id: versions[version_id] for campaign_id, version_id in zip(campaign_ids, known, strict=True)
     }
 
 

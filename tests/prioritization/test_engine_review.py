@@ -213,8 +213,7 @@ def test_leads_keyed_under_a_deleted_policy_are_still_handed_out_before_rescorin
         lead = add_lead(all_day_campaign, city="Pune")
     assert lead.scored_version == own.pk
     delete_policy_as_the_admin_does(own.policy)
-    services.version_by_id.cache_clear()  # a process that never read that version
-    services.params_for_version.cache_clear()
+    services.forget_cached_versions()  # a process that never read that version
     # The brute-force ranking (the admin's preview) reads them as the claim does.
     ranked = ranked_leads_at(campaign_ids=[all_day_campaign.pk], now=T0 + MINUTE)
     assert [r.candidate.lead_id for r in ranked] == [lead.pk]

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from leads.models import Campaign, Customer, Lead, QueueStatus
-from prioritization import admin_preview
+from prioritization import admin_preview, services
 from prioritization.admin import HISTORY_VERSIONS
 from prioritization.admin_preview import build_preview, draft_params
 from prioritization.models import PolicyVersion, PriorityPolicy, version_values
@@ -299,3 +299,20 @@ def test_the_simulator_form_reads_the_models_it_offers_in_one_query(
         response = admin_client.get(url)
     assert response.status_code == 200
     assert response.content.decode().count("model v") >= 20
+
+
+def test_the_versions_in_force_of_more_customers_than_the_cache_holds_are_read_in_one_query(
+    monkeypatch: pytest.MonkeyPatch, django_assert_max_num_queries: Any
+) -> None:
+    """The SLA figures, their rollups and the alerts name every customer's version: with more
+    customers having a policy of their own than the cache holds, each call read them one
+    query per customer (thousands, on every dashboard load)."""
+    monkeypatch.setattr(services, "VERSION_CACHE_SIZE", 3)
+    customers = [CustomerFactory() for _ in range(6)]
+    in_force = {c.pk: set_policy(c, city_weights={"Pune": 1.0 + i}).pk for i, c in enumerate(customers)}
+    services.forget_cached_versions()
+
+    for _ in range(2):  # again: the cache cannot keep them all
+        with django_assert_max_num_queries(2):  # which version is in force; the versions
+            versions = current_versions([c.pk for c in customers])
+        assert {customer: version.pk for customer, version in versions.items()} == in_force
