@@ -35,7 +35,8 @@ from prioritization import (
 )
 from prioritization.admin_preview import (
     clean_settings,
-    default_settings,
+    default_version,
+    offer_learned_models,
     preview_view,
     refuse_foreign_model,
     settings_form_fields,
@@ -53,10 +54,6 @@ from prioritization.scoring import Band
 from prioritization.services import PolicyChangedMeanwhile, enqueue_rescoring, save_policy_settings
 
 logger = logging.getLogger(__name__)
-
-# The policy form's learned-model list: the newest models (and the one in use). Training adds
-# one per customer every day, and a list of them all grew without end.
-LEARNED_MODEL_CHOICES = 50
 
 # --- Saving a policy -------------------------------------------------------------------------
 
@@ -127,7 +124,8 @@ class _PolicyFormBase(forms.ModelForm[PriorityPolicy]):
         super().__init__(*args, **kwargs)
         current = self.instance.current_version if self.instance.pk else None
         # A new customer policy starts from the default policy's current values.
-        settings = version_values(current) if current is not None else default_settings()
+        start = current if current is not None else default_version()
+        settings = version_values(start or PolicyVersion())
         for name, value in settings.items():
             self.initial.setdefault(name, value)
         self.initial.setdefault("base_version", current.number if current is not None else None)
@@ -135,23 +133,15 @@ class _PolicyFormBase(forms.ModelForm[PriorityPolicy]):
             # Only the add form has it: there is one default policy, made by a migration.
             self.fields["customer"].required = True
             self.fields["customer"].help_text = "The customer this policy is for."
-        if "learned_model" in self.fields:
-            # A saved policy may use its customer's models or the pooled ones (the default
-            # policy: the pooled ones), newest first; a new policy any of them. Every training
-            # adds models, so the list offers the newest few, and the model in use.
-            field = cast(forms.ModelChoiceField, self.fields["learned_model"])  # type: ignore[type-arg]
-            choices = ModelVersion.objects.select_related("customer").order_by("-trained_at", "-id")
-            if self.instance.pk:
-                mine = models.Q(customer__isnull=True)
-                if self.instance.customer_id is not None:
-                    mine |= models.Q(customer_id=self.instance.customer_id)
-                choices = choices.filter(mine)
-            offered = models.Q(pk__in=choices.values("pk")[:LEARNED_MODEL_CHOICES])
-            if current is not None and current.learned_model_id is not None:
-                offered |= models.Q(pk=current.learned_model_id)
-            field.queryset = choices.filter(offered)
-            offer = f"The newest {LEARNED_MODEL_CHOICES} models are offered, and the one in use."
-            field.help_text = f"{field.help_text} {offer}".strip()
+        # A saved policy may use its customer's models or the pooled ones (the default policy:
+        # the pooled ones); a new policy any of them.
+        choices = ModelVersion.objects.all()
+        if self.instance.pk:
+            mine = models.Q(customer__isnull=True)
+            if self.instance.customer_id is not None:
+                mine |= models.Q(customer_id=self.instance.customer_id)
+            choices = choices.filter(mine)
+        offer_learned_models(self, choices, in_use=start.learned_model_id if start is not None else None)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

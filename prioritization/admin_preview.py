@@ -32,6 +32,7 @@ from leads.ids import parse_id
 from leads.models import Campaign, Customer, Lead
 from prioritization import services
 from prioritization.models import (
+    ModelVersion,
     PolicyVersion,
     PriorityPolicy,
     WeightsSource,
@@ -110,12 +111,34 @@ def settings_form_fields() -> dict[str, forms.Field]:
     return made
 
 
-def default_settings() -> dict[str, Any]:
-    """The values a new customer policy starts from: the default policy's current ones."""
+def default_version() -> PolicyVersion | None:
+    """The default policy's current version (``None`` before the first one is made)."""
     policy = PriorityPolicy.objects.filter(customer__isnull=True).select_related("current_version").first()
-    if policy is not None and policy.current_version is not None:
-        return version_values(policy.current_version)
-    return version_values(PolicyVersion())
+    return policy.current_version if policy is not None else None
+
+
+# Every training adds a model per customer and a pooled one: a list of them all grew by
+# thousands of options a year. The forms offer the newest few, and the one in use.
+LEARNED_MODEL_CHOICES = 50
+
+
+def offer_learned_models(
+    form: forms.BaseForm, choices: QuerySet[ModelVersion], *, in_use: int | None
+) -> None:
+    """Let the form's learned-model field offer the newest :data:`LEARNED_MODEL_CHOICES` of
+    ``choices`` (newest first) and, if among them, ``in_use``: the model of the version the
+    draft starts from, which the form shows selected."""
+    if "learned_model" not in form.fields:
+        return
+    field = cast(forms.ModelChoiceField, form.fields["learned_model"])  # type: ignore[type-arg]
+    choices = choices.select_related("customer").order_by("-trained_at", "-id")
+    offered = Q(pk__in=choices.values("pk")[:LEARNED_MODEL_CHOICES])
+    if in_use is not None:
+        offered |= Q(pk=in_use)
+    field.queryset = choices.filter(offered)
+    offer = f"The newest {LEARNED_MODEL_CHOICES} models are offered, and the one in use."
+    if offer not in field.help_text:
+        field.help_text = f"{field.help_text} {offer}".strip()
 
 
 def clean_settings(form: forms.BaseForm, cleaned: dict[str, Any]) -> dict[str, Any] | None:
@@ -187,6 +210,14 @@ def draft_params(values: dict[str, Any]) -> PolicyParams:
 # --- The preview form ----------------------------------------------------------------------------
 
 
+def draft_start(policy: PriorityPolicy | None) -> PolicyVersion | None:
+    """The version a preview's draft starts from: the policy's current one; for a new
+    policy (or one without a version yet), the default policy's."""
+    if policy is not None and policy.current_version is not None:
+        return policy.current_version
+    return default_version()
+
+
 class _PreviewFormBase(forms.Form):
     preview_customer = forms.ModelChoiceField(
         queryset=Customer.objects.none(),
@@ -200,19 +231,17 @@ class _PreviewFormBase(forms.Form):
         self.policy = policy
         field = cast(forms.ModelChoiceField, self.fields["preview_customer"])  # type: ignore[type-arg]
         field.queryset = customers_for_preview(policy)
-        if "learned_model" in self.fields:  # each option's label names the model's customer
-            models_field = cast(forms.ModelChoiceField, self.fields["learned_model"])  # type: ignore[type-arg]
-            assert models_field.queryset is not None
-            choices = models_field.queryset.select_related("customer")
-            if policy is not None:
-                # The models the policy's page offers: its customer's and the pooled ones (the
-                # default policy: the pooled ones). Another customer's multipliers are theirs.
-                choices = choices.filter(
-                    Q(customer__isnull=True) | Q(customer_id=policy.customer_id)
-                    if policy.customer_id is not None
-                    else Q(customer__isnull=True)
-                )
-            models_field.queryset = choices
+        choices = ModelVersion.objects.all()
+        if policy is not None:
+            # The models the policy's page offers: its customer's and the pooled ones (the
+            # default policy: the pooled ones). Another customer's multipliers are theirs.
+            choices = choices.filter(
+                Q(customer__isnull=True) | Q(customer_id=policy.customer_id)
+                if policy.customer_id is not None
+                else Q(customer__isnull=True)
+            )
+        start = draft_start(policy)
+        offer_learned_models(self, choices, in_use=start.learned_model_id if start is not None else None)
         if policy is not None and policy.customer_id is not None:
             field.initial = policy.customer_id
             field.disabled = True
@@ -506,11 +535,8 @@ def preview_view(
                 preview = build_preview(customer=customer, params=draft_params(values), now=preview_now())
     else:
         # The settings in force, and today's order when the customer is known already.
-        settings = (
-            version_values(policy.current_version)
-            if policy is not None and policy.current_version is not None
-            else default_settings()
-        )
+        start = draft_start(policy)
+        settings = version_values(start or PolicyVersion())
         customers = customers_for_preview(policy)
         chosen = parse_id(request.GET.get("customer"))
         if policy is not None and policy.customer_id is not None:

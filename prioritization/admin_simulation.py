@@ -24,11 +24,12 @@ from leads.importers import TIMESTAMP_RANGE_ERROR, timestamp_in_range
 from leads.models import Customer
 from prioritization.admin_preview import (
     clean_settings,
-    default_settings,
+    default_version,
+    offer_learned_models,
     refuse_foreign_model,
     settings_form_fields,
 )
-from prioritization.models import SimulationRun, SimulationStatus, version_values
+from prioritization.models import ModelVersion, PolicyVersion, SimulationRun, SimulationStatus, version_values
 from prioritization.services import current_versions
 from prioritization.simulation.comparison import PolicyError
 from prioritization.simulation.report import comparison_rows
@@ -69,6 +70,16 @@ class _SimulationFormBase(forms.Form):
     days = forms.FloatField(min_value=MIN_DAYS, max_value=MAX_DAYS, initial=ADMIN_DEFAULT_DAYS)
     seed = forms.IntegerField(initial=1, help_text="The same seed gives the same figures.")
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Any customer's draft, so any model (clean() refuses another customer's); the list
+        # shows the one the chosen customer's draft starts from.
+        chosen = parse_id(self.data.get("customer")) if self.is_bound else self.initial.get("customer")
+        start = _start_for(chosen)
+        offer_learned_models(
+            self, ModelVersion.objects.all(), in_use=start.learned_model_id if start is not None else None
+        )
+
     def clean_start(self) -> dt.datetime:
         start: dt.datetime = self.cleaned_data["start"]
         if not timestamp_in_range(start):
@@ -95,11 +106,17 @@ SimulationForm = cast(
 )
 
 
+def _start_for(customer_id: int | None) -> PolicyVersion | None:
+    """The version a draft starts from: the one in force for the customer (the default's
+    without one)."""
+    if customer_id is None:
+        return default_version()
+    return current_versions([customer_id])[customer_id]
+
+
 def _settings_for(customer: Customer | None) -> dict[str, Any]:
-    """The draft starts from the policy in force for the customer (the default's without one)."""
-    if customer is None:
-        return default_settings()
-    return version_values(current_versions([customer.pk])[customer.pk])
+    """The draft's starting settings (:func:`_start_for`)."""
+    return version_values(_start_for(customer.pk if customer is not None else None) or PolicyVersion())
 
 
 def _draft_changes(run: SimulationRun) -> list[tuple[str, Any, Any]]:

@@ -316,3 +316,33 @@ def test_the_versions_in_force_of_more_customers_than_the_cache_holds_are_read_i
         with django_assert_max_num_queries(2):  # which version is in force; the versions
             versions = current_versions([c.pk for c in customers])
         assert {customer: version.pk for customer, version in versions.items()} == in_force
+
+
+@pytest.fixture
+def three_models_offered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admin_preview, "LEARNED_MODEL_CHOICES", 3)
+
+
+def customer_on_an_old_model(customer: Customer) -> tuple[Any, list[Any]]:
+    """The customer's policy uses its first model; four newer ones were trained since."""
+    in_use, *newer = (model_of(customer) for _ in range(5))  # same trained_at: newest by id
+    set_policy(customer, weights_source="learned", learned_model=in_use)
+    return in_use, newer
+
+
+def test_the_preview_offers_the_newest_models_and_the_one_in_use(
+    admin_client: Any, three_models_offered: None
+) -> None:
+    customer = CustomerFactory()
+    in_use, newer = customer_on_an_old_model(customer)
+    model_of(CustomerFactory())  # another customer's: never offered on this policy's preview
+    policy = PriorityPolicy.objects.get(customer=customer)
+
+    form = admin_client.get(reverse("admin:prioritization_prioritypolicy_preview", args=[policy.pk])).context[
+        "form"
+    ]
+
+    assert list(form.fields["learned_model"].queryset) == [*reversed(newer[1:]), in_use]
+    # A new policy's preview: any customer's models, the newest three.
+    form = admin_client.get(reverse("admin:prioritization_prioritypolicy_preview_new")).context["form"]
+    assert form.fields["learned_model"].queryset.count() == 3

@@ -13,8 +13,7 @@ from django.urls import reverse
 from kombu.exceptions import OperationalError
 
 from leads.models import Customer
-from prioritization import admin as policy_admin
-from prioritization import tasks
+from prioritization import admin_preview, tasks
 from prioritization.models import (
     ModelVersion,
     PolicyVersion,
@@ -226,7 +225,7 @@ def test_switching_a_policy_to_learned_in_the_admin_picks_the_customers_newest_m
 def test_the_learned_model_list_offers_the_newest_models_and_the_one_in_use(
     admin_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(policy_admin, "LEARNED_MODEL_CHOICES", 3)
+    monkeypatch.setattr(admin_preview, "LEARNED_MODEL_CHOICES", 3)
     ensure_default_policy()
     customer = CustomerFactory()
     in_use, older, *newest = (model_of(customer) for _ in range(5))  # same trained_at: by id
