@@ -745,9 +745,19 @@ class ImportJobAdmin(BaseAdmin[ImportJob]):
         super().delete_model(request, obj)
         obj.delete_files()
 
-    def has_delete_permission(self, request: HttpRequest, obj: ImportJob | None = None) -> bool:
-        # A running job's file is still being read (the bulk action asks this per job too).
-        # A job being checked may go: its check then finds no job and stores nothing.
-        if obj is not None and obj.status in (ImportStatus.QUEUED, ImportStatus.RUNNING):
-            return False
-        return super().has_delete_permission(request, obj)
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        # A queued or running job's file is still to be read: such jobs are listed as what
+        # keeps the deletion from going ahead (a refusal by permission would tell a superuser
+        # "your account doesn't have permission"). A job being checked may go: its check then
+        # finds no job and stores nothing.
+        busy = [job for job in objs if job.status in (ImportStatus.QUEUED, ImportStatus.RUNNING)]
+        if busy:
+            return (
+                [],
+                {},
+                set(),
+                [f"{job} is {job.status}: it can be deleted once it has ended." for job in busy],
+            )
+        return super().get_deleted_objects(objs, request)

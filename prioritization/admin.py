@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 from django import forms
 from django.contrib import admin, messages
 from django.db import models, transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.urls import URLPattern, path, reverse
@@ -298,17 +298,31 @@ class PriorityPolicyAdmin(CascadesToRecordsAdmin[PriorityPolicy], PostedIdAutoco
 
     def has_delete_permission(self, request: HttpRequest, obj: PriorityPolicy | None = None) -> bool:
         if obj is not None and obj.is_default:
-            return False  # every customer without a policy of its own follows it
+            return False  # no Delete button on its page; the bulk action says why (kept_history)
         return super().has_delete_permission(request, obj)
+
+    def kept_history(self, objs: list[PriorityPolicy]) -> list[str]:
+        # Said before Django's collector would list every decision of the policy's versions
+        # (200,000 decisions: 14 s and 1.1 GB for a page whose answer is "no").
+        kept = [
+            f"{policy}: every customer without a policy of its own follows it."
+            for policy in objs
+            if policy.is_default
+        ]
+        decided = Decision.objects.filter(policy_version__policy=OuterRef("pk"))
+        kept += [
+            f"{policy}: the decision log names its versions, and decisions are kept."
+            for policy in PriorityPolicy.objects.filter(Exists(decided), pk__in=[obj.pk for obj in objs])
+        ]
+        return kept
 
     def get_deleted_objects(
         self, objs: Sequence[PriorityPolicy] | QuerySet[PriorityPolicy], request: HttpRequest
     ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
-        policies = [policy.pk for policy in objs]
-        if protected and not Decision.objects.filter(policy_version__policy__in=policies).exists():
-            # What protects the versions is the policy's own pointer at its current one
-            # (cleared before deleting). Versions named by the decision log stay protected.
+        if deleted:
+            # Nothing in kept_history, so Django's collector ran: what it found protecting the
+            # versions is the policy's own pointer at its current one, cleared before deleting.
             protected = []
         return deleted, counts, perms_needed, protected
 
@@ -321,9 +335,7 @@ class PriorityPolicyAdmin(CascadesToRecordsAdmin[PriorityPolicy], PostedIdAutoco
             transaction.on_commit(enqueue_rescoring)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[PriorityPolicy]) -> None:
-        if queryset.filter(customer__isnull=True).exists():
-            self.message_user(request, "The default policy cannot be deleted; it was kept.", messages.WARNING)
-        for policy in queryset.filter(customer__isnull=False):
+        for policy in queryset.filter(customer__isnull=False):  # the default is kept (kept_history)
             self.delete_model(request, policy)
 
     def save_model(self, request: HttpRequest, obj: PriorityPolicy, form: Any, change: bool) -> None:

@@ -271,10 +271,14 @@ def test_the_default_policy_cannot_be_deleted(admin_client: Any) -> None:
     response = admin_client.get(reverse("admin:prioritization_prioritypolicy_delete", args=[policy.pk]))
     assert response.status_code == 403
 
-    admin_client.post(
+    refused = admin_client.post(
         POLICY_LIST, {"action": "delete_selected", "_selected_action": [policy.pk], "post": "yes"}
     )
     assert PriorityPolicy.objects.filter(pk=policy.pk).exists()
+    # Why, rather than "your account doesn't have permission" (to a superuser).
+    page = refused.content.decode()
+    assert f"{policy}: every customer without a policy of its own follows it." in page
+    assert "permission" not in page
 
 
 def test_a_customer_policy_can_be_deleted(
@@ -295,20 +299,26 @@ def test_a_customer_policy_can_be_deleted(
     assert enqueue_rescoring in callbacks  # its leads go back to the default policy
 
 
-def test_a_policy_whose_versions_the_decision_log_names_is_kept(admin_client: Any) -> None:
-    (decision,) = make_decisions(1)
-    customer = decision.lead.customer
+def test_a_policy_whose_versions_the_decision_log_names_is_kept(
+    admin_client: Any, django_assert_max_num_queries: Any
+) -> None:
+    decisions = make_decisions(3)
+    customer = decisions[0].lead.customer
     policy = PriorityPolicy.objects.create(customer=customer, name="Own")
     policy.current_version = PolicyVersion.objects.create(policy=policy, number=1)
     policy.save()
-    Decision.objects.filter(pk=decision.pk).update(policy_version=policy.current_version)
+    Decision.objects.filter(pk__in=[d.pk for d in decisions]).update(policy_version=policy.current_version)
+    url = reverse("admin:prioritization_prioritypolicy_delete", args=[policy.pk])
 
-    response = admin_client.post(
-        reverse("admin:prioritization_prioritypolicy_delete", args=[policy.pk]), {"post": "yes"}
-    )
+    # Not Django's collector, which read every decision (and its lead) to list it.
+    with django_assert_max_num_queries(12):
+        response = admin_client.post(url, {"post": "yes"})
 
     assert response.status_code == 200  # the "cannot delete: protected" page, not a 500
-    assert response.context["protected"]
+    assert response.context["protected"] == [
+        f"{policy}: the decision log names its versions, and decisions are kept."
+    ]
+    assert not response.context["perms_lacking"]
     assert PriorityPolicy.objects.filter(pk=policy.pk).exists()
 
 
