@@ -666,6 +666,10 @@ class ApiKeyAdmin(PostedIdAutocompleteAdmin[ApiKey], APIKeyModelAdmin):
         if obj is not None:
             # A key's scope and customer are what it was handed out for: make a new key instead.
             fields += tuple(f for f in ("scope", "customer", "created") if f not in fields)
+            if obj.scope == ApiScope.ADMIN and not request.user.is_superuser:
+                # Only superusers make admin keys, so only they may extend one (or bring an
+                # expired one back); others may revoke it.
+                fields += tuple(f for f in ("name", "expiry_date") if f not in fields)
         return fields
 
     @admin.action(description="Revoke selected API keys (cannot be undone)", permissions=["change"])

@@ -573,6 +573,31 @@ def test_staff_who_may_create_keys_create_contract_app_and_ingest_keys():
 
 
 @pytest.mark.django_db
+def test_staff_who_are_not_superusers_may_revoke_an_admin_key_but_not_extend_it(admin_client):
+    expired = timezone.now() - dt.timedelta(days=1)
+    api_key, key = ApiKey.objects.create_key(name="ops", scope=ApiScope.ADMIN, expiry_date=expired)
+    url = reverse("admin:leads_apikey_change", args=[quote(api_key.pk)])
+    client = staff_client(*KEY_PERMS)
+
+    client.post(url, {"name": "mine now", "expiry_date_0": "2099-01-01", "expiry_date_1": "00:00:00"})
+
+    api_key.refresh_from_db()
+    assert (api_key.name, api_key.expiry_date) == ("ops", expired)
+    assert not ApiKey.objects.is_valid(key)
+    assert client.post(url, {"revoked": "on"}).status_code == 302
+    api_key.refresh_from_db()
+    assert api_key.revoked
+    # A superuser may still extend an admin key that is not revoked.
+    other, _ = ApiKey.objects.create_key(name="ops 2", scope=ApiScope.ADMIN, expiry_date=expired)
+    admin_client.post(
+        reverse("admin:leads_apikey_change", args=[quote(other.pk)]),
+        {"name": "ops 2", "expiry_date_0": "2099-01-01", "expiry_date_1": "00:00:00"},
+    )
+    other.refresh_from_db()
+    assert other.expiry_date.year == 2099
+
+
+@pytest.mark.django_db
 def test_a_superuser_still_creates_admin_keys(admin_client):
     url = reverse("admin:leads_apikey_add")
 
