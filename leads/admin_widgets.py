@@ -70,6 +70,19 @@ class BaseAdmin(admin.ModelAdmin[_M]):
         return super().response_action(request, queryset, *args, **kwargs)
 
 
+def guard_every_admin(site: admin.AdminSite = admin.site) -> None:
+    """Give the admins of other apps (auth's users and groups, django_celery_beat's
+    schedules) :class:`BaseAdmin`'s checks of list parameters and bulk-action rows: without
+    them ``?username__regex=(`` or a posted row "abc" is a 500 on those pages too."""
+    for model, model_admin in list(site._registry.items()):
+        if isinstance(model_admin, BaseAdmin):
+            continue
+        other = type(model_admin)
+        guarded = type(other.__name__, (BaseAdmin, other), {"__module__": other.__module__})
+        site.unregister(model)
+        site.register(model, guarded)
+
+
 def may_view_leads(request: HttpRequest) -> bool:
     """Whether a screen that shows leads (the SLA dashboard, the policy preview, an import's
     preview and error report) is for this user: the lead admin decides, so that the
