@@ -531,12 +531,24 @@ class LeadAdmin(LargeTableAdmin[Lead], PostedIdAutocompleteAdmin[Lead]):
                 changes["campaign_id"] = value.pk
             else:
                 changes[name] = value
-        if not changes:
-            return
-        try:
+        if changes:
+            # A LeadConflict (the lead was closed after the form was checked) leaves the admin's
+            # transaction, so that it neither logs the change nor says it succeeded.
             update_lead(lead_id=obj.pk, changes=changes)
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
         except LeadConflict as exc:
-            messages.error(request, str(exc))
+            # The page again, showing the lead as it now is, and why nothing was saved.
+            messages.error(request, f"{exc} Nothing was saved.")
+            return HttpResponseRedirect(request.get_full_path())
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None

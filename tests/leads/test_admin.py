@@ -4,6 +4,7 @@ import datetime as dt
 import re
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.admin.utils import quote
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -11,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from leads import admin as lead_admin
 from leads.admin import EstimatedCountPaginator
 from leads.models import (
     ApiKey,
@@ -23,6 +25,7 @@ from leads.models import (
     LeadEvent,
     QueueStatus,
 )
+from leads.services import update_lead
 from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory, LeadFactory, staff_client
 
 LEAD_LIST = reverse("admin:leads_lead_changelist")
@@ -487,6 +490,35 @@ def test_a_closed_lead_cannot_be_rescheduled_from_the_admin(admin_client):
     assert "cannot be rescheduled" in str(response.context["adminform"].form.errors)
     lead.refresh_from_db()
     assert lead.rescheduled_at is None
+
+
+@pytest.mark.django_db
+def test_a_lead_closed_while_its_form_was_saved_keeps_nothing_and_says_so(admin_client, monkeypatch):
+    lead = LeadFactory(city="Pune")
+    url = reverse("admin:leads_lead_change", args=[lead.pk])
+    data = {
+        **_lead_form_data(admin_client, lead),
+        "city": "Goa",
+        "rescheduled_at_0": "2030-01-01",
+        "rescheduled_at_1": "10:00:00",
+    }
+
+    def closed_meanwhile(**kwargs):
+        # A withdrawal lands between the form's checks and the save.
+        Lead.objects.filter(pk=lead.pk).update(
+            status=QueueStatus.CLOSED, closed_at=timezone.now(), closed_reason=CloseReason.WITHDRAWN
+        )
+        return update_lead(**kwargs)
+
+    monkeypatch.setattr(lead_admin, "update_lead", closed_meanwhile)
+    response = admin_client.post(url, data, follow=True)
+
+    assert response.redirect_chain == [(url, 302)]
+    shown = [str(message) for message in response.context["messages"]]
+    assert shown == ["The lead is closed; it cannot be rescheduled. Nothing was saved."]
+    lead.refresh_from_db()
+    assert (lead.city, lead.rescheduled_at) == ("Pune", None)
+    assert not LogEntry.objects.filter(object_id=str(lead.pk)).exists()
 
 
 @pytest.mark.django_db
