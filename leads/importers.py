@@ -11,9 +11,12 @@ import csv
 import datetime as dt
 import itertools
 import json
+import math
 import os
 import pickle
 import re
+import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -750,13 +753,49 @@ def _csv_table(path: Path, encoding: str) -> Table:
 # no exception, the web worker that checked the upload (or the Celery worker) is gone, with
 # the requests it was serving. In a child, only the child goes and the file gets a message.
 # The child sends the header, then the rows in batches, pickled, on its stdout.
+#
+# Allocations that do succeed are bounded too (limit_reader): a value in cell XFD6000 of a
+# 2 KB XLSX, or an 849-byte ODS repeating an empty row 20,000 times over 1,000 columns, made
+# the reader take 2.5-3 GB (and more for larger numbers: the machine's memory). A sheet of
+# real data needs about 30 times its file's size (a 9 MB XLSX of 300,000 rows: 245 MB).
+READER_MEMORY_BASE_BYTES = 2 * 1024**3
+READER_MEMORY_PER_FILE_BYTE = 40
+# And its CPU time: calamine loops for ever on some damaged ODS files (an 834-byte one whose
+# XML stops after a row), and the upload or the task waited for it for ever. Real data takes
+# about 0.3 s per MB of XLSX.
+READER_CPU_BASE_SECONDS = 20
+READER_CPU_SECONDS_PER_MB = 2
 _SHEET_BATCH_ROWS = 1_000
 _SHEET_FORMATS: dict[str, FileFormat] = {"xlsx": "xlsx", "xls": "xls", "ods": "ods"}
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
 _SHEET_READER = (
     f"import sys; sys.path.insert(0, {_PROJECT_ROOT!r}); "
-    "from leads.importers import serve_sheet; serve_sheet(sys.argv[1], sys.argv[2])"
+    "from leads.importers import limit_reader, serve_sheet; "
+    "limit_reader(int(sys.argv[3]), int(sys.argv[4])); serve_sheet(sys.argv[1], sys.argv[2])"
 )
+
+
+class ReaderLimits(NamedTuple):
+    memory_bytes: int  # address space
+    cpu_seconds: int
+
+
+def reader_limits_for_size(size: int) -> ReaderLimits:
+    """What the reader of a spreadsheet file of ``size`` bytes may use."""
+    return ReaderLimits(
+        memory_bytes=READER_MEMORY_BASE_BYTES + READER_MEMORY_PER_FILE_BYTE * size,
+        cpu_seconds=READER_CPU_BASE_SECONDS + math.ceil(READER_CPU_SECONDS_PER_MB * size / 1024**2),
+    )
+
+
+def limit_reader(memory_bytes: int, cpu_seconds: int) -> None:
+    """In the reader's child process, before it reads: the limits of :func:`reader_limits_for_size`.
+
+    Past the memory limit an allocation fails (Rust aborts the child; Python raises
+    MemoryError); past the CPU time the kernel ends it (SIGXCPU, then SIGKILL a little later).
+    """
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
 
 
 def _unclosed_quote(where: str, line: int) -> ImportFileError:
@@ -771,9 +810,10 @@ def _sheet_table(path: Path, file_format: FileFormat) -> Table:
     """Read the first sheet in a child process (see above); the rows stream from it."""
     # Not a pipe: a child writing there never blocks on it. Closed by stop().
     errors = tempfile.TemporaryFile()  # noqa: SIM115
+    limits = reader_limits_for_size(path.stat().st_size)
     try:
         process = subprocess.Popen(
-            [sys.executable, "-c", _SHEET_READER, file_format, str(path)],
+            [sys.executable, "-c", _SHEET_READER, file_format, str(path), *map(str, limits)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=errors,
@@ -801,6 +841,8 @@ def _sheet_table(path: Path, file_format: FileFormat) -> Table:
             errors.seek(0)
             last_words = errors.read(2000).decode("utf-8", "replace").strip().splitlines()
             stop()
+            if process.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+                raise _reader_stopped(file_format, limits.cpu_seconds) from None
             raise _reader_died(file_format, last_words[0] if last_words else "") from None
         if message[0] == "error":
             stop()
@@ -830,9 +872,18 @@ def _reader_died(file_format: FileFormat, last_words: str) -> ImportFileError:
     said = f" ({last_words})" if last_words else ""
     return ImportFileError(
         f"The file is not a readable {file_format.upper()} workbook: it is damaged, or reading "
-        f"it needs more memory than there is{said}. A value far below or to the right of the "
-        "data (such as in the sheet's last row or column) makes a sheet too large to read: "
-        "delete the rows and columns after the data, or export the sheet as CSV."
+        f"it needs more memory than there is or than a file of its size may use{said}. A value "
+        "far below or to the right of the data (such as in the sheet's last row or column) "
+        "makes a sheet too large to read: delete the rows and columns after the data, or "
+        "export the sheet as CSV."
+    )
+
+
+def _reader_stopped(file_format: FileFormat, cpu_seconds: int) -> ImportFileError:
+    return ImportFileError(
+        f"The file is not a readable {file_format.upper()} workbook: reading it was stopped "
+        f"after {cpu_seconds} s, far longer than a file of its size takes, so it is damaged. "
+        "Save it again from the spreadsheet program, or export it as CSV."
     )
 
 
@@ -856,6 +907,8 @@ def serve_sheet(file_format: str, path: str, out: IO[bytes] | None = None) -> No
             pickle.dump(("end", None), stream)
         except ImportFileError as exc:
             pickle.dump(("error", str(exc)), stream)
+        except MemoryError:  # past limit_reader's bound, in Python rather than in calamine
+            pickle.dump(("error", str(_reader_died(sheet_format, "out of memory"))), stream)
         stream.flush()
     except BrokenPipeError:  # the parent stopped reading (it needed only the first rows)
         os._exit(0)

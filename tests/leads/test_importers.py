@@ -296,6 +296,38 @@ def test_a_value_in_the_last_cell_of_a_sheet_is_refused_without_aborting_the_pro
     assert "delete the rows and columns after the data" in done.stdout
 
 
+def test_a_small_sheet_that_asks_for_gigabytes_is_refused_at_the_readers_memory_bound(tmp_path):
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["external_id", "customer_id", "campaign_id", "lead_type"])
+    sheet.append(["A", 1, 1, "live"])
+    sheet["XFD6000"] = 1  # a grid of 98 million cells: 3 GB, which the machine had to give
+    path = tmp_path / "leads.xlsx"
+    workbook.save(path)
+
+    with pytest.raises(ImportFileError, match="more memory than there is or than a file of its size may use"):
+        list(open_table(path).rows)
+
+
+def test_a_damaged_sheet_whose_reading_never_ends_is_stopped_with_a_message(tmp_path, monkeypatch):
+    # calamine loops for ever on an ODS whose XML stops after a row (834 bytes): the upload
+    # request, or the import task, waited for ever at 100% CPU.
+    monkeypatch.setattr(importers, "READER_CPU_BASE_SECONDS", 1)
+    path = _ods(tmp_path / "leads.ods", [["external_id", "lead_type"], ["A", "live"]], closed=False)
+
+    with pytest.raises(ImportFileError, match=r"reading it was stopped after 2 s, .* so it is damaged"):
+        list(open_table(path).rows)
+
+
+def test_the_reader_may_use_more_for_a_larger_file():
+    small = importers.reader_limits_for_size(10_000)
+    large = importers.reader_limits_for_size(50 * 1024**2)  # about 1.7 million rows of XLSX
+
+    assert small.memory_bytes == importers.READER_MEMORY_BASE_BYTES + 400_000
+    assert large.memory_bytes == importers.READER_MEMORY_BASE_BYTES + 40 * 50 * 1024**2
+    assert (small.cpu_seconds, large.cpu_seconds) == (21, 120)
+
+
 def test_sheet_rows_stream_from_the_reader_with_their_row_numbers_and_types(tmp_path):
     workbook = openpyxl.Workbook()
     sheet = workbook.active
@@ -690,8 +722,9 @@ def test_a_bad_byte_next_to_a_character_cut_by_a_read_boundary_is_located(
         open_table(path)
 
 
-def _ods(path: Path, rows: list[list[str]]) -> Path:
-    """A minimal OpenDocument spreadsheet (no ODS writer is installed)."""
+def _ods(path: Path, rows: list[list[str]], *, closed: bool = True) -> Path:
+    """A minimal OpenDocument spreadsheet (no ODS writer is installed); with ``closed`` off,
+    damaged: its XML stops after the last row."""
     ns = (
         'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
         'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
@@ -708,9 +741,10 @@ def _ods(path: Path, rows: list[list[str]]) -> Path:
     )
     content = (
         f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {ns} office:version="1.2">'
-        f'<office:body><office:spreadsheet><table:table table:name="Leads">{cells}</table:table>'
-        "</office:spreadsheet></office:body></office:document-content>"
+        f'<office:body><office:spreadsheet><table:table table:name="Leads">{cells}'
     )
+    if closed:
+        content += "</table:table></office:spreadsheet></office:body></office:document-content>"
     manifest = (
         '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
         'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
