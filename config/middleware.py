@@ -3,6 +3,11 @@
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http.response import HttpResponseRedirectBase
+from django.middleware import common
+from django.utils.http import escape_leading_slashes
+
+from leads.api_errors import is_api_request
 
 
 def refuse_nul_in_query_string(
@@ -32,6 +37,27 @@ def refuse_nul_in_query_string(
 
 def _bad_request(request: HttpRequest, message: str) -> HttpResponse:
     """A 400 in the API's JSON error shape under ``/api/``, plain text elsewhere."""
-    if request.path.startswith("/api/"):
+    if is_api_request(request):
         return JsonResponse({"detail": message}, status=400)
     return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+
+
+class HttpResponsePermanentRedirectKeepingMethod(HttpResponseRedirectBase):
+    """308: as 301, but the client sends the same method and body to the new address."""
+
+    status_code = 308
+
+
+class CommonMiddleware(common.CommonMiddleware):
+    """Django's, but it adds the missing trailing slash (``APPEND_SLASH``) with a 308.
+
+    Its 301 made clients (requests, ``curl -L``, browsers) send a POST again as a GET: a lead
+    pushed to ``/api/v1/leads`` was lost behind a 200 that answered the lead list. A 308 keeps
+    the method and the body, so Django's refusal in debug mode to redirect a POST (it would
+    lose its data) has no reason left.
+    """
+
+    response_redirect_class = HttpResponsePermanentRedirectKeepingMethod
+
+    def get_full_path_with_slash(self, request: HttpRequest) -> str:
+        return escape_leading_slashes(request.get_full_path(force_append_slash=True))

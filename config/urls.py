@@ -15,7 +15,15 @@ urlpatterns = [
     path("api/v1/", include("leads.urls")),
     path("api/v1/", include("prioritization.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # GET only: the page is HTML rendered from a template, and DRF's OPTIONS answer has none
+    # to render with (a 500).
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="api-schema", http_method_names=["get", "head"]),
+        name="api-docs",
+    ),
 ]
 
+handler400 = "leads.api_errors.bad_request"
 handler404 = "leads.api_errors.not_found"
+handler500 = "leads.api_errors.server_error"

@@ -7,6 +7,7 @@ from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from django.views.defaults import page_not_found
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -95,10 +96,38 @@ def error_responses(*codes: int, descriptions: dict[int, str] | None = None) -> 
     return responses
 
 
+def is_api_request(request: HttpRequest) -> bool:
+    """Whether an error answers the API (its JSON shape) rather than a page (HTML)."""
+    return request.path.startswith("/api/")
+
+
+# Django's own error pages are HTML, and a client that parses every error body of the API
+# as JSON would choke on them: under /api/ each is the API's JSON shape instead.
+
+
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """The project's 404 page (``handler404``). Under ``/api/`` it is the API's JSON shape:
-    ``/api/v1/leads/abc/`` matches no route (ids are integers), and a client that parses
-    every error body as JSON would choke on Django's HTML page. Elsewhere, Django's page."""
-    if request.path.startswith("/api/"):
+    """``handler404``: ``/api/v1/leads/abc/`` matches no route (ids are integers)."""
+    if is_api_request(request):
         return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
     return page_not_found(request, exception)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """``handler400``: what Django refuses before a view runs (more than
+    ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` query parameters, a Host not in ``ALLOWED_HOSTS``)."""
+    if is_api_request(request):
+        return JsonResponse(
+            {"detail": "Bad request: the request is malformed or too large to read (see the server log)."},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    return defaults.bad_request(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """``handler500``: an error no handler turned into an answer (logged with its traceback)."""
+    if is_api_request(request):
+        return JsonResponse(
+            {"detail": "Server error: the request failed; it is logged and will be looked into."},
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    return defaults.server_error(request)
