@@ -126,7 +126,7 @@ class ImportUploadForm(forms.Form):
     file = forms.FileField(
         label="File",
         help_text="CSV (UTF-8 unless the mapping says otherwise; comma, semicolon, tab or pipe "
-        "separated), XLSX, XLS or ODS. The first row is the header; the first sheet is read.",
+        "separated), XLSX, XLS or ODS. The first row is the header; the first sheet not hidden is read.",
         error_messages={"empty": "The file is empty.", "required": "Choose a file to import."},
     )
     customer = forms.ModelChoiceField(

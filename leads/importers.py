@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple
 
-from python_calamine import CalamineError, CalamineWorkbook
+from python_calamine import CalamineError, CalamineWorkbook, SheetTypeEnum, SheetVisibleEnum
 
 from leads.ids import MAX_ID, parse_id
 
@@ -638,7 +638,11 @@ def detect_format(path: Path, encoding: str = "utf-8") -> FileFormat:
         return "xls"
     wide_text = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
     if b"\x00" in head and not wide_text:
-        raise ImportFileError("The file is not a spreadsheet: expected CSV, XLSX, XLS or ODS.")
+        raise ImportFileError(
+            "The file is not a spreadsheet: expected CSV, XLSX, XLS or ODS. It holds NUL bytes, "
+            "which no text file in a one-byte encoding does: if it is UTF-16 text without a byte "
+            'order mark, set "encoding" in the mapping to "utf-16-le" (or "utf-16-be").'
+        )
     return "csv"
 
 
@@ -707,6 +711,9 @@ def _csv_table(path: Path, encoding: str) -> Table:
             delimiter = ","
         reader = csv.reader(itertools.chain(handle, [_END_MARK]), delimiter=delimiter)
         header = [cell.strip() for cell in next(reader)]
+        if header == [_END_MARK]:
+            # Nothing before the mark: a file holding only a byte order mark, or blank.
+            raise StopIteration
         if header and header[-1].endswith(_END_MARK):
             raise _unclosed_quote("The header", 1)
         check_header(header)
@@ -807,7 +814,7 @@ def _unclosed_quote(where: str, line: int) -> ImportFileError:
 
 
 def _sheet_table(path: Path, file_format: FileFormat) -> Table:
-    """Read the first sheet in a child process (see above); the rows stream from it."""
+    """Read the first visible sheet in a child process (see above); the rows stream from it."""
     # Not a pipe: a child writing there never blocks on it. Closed by stop().
     errors = tempfile.TemporaryFile()  # noqa: SIM115
     limits = reader_limits_for_size(path.stat().st_size)
@@ -888,7 +895,7 @@ def _reader_stopped(file_format: FileFormat, cpu_seconds: int) -> ImportFileErro
 
 
 def serve_sheet(file_format: str, path: str, out: IO[bytes] | None = None) -> None:
-    """The child process of :func:`_sheet_table`: read the file's first sheet and send
+    """The child process of :func:`_sheet_table`: read the file's first visible sheet and send
     ("header", cells), then ("rows", [(number, cells), ...]) batches and ("end", None), or
     ("error", message) for a file that cannot be read."""
     stream = out if out is not None else sys.stdout.buffer
@@ -921,7 +928,7 @@ def _read_sheet(path: Path, file_format: FileFormat) -> Table:
         # format by content, as detect_format did (it reads the file into memory, once).
         with path.open("rb") as handle:
             workbook = CalamineWorkbook.from_filelike(handle)
-        sheet = workbook.get_sheet_by_index(0)
+        sheet = workbook.get_sheet_by_name(_first_visible_sheet(workbook))
         iterator = sheet.iter_rows()
         header_row = next(iterator, None)
     except (CalamineError, ValueError, OSError) as exc:
@@ -931,7 +938,7 @@ def _read_sheet(path: Path, file_format: FileFormat) -> Table:
             raise
         raise _unreadable_workbook(file_format, exc) from None
     if header_row is None:
-        raise ImportFileError("The spreadsheet's first sheet is empty.")
+        raise ImportFileError(f"The spreadsheet's first visible sheet ({sheet.name!r}) is empty.")
 
     def rows() -> Iterator[tuple[int, list[object]]]:
         try:
@@ -946,6 +953,17 @@ def _read_sheet(path: Path, file_format: FileFormat) -> Table:
     header = [_header_text(cell) for cell in header_row]
     check_header(header)
     return Table(format=file_format, header=header, rows=rows())
+
+
+def _first_visible_sheet(workbook: CalamineWorkbook) -> str:
+    """The name of the workbook's first worksheet that is not hidden: the first sheet a
+    person sees on opening the file (a hidden first sheet held another list, imported in its
+    place). The first sheet when every one is hidden."""
+    sheets = workbook.sheets_metadata
+    for sheet in sheets:
+        if sheet.visible == SheetVisibleEnum.Visible and sheet.typ == SheetTypeEnum.WorkSheet:
+            return sheet.name
+    return sheets[0].name
 
 
 def _is_reader_panic(exc: BaseException) -> bool:
@@ -974,10 +992,23 @@ def _header_text(cell: object) -> str:
     return "" if cell is None else str(cell).strip()
 
 
+# A spreadsheet's widest sheet (column XFD). The header of a sheet is as wide as its widest
+# row: one stray value in column ZZZZZ of a 2 KB XLSX made a header of 12 million columns,
+# which the preview stored and rendered (272 MB of page); a CSV line of commas did the same.
+MAX_COLUMNS = 16_384
+
+
 def check_header(header: list[str]) -> None:
-    """Refuse a header holding text PostgreSQL cannot store (the preview keeps the header,
-    and error reports name columns by it). The format check only looks for NUL in the
-    first 64 KB, and a cell is checked only when it feeds a lead field."""
+    """Refuse a header wider than any spreadsheet (:data:`MAX_COLUMNS`) or holding text
+    PostgreSQL cannot store (the preview keeps the header, and error reports name columns by
+    it). The format check only looks for NUL in the first 64 KB, and a cell is checked only
+    when it feeds a lead field."""
+    if len(header) > MAX_COLUMNS:
+        raise ImportFileError(
+            f"The file has {len(header):,} columns; a lead file has at most {MAX_COLUMNS:,}, as "
+            "many as a spreadsheet. Delete the empty columns after the data, or the stray value "
+            "far to the right of it."
+        )
     for position, name in enumerate(header, start=1):
         if "\x00" in name:
             problem = "a NUL (\\x00) character"

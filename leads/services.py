@@ -760,8 +760,11 @@ def preview_import(
             sample.extend(chunk.leads[: sample_rows - len(sample)])
         if on_progress is not None:
             on_progress(chunk.rows)
+    header = list(table.header)
+    while header and not header[-1]:
+        header.pop()  # a spreadsheet's padding, shown as a row of "(empty)" names
     return ImportPreview(
-        header=table.header,
+        header=header,
         file_format=table.format,
         sample=sample,
         total_rows=total,

@@ -24,8 +24,9 @@ from django_celery_beat.models import PeriodicTask
 from kombu.exceptions import OperationalError as BrokerError
 
 from leads import tasks as tasks_module
+from leads.importers import LeadMapping
 from leads.models import ImportJob, ImportStatus, Lead, LeadType
-from leads.services import ImportPreview
+from leads.services import ImportPreview, preview_import
 from leads.tasks import (
     _fail,
     check_import_job,
@@ -1562,3 +1563,16 @@ def test_a_job_confirmed_while_the_retention_sweep_runs_keeps_its_file(
     assert job.status == ImportStatus.QUEUED
     assert job.file.name
     assert stored_files(media_root)
+
+
+@pytest.mark.django_db
+def test_the_preview_leaves_out_the_empty_header_cells_after_the_last_name(campaign, tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_text("external_id,,lead_type" + "," * 500 + "\nA,,live\n")
+
+    preview = preview_import(
+        path, mapping=LeadMapping(), customer_id=campaign.customer_id, campaign_id=campaign.pk
+    )
+
+    assert preview.header == ["external_id", "", "lead_type"]  # a nameless column between stays
+    assert preview.valid_rows == 1

@@ -227,8 +227,9 @@ def test_the_command_line_exit_status_is_non_zero_without_a_traceback(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert (
-        result.stderr.strip().splitlines()[-1]
-        == "CommandError: bad.csv: The file is not a spreadsheet: expected CSV, XLSX, XLS or ODS."
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("CommandError: bad.csv: The file is not a spreadsheet: expected CSV, XLSX, XLS or ODS. ")
     )
 
 

@@ -793,3 +793,48 @@ def test_a_workbook_is_read_as_its_content_says_whatever_its_name_says(tmp_path,
     assert table.format == file_format
     assert table.header == ["external_id", "lead_type"]
     assert list(table.rows) == [(2, ["A-1", "live"])]
+
+
+# --- Files of hostile shapes -------------------------------------------------------------------
+
+
+def test_a_header_wider_than_any_spreadsheet_is_refused(tmp_path):
+    # A CSV line of commas, or one value in column ZZZZZ of a sheet: a header of millions of
+    # columns, which the preview stored and rendered.
+    wide = _write(tmp_path, "wide.csv", b"external_id,lead_type" + b"," * 16_383 + b"\nA,live\n")
+    widest = _write(tmp_path, "widest.csv", b"external_id,lead_type" + b"," * 16_382 + b"\nA,live\n")
+
+    with pytest.raises(ImportFileError, match="The file has 16,385 columns; a lead file has at most 16,384"):
+        open_table(wide)
+    assert len(open_table(widest).header) == 16_384
+
+
+@pytest.mark.parametrize("content", [codecs.BOM_UTF8, codecs.BOM_UTF16_LE])
+def test_a_file_of_only_a_byte_order_mark_is_empty(tmp_path, content):
+    # It was "the header opens a quoted value that is never closed".
+    with pytest.raises(ImportFileError, match=r"^The file is empty\.$"):
+        open_table(_write(tmp_path, "leads.csv", content))
+
+
+def test_utf16_text_without_its_byte_order_mark_is_refused_with_the_encoding_to_give(tmp_path):
+    path = _write(tmp_path, "leads.csv", "external_id,lead_type\nA,live\n".encode("utf-16-le"))
+
+    with pytest.raises(ImportFileError, match='set "encoding" in the mapping to "utf-16-le"'):
+        open_table(path)
+    assert open_table(path, encoding="utf-16-le").header == ["external_id", "lead_type"]
+
+
+def test_the_first_sheet_not_hidden_is_the_one_read(tmp_path):
+    workbook = openpyxl.Workbook()
+    hidden = workbook.active
+    hidden.title = "Old list"
+    hidden.append(["external_id", "lead_type"])
+    hidden.append(["hidden-1", "live"])
+    hidden.sheet_state = "veryHidden"  # Excel users cannot even unhide it
+    shown = workbook.create_sheet("Leads")
+    shown.append(["external_id", "lead_type"])
+    shown.append(["shown-1", "live"])
+    path = tmp_path / "leads.xlsx"
+    workbook.save(path)
+
+    assert [cells[0] for _, cells in open_table(path).rows] == ["shown-1"]
