@@ -466,7 +466,18 @@ class ErrorReport:
             if len(self.first) < self.keep:
                 self.first.append(error)
             if self._writer is not None:
-                self._writer.writerow((error.row, error.column, error.reason))
+                self._writer.writerow((error.row, _inert(error.column), _inert(error.reason)))
+
+
+# A spreadsheet program opening the error report runs a cell that starts with one of these as
+# a formula ("CSV injection"), and the report's cells carry the customer's text: its header
+# names (a column "=HYPERLINK(…)"). Such a cell gets a leading apostrophe, which the program
+# shows as text.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(text: str) -> str:
+    return f"'{text}" if text.startswith(_FORMULA_STARTS) else text
 
 
 @dataclass

@@ -322,3 +322,24 @@ def test_repeated_columns_and_a_wrong_encoding_stop_with_one_readable_line(tmp_p
     with pytest.raises(CommandError, match=r"utf8\.csv: The file is not valid utf-16 text \(UTF-16 stream"):
         _run(utf_8, "--mapping", mapping, "--customer-id", customer.pk, "--campaign-id", campaign.pk)
     assert Lead.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_the_error_report_shows_a_header_name_that_looks_like_a_formula_as_text(tmp_path):
+    # A spreadsheet program opening the report would run "=HYPERLINK(…)" (CSV injection).
+    campaign = CampaignFactory()
+    column = '=HYPERLINK("http://example.invalid","Click")'
+    path = tmp_path / "leads.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["external_id", "customer_id", "campaign_id", "lead_type", column])
+        writer.writerow(["A", campaign.customer_id, campaign.pk, "live", "not a moment"])
+    report = io.StringIO()
+
+    summary = import_leads(
+        path, mapping=LeadMapping.from_json({"columns": {"last_activity": column}}), errors_out=report
+    )
+
+    assert summary.rejected == 1
+    (row,) = list(csv.reader(io.StringIO(report.getvalue())))[1:]
+    assert row[:2] == ["2", f"'{column}"]
