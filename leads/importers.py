@@ -464,9 +464,15 @@ class LeadMapping:
         if not isinstance(encoding, str):
             raise MappingError('"encoding" must be a string such as "utf-8" or "cp1252".')
         check_file_encoding(encoding)
+        constants = {k: str(v) for k, v in constants.items()}
+        # A value no lead can have would reject every row of the file, one line each.
+        _, errors = parse_lead(constants)
+        wrong = [f"{name}: {' '.join(errors[name])}" for name in constants if name in errors]
+        if wrong:
+            raise MappingError(f'"constants" holds values no lead can have: {"; ".join(wrong)}')
         return cls(
             columns={k: str(v) for k, v in columns.items()},
-            constants={k: str(v) for k, v in constants.items()},
+            constants=constants,
             empty_values=frozenset(v.strip().lower() for v in empty_values),
             encoding=encoding,
         )

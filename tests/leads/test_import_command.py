@@ -175,6 +175,44 @@ def test_a_customer_or_campaign_given_for_every_row_is_checked_once_before_readi
 
 
 @pytest.mark.django_db
+def test_a_customer_or_campaign_a_mapping_constant_gives_every_row_is_checked_once_too(
+    tmp_path, customer, campaign
+):
+    other = CampaignFactory()
+    path = _csv(tmp_path, "A,live\nB,live\n", header="external_id,lead_type\n")
+
+    def run_with(constants: dict[str, object], *args: object) -> str:
+        mapping = tmp_path / "mapping.json"
+        mapping.write_text(json.dumps({"constants": constants}))
+        return _run(path, "--mapping", mapping, *args)
+
+    for constants, args, message in [
+        (
+            {"campaign_id": 999_999},
+            ["--customer-id", customer.pk],
+            "campaign_id 999999: there is no such campaign.",
+        ),
+        (
+            {"customer_id": customer.pk, "campaign_id": other.pk},
+            [],
+            f"campaign_id {other.pk} belongs to customer {other.customer_id}, not to customer {customer.pk}.",
+        ),
+        # The constant wins over the option, as for every row.
+        (
+            {"customer_id": 999_999},
+            ["--customer-id", customer.pk, "--campaign-id", campaign.pk],
+            "customer_id 999999",
+        ),
+    ]:
+        with pytest.raises(CommandError) as refused:
+            run_with(constants, *args)
+        assert str(refused.value).startswith("The mapping's constant ")
+        assert message in str(refused.value)
+    assert Lead.objects.count() == 0
+    assert run_with({"campaign_id": campaign.pk}, "--customer-id", customer.pk).count("2 created") == 1
+
+
+@pytest.mark.django_db
 def test_a_file_that_fails_midway_says_what_was_already_stored(tmp_path, customer, campaign, monkeypatch):
     path = _csv(tmp_path, f"A,{customer.pk},{campaign.pk},live,,\n")
 

@@ -164,6 +164,21 @@ def test_mapping_rejects_unknown_fields_and_keys():
         LeadMapping.from_json({"columns": {"city": "Town\ud800"}})
 
 
+def test_a_mapping_constant_no_lead_can_have_is_a_mapping_error():
+    # It rejected every row of the file, one line of the error report each.
+    with pytest.raises(MappingError) as refused:
+        LeadMapping.from_json({"constants": {"lead_type": "hot", "campaign_id": "x7", "city": "Pune"}})
+
+    assert str(refused.value).startswith('"constants" holds values no lead can have: ')
+    assert "lead_type: " in str(refused.value)
+    assert "campaign_id: A positive integer id is required" in str(refused.value)
+    assert "city" not in str(refused.value)
+    assert LeadMapping.from_json({"constants": {"lead_type": "Stale", "campaign_id": 7}}).constants == {
+        "lead_type": "Stale",
+        "campaign_id": "7",
+    }
+
+
 def test_headers_match_ignoring_case_spacing_and_punctuation():
     plan = plan_columns(
         [" External ID ", "CUSTOMER-ID", "campaign id", "Lead_Type", "City"], LeadMapping(), given={}

@@ -4,7 +4,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
@@ -46,7 +46,7 @@ class Command(BaseCommand):
             raise CommandError(f"No such file: {path}")
         mapping = self._mapping(options["mapping"])
         customer_id, campaign_id = options["customer_id"], options["campaign_id"]
-        _check_given(customer_id, campaign_id)
+        _check_given(_given(mapping, "customer_id", customer_id), _given(mapping, "campaign_id", campaign_id))
         errors_path: Path = options["errors"] or path.with_name(path.name + ".errors.csv")
         if errors_path.resolve() == path.resolve():
             raise CommandError(f"--errors {errors_path} is the file being imported; name another file.")
@@ -148,22 +148,36 @@ class Command(BaseCommand):
             raise CommandError(f"The mapping {mapping_path}: {exc}") from None
 
 
-def _check_given(customer_id: int | None, campaign_id: int | None) -> None:
-    """The customer and campaign given for every row exist and go together: one typo is one
-    line, not a rejected row per line of the file."""
-    customer = None
-    if customer_id is not None:
-        customer = Customer.objects.filter(pk=customer_id).first() if 0 < customer_id <= MAX_ID else None
-        if customer is None:
-            raise CommandError(f"--customer-id {customer_id}: there is no such customer.")
-    if campaign_id is not None:
-        campaign = Campaign.objects.filter(pk=campaign_id).first() if 0 < campaign_id <= MAX_ID else None
-        if campaign is None:
-            raise CommandError(f"--campaign-id {campaign_id}: there is no such campaign.")
-        if customer is not None and campaign.customer_id != customer.pk:
+class _Given(NamedTuple):
+    id: int | None
+    by: str  # what gave it, for the message
+
+
+def _given(mapping: LeadMapping, name: str, option: int | None) -> _Given:
+    """The id every row gets: the mapping's constant, which wins over the option (as when
+    the columns are planned), else the option."""
+    constant = mapping.constants.get(name)
+    if constant is not None:
+        return _Given(int(constant.strip()), f"The mapping's constant {name}")  # digits: from_json checked
+    return _Given(option, f"--{name.replace('_', '-')}")
+
+
+def _check_given(customer: _Given, campaign: _Given) -> None:
+    """The customer and campaign given for every row (by an option or a mapping constant)
+    exist and go together: one typo is one line, not a rejected row per line of the file."""
+    found = None
+    if customer.id is not None:
+        found = Customer.objects.filter(pk=customer.id).first() if 0 < customer.id <= MAX_ID else None
+        if found is None:
+            raise CommandError(f"{customer.by} {customer.id}: there is no such customer.")
+    if campaign.id is not None:
+        campaign_row = Campaign.objects.filter(pk=campaign.id).first() if 0 < campaign.id <= MAX_ID else None
+        if campaign_row is None:
+            raise CommandError(f"{campaign.by} {campaign.id}: there is no such campaign.")
+        if found is not None and campaign_row.customer_id != found.pk:
             raise CommandError(
-                f"--campaign-id {campaign_id} belongs to customer {campaign.customer_id}, not to customer "
-                f"{customer.pk}."
+                f"{campaign.by} {campaign.id} belongs to customer {campaign_row.customer_id}, not to "
+                f"customer {found.pk}."
             )
 
 
