@@ -117,6 +117,9 @@ def _text(value: object) -> str:
     elif isinstance(value, float) and value.is_integer():
         # Spreadsheets store 660737 as 660737.0.
         return str(int(value))
+    elif isinstance(value, float) and not math.isfinite(value):
+        # JSON's 1e400 is read as infinity: stored, it was the text "inf".
+        raise ValueError("Expected text or a number, not an infinite one or NaN.")
     elif isinstance(value, _SCALARS) and not isinstance(value, bool):
         text = str(value).strip()
     else:

@@ -150,6 +150,17 @@ def test_spreadsheet_floats_become_integer_ids_and_text():
     assert (lead.external_id, lead.customer_id) == ("660737", 3)
 
 
+@pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
+def test_a_number_that_is_infinite_or_nan_is_no_text(number):
+    # JSON's 1e400 is read as infinity; an external id of "inf" was stored.
+    lead, errors = parse_lead({**VALID, "external_id": number, "city": number})
+
+    assert lead is None
+    assert errors == {
+        name: ["Expected text or a number, not an infinite one or NaN."] for name in ("external_id", "city")
+    }
+
+
 def test_mapping_rejects_unknown_fields_and_keys():
     with pytest.raises(MappingError, match="unknown lead fields: colour"):
         LeadMapping.from_json({"columns": {"colour": "Colour"}})
