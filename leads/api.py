@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
+from django.http import QueryDict
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -98,18 +99,68 @@ def unknown_parameter_errors(query: Mapping[str, Any], known: Iterable[str]) -> 
     return {name: ["Unknown parameter."] for name in sorted(set(query) - set(known))}
 
 
-class IdField(serializers.IntegerField):
+class QueryStringSerializer(serializers.Serializer[Any]):
+    """A GET's query string, its fields the parameters, read strictly. A parameter the view
+    does not know, one given twice, or one sent empty is a 400 naming it: otherwise each is
+    ignored (or all but its last value), and the client takes every row for the rows it
+    asked for. Validate ``request.query_params`` with it, as any serializer's ``data``."""
+
+    # Parameters read elsewhere (a paginator's, DRF's format): allowed, not fields.
+    OTHER_PARAMETERS: frozenset[str] = frozenset()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, QueryDict):
+            raise TypeError(f"{type(self).__name__} reads a QueryDict, not {type(data).__name__}.")
+        known = set(self.fields) | self.OTHER_PARAMETERS
+        errors = unknown_parameter_errors(data, known)
+        errors.update(
+            {
+                name: ["Give this parameter once."]
+                for name in sorted(set(data) & known)
+                if len(data.getlist(name)) > 1
+            }
+        )
+        if errors:
+            raise ValidationError(errors)
+        # DRF reads a QueryDict as an HTML form, where an optional field sent empty counts as
+        # not sent (Field.get_value): "?customer_id=" dropped the filter and answered every
+        # customer's leads. From a plain dict each field gets what was sent, and "" is a
+        # field error ("may not be blank", "a valid integer is required") like any bad value.
+        return super().to_internal_value(data.dict())
+
+
+class AsciiDigitsMixin(serializers.Field[Any, Any, Any, Any]):
+    """Put before a number or date field in its bases: as text, ASCII only. DRF's own fields
+    read other scripts' digits as ours (an Arabic-Indic "٣" as 3, a day written in fullwidth
+    digits as that day): text no client sends meaning a number, which is safer refused than
+    read as a filter or a range the client may not have meant."""
+
+    default_error_messages = {"ascii": "Use ASCII digits (0-9)."}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and not data.isascii():
+            self.fail("ascii")
+        return super().to_internal_value(data)
+
+
+class IdField(AsciiDigitsMixin, serializers.IntegerField):
     """A positive id that fits PostgreSQL's bigint; as text, ASCII digits only (DRF's own
     field reads an Arabic-Indic one as 1)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(min_value=1, max_value=MAX_ID, **kwargs)
 
-    def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, str) and not data.isascii():
-            self.fail("invalid")
-        value: int = super().to_internal_value(data)
-        return value
+
+class AsciiIntegerField(AsciiDigitsMixin, serializers.IntegerField):
+    """An integer, as text in ASCII digits only (see :class:`AsciiDigitsMixin`)."""
+
+
+class AsciiFloatField(AsciiDigitsMixin, serializers.FloatField):
+    """A number, as text in ASCII digits only (see :class:`AsciiDigitsMixin`)."""
+
+
+class AsciiDateField(AsciiDigitsMixin, serializers.DateField):
+    """A day, as text in ASCII digits only (see :class:`AsciiDigitsMixin`)."""
 
 
 class StrictPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField[Any]):
@@ -346,7 +397,7 @@ class LeadCollectionView(APIView):
         return paginator.get_paginated_response(LeadOutputSerializer(page, many=True).data)
 
 
-class _LeadFilterSerializer(serializers.Serializer[Any]):
+class _LeadFilterSerializer(QueryStringSerializer):
     customer_id = IdField(required=False)
     campaign_id = IdField(required=False)
     external_id = serializers.CharField(required=False, max_length=200)
@@ -361,23 +412,6 @@ class _LeadFilterSerializer(serializers.Serializer[Any]):
             api_settings.URL_FORMAT_OVERRIDE,
         }
     )
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        # A filter the list does not know (type=live), or one given twice, would be
-        # ignored (or all but its last value): the client would take every lead for the
-        # leads it asked for.
-        known = set(self.fields) | self.OTHER_PARAMETERS
-        errors = unknown_parameter_errors(self.initial_data, known)
-        errors.update(
-            {
-                name: ["Give this parameter once."]
-                for name in sorted(set(self.initial_data) & known)
-                if len(self.initial_data.getlist(name)) > 1
-            }
-        )
-        if errors:
-            raise ValidationError(errors)
-        return attrs
 
 
 class LeadPatchSerializer(serializers.Serializer[Any]):

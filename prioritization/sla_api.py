@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from leads.api import IdField, unknown_parameter_errors
+from leads.api import AsciiDateField, AsciiFloatField, AsciiIntegerField, IdField, QueryStringSerializer
 from leads.authentication import request_customer_id
 from leads.importers import DAY_RANGE_ERROR, day_in_range
 from leads.models import Campaign, Customer
@@ -32,26 +32,24 @@ from prioritization.sla import (
 # --- Input ----------------------------------------------------------------------------------
 
 
-class SlaQuerySerializer(serializers.Serializer[Any]):
-    """The query string. ``from`` / ``to`` are UTC days, both included; ``from`` alone runs
-    to today, ``to`` alone is one day, neither is today."""
+class SlaQuerySerializer(QueryStringSerializer):
+    """The query string, read as strictly as the lead list's. ``from`` / ``to`` are UTC
+    days, both included; ``from`` alone runs to today, ``to`` alone is one day, neither is
+    today."""
 
     customer_id = IdField(required=False)
     campaign_id = IdField(required=False)
-    at_risk_minutes = serializers.FloatField(required=False, min_value=0, max_value=24 * 60)
-    active_minutes = serializers.IntegerField(required=False, min_value=1, max_value=24 * 60)
+    at_risk_minutes = AsciiFloatField(required=False, min_value=0, max_value=24 * 60)
+    active_minutes = AsciiIntegerField(required=False, min_value=1, max_value=24 * 60)
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         # "from" is a Python keyword, so these two cannot be class attributes.
         fields = super().get_fields()
-        fields["from"] = serializers.DateField(required=False)
-        fields["to"] = serializers.DateField(required=False)
+        fields["from"] = AsciiDateField(required=False)
+        fields["to"] = AsciiDateField(required=False)
         return fields
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = unknown_parameter_errors(self.initial_data, self.fields)
-        if unknown:
-            raise ValidationError(unknown)
         today: dt.date = self.context["today"]
         start, end = attrs.pop("from", None), attrs.pop("to", None)
         for name, day in (("from", start), ("to", end)):

@@ -1,0 +1,144 @@
+"""Review of the query strings of GET /api/v1/leads/ and GET /api/v1/stats/sla/: a parameter
+sent empty, given twice or written in another script's digits is a 400 naming it, never a
+filter dropped (every customer's figures for the one asked) or a value the client did not mean."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from leads.api import QueryStringSerializer
+from tests.factories import CampaignFactory, CustomerFactory, LeadFactory
+
+LEADS_URL = "/api/v1/leads/"
+SLA_URL = "/api/v1/stats/sla/"
+
+ARABIC_INDIC_THREE = "\u0663"
+FULLWIDTH_DAY = "\uff12026-11-25"  # "2026-11-25" with a fullwidth 2
+
+
+@pytest.fixture
+def two_customers_leads(db: None) -> None:
+    for _ in range(2):
+        LeadFactory(campaign=CampaignFactory(customer=CustomerFactory()))
+
+
+@pytest.mark.parametrize(
+    ("parameter", "message"),
+    [
+        ("customer_id", "A valid integer is required."),
+        ("campaign_id", "A valid integer is required."),
+        ("external_id", "This field may not be blank."),
+        ("status", '"" is not a valid choice.'),
+        ("lead_type", '"" is not a valid choice.'),
+    ],
+)
+def test_a_lead_filter_sent_empty_is_a_400_naming_it_not_every_customers_leads(
+    admin_api: APIClient, two_customers_leads: None, parameter: str, message: str
+) -> None:
+    response = admin_api.get(f"{LEADS_URL}?{parameter}=")
+
+    assert response.status_code == 400
+    assert response.json() == {parameter: [message]}
+
+
+def test_a_lead_filter_sent_empty_reads_as_a_blank_one_does(
+    admin_api: APIClient, two_customers_leads: None
+) -> None:
+    empty = admin_api.get(f"{LEADS_URL}?external_id=")
+    blank = admin_api.get(f"{LEADS_URL}?external_id=%20%20")
+
+    assert (empty.status_code, empty.json()) == (blank.status_code, blank.json())
+
+
+def test_a_lead_filter_sent_empty_then_with_a_value_is_a_parameter_given_twice(
+    admin_api: APIClient, two_customers_leads: None
+) -> None:
+    customer = CustomerFactory()
+
+    response = admin_api.get(f"{LEADS_URL}?customer_id=&customer_id={customer.pk}")
+
+    assert response.status_code == 400
+    assert response.json() == {"customer_id": ["Give this parameter once."]}
+
+
+def test_the_pages_own_parameters_sent_empty_still_mean_the_first_page_of_the_default_size(
+    admin_api: APIClient, two_customers_leads: None
+) -> None:
+    # Not filters: empty, they narrow nothing and widen nothing (DRF's paginator, as documented).
+    response = admin_api.get(f"{LEADS_URL}?limit=&cursor=")
+
+    assert response.status_code == 200, response.json()
+    assert len(response.json()["results"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("parameter", "message"),
+    [
+        ("customer_id", "A valid integer is required."),
+        ("campaign_id", "A valid integer is required."),
+        ("from", "Date has wrong format. Use one of these formats instead: YYYY-MM-DD."),
+        ("to", "Date has wrong format. Use one of these formats instead: YYYY-MM-DD."),
+        ("at_risk_minutes", "A valid number is required."),
+        ("active_minutes", "A valid integer is required."),
+    ],
+)
+def test_an_sla_parameter_sent_empty_is_a_400_naming_it_not_its_default(
+    admin_api: APIClient, two_customers_leads: None, parameter: str, message: str
+) -> None:
+    response = admin_api.get(f"{SLA_URL}?{parameter}=")
+
+    assert response.status_code == 400
+    assert response.json() == {parameter: [message]}
+
+
+def test_an_sla_parameter_given_twice_is_a_400_rather_than_its_last_value(
+    admin_api: APIClient, db: None
+) -> None:
+    first, second = CustomerFactory(), CustomerFactory()
+
+    response = admin_api.get(f"{SLA_URL}?customer_id={first.pk}&customer_id={second.pk}")
+
+    assert response.status_code == 400
+    assert response.json() == {"customer_id": ["Give this parameter once."]}
+
+
+@pytest.mark.parametrize(
+    ("url", "parameter", "value"),
+    [
+        (LEADS_URL, "customer_id", ARABIC_INDIC_THREE),
+        (LEADS_URL, "campaign_id", ARABIC_INDIC_THREE),
+        (SLA_URL, "customer_id", ARABIC_INDIC_THREE),
+        (SLA_URL, "campaign_id", ARABIC_INDIC_THREE),
+        (SLA_URL, "at_risk_minutes", ARABIC_INDIC_THREE),
+        (SLA_URL, "active_minutes", ARABIC_INDIC_THREE),
+        (SLA_URL, "from", FULLWIDTH_DAY),
+        (SLA_URL, "to", FULLWIDTH_DAY),
+    ],
+)
+def test_numbers_and_days_in_another_scripts_digits_are_refused_by_both_endpoints(
+    admin_api: APIClient, db: None, url: str, parameter: str, value: str
+) -> None:
+    response = admin_api.get(url, {parameter: value})
+
+    assert response.status_code == 400
+    assert response.json() == {parameter: ["Use ASCII digits (0-9)."]}
+
+
+def test_the_same_sla_parameters_in_ascii_digits_are_read(admin_api: APIClient, db: None) -> None:
+    response = admin_api.get(
+        SLA_URL, {"from": "2026-11-25", "to": "2026-11-25", "at_risk_minutes": "3", "active_minutes": "3"}
+    )
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert (body["from"], body["to"], body["at_risk_minutes"], body["active_minutes"]) == (
+        "2026-11-25",
+        "2026-11-25",
+        3.0,
+        3.0,
+    )
+
+
+def test_a_query_string_serializer_given_a_plain_dict_says_so_rather_than_reading_it_loosely() -> None:
+    # A dict has no repeated values to refuse; only request.query_params is read.
+    with pytest.raises(TypeError, match="reads a QueryDict"):
+        QueryStringSerializer(data={"a": "1"}).is_valid()
