@@ -56,7 +56,23 @@ class CloseReason(models.TextChoices):
     PAST_NOT_CONVERTED = "past_not_converted", "Not converted (imported past outcome)"
 
 
+# Names in the system's zone folder (which available_timezones() lists whole) that are not a
+# place's clock. "localtime" is the host's own setting, a link to /etc/localtime: calling
+# hours would follow whichever machine runs the claim, and where the file is missing,
+# ZoneInfo("localtime") fails there. "Factory" is tzdata's zone for a machine whose zone was
+# never set: UTC under the name "-00".
+_NOT_A_PLACE = {
+    "localtime": "the clock setting of whichever machine runs leadrank",
+    "Factory": "tzdata's placeholder for a machine with no zone set",
+}
+
+
 def _validate_time_zone(value: str) -> None:
+    # One check for the admin's form and the API's serializer (DRF copies model validators).
+    if value in _NOT_A_PLACE:
+        raise ValidationError(
+            f"{value!r} is {_NOT_A_PLACE[value]}, not a place's time zone: name one (e.g. Europe/Berlin)."
+        )
     if value not in zoneinfo.available_timezones():
         raise ValidationError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin).")
 

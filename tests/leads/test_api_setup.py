@@ -4,6 +4,7 @@ import datetime as dt
 
 import pytest
 from django.db.models import F
+from django.urls import reverse
 from rest_framework.validators import UniqueValidator
 
 from leads.api import ContractorDetailView
@@ -160,6 +161,53 @@ def test_creating_a_campaign_with_a_bad_field_is_a_400_naming_it(admin_api, cust
 
     assert response.status_code == 400
     assert field in response.json()
+    assert not Campaign.objects.exists()
+
+
+# Names the system's zone folder holds that are no place's clock.
+ZONES_THAT_ARE_NO_PLACE = [
+    (
+        "localtime",
+        "'localtime' is the clock setting of whichever machine runs leadrank, not a place's time "
+        "zone: name one (e.g. Europe/Berlin).",
+    ),
+    (
+        "Factory",
+        "'Factory' is tzdata's placeholder for a machine with no zone set, not a place's time "
+        "zone: name one (e.g. Europe/Berlin).",
+    ),
+]
+
+
+@pytest.mark.parametrize(("zone", "message"), ZONES_THAT_ARE_NO_PLACE)
+def test_a_campaign_zone_that_is_no_place_is_a_400_naming_time_zone(admin_api, customer, zone, message):
+    body = {"customer_id": customer.pk, "name": "Spring", "time_zone": zone}
+
+    response = admin_api.post(CAMPAIGNS_URL, body, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"time_zone": [message]}
+    assert not Campaign.objects.exists()
+
+
+@pytest.mark.parametrize(("zone", "message"), ZONES_THAT_ARE_NO_PLACE)
+def test_a_campaign_zone_that_is_no_place_is_a_form_error_in_the_admin(admin_client, customer, zone, message):
+    form = {
+        "customer": customer.pk,
+        "name": "Spring",
+        "active": "on",
+        "time_zone": zone,
+        "calling_hours_start": "08:00",
+        "calling_hours_end": "20:00",
+        "calling_days": "0,1,2,3,4",
+        "created_at_0": "2026-03-02",
+        "created_at_1": "12:00:00",
+    }
+
+    response = admin_client.post(reverse("admin:leads_campaign_add"), form)
+
+    assert response.status_code == 200  # the form again, not a redirect
+    assert response.context["adminform"].form.errors == {"time_zone": [message]}
     assert not Campaign.objects.exists()
 
 
