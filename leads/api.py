@@ -613,4 +613,6 @@ class ContractorDetailView(generics.RetrieveUpdateAPIView[Contractor]):
     permission_classes = [IsContractApp]
     queryset = Contractor.objects.prefetch_related("campaigns")
     lookup_url_kwarg = "contractor_id"
-    http_method_names = ["get", "patch", "options"]
+    # GET and PATCH as documented, no PUT or DELETE; HEAD answers as GET does (uptime
+    # probes send it, and every other view allows it).
+    http_method_names = ["get", "head", "patch", "options"]

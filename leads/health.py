@@ -5,7 +5,7 @@ import time
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from kombu import Connection
 
 BROKER_TIMEOUT_SECONDS = 1
@@ -55,7 +55,8 @@ def _broker_reachable() -> bool:
         return False
 
 
-@require_GET
+# GET or HEAD: uptime probes and load balancers often send HEAD, and a 405 reads as down.
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     """200 when the database answers (the next-lead path needs nothing else), else 503.
 

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 from django.db.models import F
-from django.urls import reverse
+from django.urls import URLResolver, get_resolver, reverse
 from rest_framework.validators import UniqueValidator
 
 from leads.api import ContractorDetailView
@@ -445,6 +445,36 @@ def test_a_contractor_cannot_be_replaced_or_deleted_through_the_api(admin_api, d
     assert admin_api.put(url, {"name": "X"}, format="json").status_code == 405
     assert admin_api.delete(url).status_code == 405
     assert Contractor.objects.filter(pk=contractor.pk).exists()
+
+
+def test_a_contractor_answers_head_as_it_answers_get(contract_api, db):
+    url = f"{CONTRACTORS_URL}{ContractorFactory().pk}/"
+
+    response = contract_api.head(url)
+
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response["Content-Type"] == contract_api.get(url)["Content-Type"]
+
+
+def test_every_class_based_view_that_answers_get_answers_head():
+    # Uptime probes and link checkers send HEAD; a view that lists its methods must name it.
+    def callbacks(patterns):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                yield from callbacks(pattern.url_patterns)
+            else:
+                yield pattern.callback
+
+    missing = []
+    for callback in callbacks(get_resolver().url_patterns):
+        view_class = getattr(callback, "view_class", None)
+        if view_class is None:
+            continue
+        methods = callback.view_initkwargs.get("http_method_names", view_class.http_method_names)
+        if "get" in methods and "head" not in methods:
+            missing.append(view_class.__qualname__)
+    assert missing == []
 
 
 @pytest.mark.parametrize("url", [CUSTOMERS_URL, CAMPAIGNS_URL, CONTRACTORS_URL])

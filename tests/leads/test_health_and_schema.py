@@ -71,6 +71,19 @@ def test_healthz_checks_the_broker_once_per_period_not_on_every_request(db, monk
     assert len(checks) == 2
 
 
+def test_healthz_answers_head_as_uptime_probes_send_it(db):
+    response = APIClient().head("/healthz")
+
+    assert response.status_code == 200
+    assert response.content == b""
+
+
+def test_healthz_answers_head_with_503_when_the_database_is_unreachable(db, monkeypatch):
+    monkeypatch.setattr(health, "_database_ok", lambda: False)
+
+    assert APIClient().head("/healthz").status_code == 503
+
+
 def test_healthz_refuses_writes(db):
     assert APIClient().post("/healthz").status_code == 405
 
