@@ -22,19 +22,25 @@ def two_customers_leads(db: None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("parameter", "message"),
+    ("url", "parameter", "message"),
     [
-        ("customer_id", "A valid integer is required."),
-        ("campaign_id", "A valid integer is required."),
-        ("external_id", "This field may not be blank."),
-        ("status", '"" is not a valid choice.'),
-        ("lead_type", '"" is not a valid choice.'),
+        (LEADS_URL, "customer_id", "A valid integer is required."),
+        (LEADS_URL, "campaign_id", "A valid integer is required."),
+        (LEADS_URL, "external_id", "This field may not be blank."),
+        (LEADS_URL, "status", '"" is not a valid choice.'),
+        (LEADS_URL, "lead_type", '"" is not a valid choice.'),
+        (SLA_URL, "customer_id", "A valid integer is required."),
+        (SLA_URL, "campaign_id", "A valid integer is required."),
+        (SLA_URL, "from", "Date has wrong format. Use one of these formats instead: YYYY-MM-DD."),
+        (SLA_URL, "to", "Date has wrong format. Use one of these formats instead: YYYY-MM-DD."),
+        (SLA_URL, "at_risk_minutes", "A valid number is required."),
+        (SLA_URL, "active_minutes", "A valid integer is required."),
     ],
 )
-def test_a_lead_filter_sent_empty_is_a_400_naming_it_not_every_customers_leads(
-    admin_api: APIClient, two_customers_leads: None, parameter: str, message: str
+def test_a_parameter_sent_empty_is_a_400_naming_it_not_every_customers_leads_or_figures(
+    admin_api: APIClient, two_customers_leads: None, url: str, parameter: str, message: str
 ) -> None:
-    response = admin_api.get(f"{LEADS_URL}?{parameter}=")
+    response = admin_api.get(f"{url}?{parameter}=")
 
     assert response.status_code == 400
     assert response.json() == {parameter: [message]}
@@ -68,26 +74,6 @@ def test_the_pages_own_parameters_sent_empty_still_mean_the_first_page_of_the_de
 
     assert response.status_code == 200, response.json()
     assert len(response.json()["results"]) == 2
-
-
-@pytest.mark.parametrize(
-    ("parameter", "message"),
-    [
-        ("customer_id", "A valid integer is required."),
-        ("campaign_id", "A valid integer is required."),
-        ("from", "Date has wrong format. Use one of these formats instead: YYYY-MM-DD."),
-        ("to", "Date has wrong format. Use one of these formats instead: YYYY-MM-DD."),
-        ("at_risk_minutes", "A valid number is required."),
-        ("active_minutes", "A valid integer is required."),
-    ],
-)
-def test_an_sla_parameter_sent_empty_is_a_400_naming_it_not_its_default(
-    admin_api: APIClient, two_customers_leads: None, parameter: str, message: str
-) -> None:
-    response = admin_api.get(f"{SLA_URL}?{parameter}=")
-
-    assert response.status_code == 400
-    assert response.json() == {parameter: [message]}
 
 
 def test_an_sla_parameter_given_twice_is_a_400_rather_than_its_last_value(

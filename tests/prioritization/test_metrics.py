@@ -131,8 +131,10 @@ def test_debug_opens_metrics_to_any_address(client: Client) -> None:
 
 
 @pytest.mark.django_db
-def test_metrics_answer_get_only(client: Client) -> None:
+def test_metrics_answer_get_and_head_only(client: Client) -> None:
     assert client.post("/metrics").status_code == 405
+    head = client.head("/metrics", REMOTE_ADDR="127.0.0.1")  # as uptime probes ask
+    assert (head.status_code, head.content) == (200, b"")
 
 
 def test_a_bad_allowed_networks_setting_stops_start_up_with_a_readable_message() -> None:
