@@ -13,7 +13,13 @@ from django.db.models import QuerySet
 from django.http import QueryDict
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
@@ -305,7 +311,14 @@ class LeadCollectionView(APIView):
         responses={
             **error_responses(403),
             201: LeadOutputSerializer,
-            200: _BatchResult,
+            200: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="LeadUpsertResult",
+                    serializers=[LeadOutputSerializer, _BatchResult],
+                    resource_type_field_name=None,
+                ),
+                "A single lead: updated, the stored lead. A batch: the batch result, something stored.",
+            ),
             400: OpenApiResponse(
                 {"oneOf": [FIELD_ERRORS_SCHEMA, {"$ref": "#/components/schemas/LeadBatchResult"}]},
                 "A single lead: its field errors. A batch: the batch result, every item rejected.",

@@ -1,5 +1,8 @@
 """GET /healthz without a key; the OpenAPI schema and docs with any valid key."""
 
+import json
+import re
+
 import pytest
 from django.core.management import call_command
 from django.db import OperationalError, connection
@@ -151,6 +154,15 @@ def test_the_openapi_schema_documents_what_the_lead_endpoints_answer(admin_api):
     assert {"400", "404", "409"} <= set(paths["/api/v1/leads/{lead_id}/outcome/"]["post"]["responses"])
     single_or_batch = paths["/api/v1/leads/"]["post"]["responses"]["400"]["content"]["application/json"]
     assert len(single_or_batch["schema"]["oneOf"]) == 2
+    # A single lead updated answers 200 with the lead, a batch with the batch result.
+    stored = paths["/api/v1/leads/"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert components[stored["$ref"].rsplit("/", 1)[1]]["oneOf"] == [
+        {"$ref": "#/components/schemas/LeadOutput"},
+        {"$ref": "#/components/schemas/LeadBatchResult"},
+    ]
+    # Every reference names a component the schema holds.
+    text = json.dumps(schema)
+    assert set(re.findall(r'"#/components/schemas/([^"]+)"', text)) <= set(components)
 
 
 @pytest.mark.parametrize("scope", [ApiScope.ADMIN, ApiScope.CONTRACT_APP, ApiScope.INGEST])
