@@ -212,12 +212,16 @@ class LocalTimeField(serializers.TimeField):
         return parsed
 
 
-class TimestampField(serializers.DateTimeField):
-    """A DateTimeField limited to the years leads may carry (see ``leads.importers``)."""
+class TimestampField(AsciiDigitsMixin, serializers.DateTimeField):
+    """A DateTimeField limited to the years leads may carry, read as a lead push reads one
+    (:func:`leads.importers.parse_timestamp`): ASCII digits only, and RFC 3339's lower-case
+    "z" for UTC accepted, as Django's parser does not."""
 
     default_error_messages = {"range": TIMESTAMP_RANGE_ERROR}
 
     def to_internal_value(self, value: Any) -> dt.datetime:
+        if isinstance(value, str) and value.rstrip().endswith("z"):
+            value = value.rstrip()[:-1] + "Z"
         parsed = super().to_internal_value(value)
         if not timestamp_in_range(parsed):
             self.fail("range")

@@ -800,6 +800,24 @@ def test_patching_rescheduled_at_into_the_future_makes_the_lead_wait_until_then(
     assert (lead.status, lead.rescheduled_at, lead.due_at) == (QueueStatus.WAITING, later, later)
 
 
+def test_a_patched_timestamp_is_read_as_a_push_reads_one(contract_api, campaign, frozen_now):
+    # A lower-case "z" (RFC 3339) was a 400 here and accepted by a push; digits of other
+    # scripts (a fullwidth 2026) were read as ASCII ones.
+    lead = LeadFactory(campaign=campaign)
+    later = frozen_now + dt.timedelta(hours=23)
+
+    accepted = contract_api.patch(
+        lead_url(lead.pk), {"rescheduled_at": later.strftime("%Y-%m-%dT%H:%M:%Sz")}, format="json"
+    )
+    refused = contract_api.patch(
+        lead_url(lead.pk), {"last_activity": "\uff12026-01-01T00:00:00Z"}, format="json"
+    )
+
+    assert accepted.status_code == 200, accepted.json()
+    assert accepted.json()["rescheduled_at"] == iso(later)
+    assert (refused.status_code, refused.json()) == (400, {"last_activity": ["Use ASCII digits (0-9)."]})
+
+
 def test_patching_a_choice_in_capitals_is_read_as_a_push_reads_it(contract_api, campaign):
     lead = LeadFactory(campaign=campaign, lead_type=LeadType.LIVE)
 
