@@ -222,7 +222,7 @@ class TimestampField(AsciiDigitsMixin, serializers.DateTimeField):
     def to_internal_value(self, value: Any) -> dt.datetime:
         if isinstance(value, str) and value.rstrip().endswith("z"):
             value = value.rstrip()[:-1] + "Z"
-        parsed = super().to_internal_value(value)
+        parsed: dt.datetime = super().to_internal_value(value)
         if not timestamp_in_range(parsed):
             self.fail("range")
         return parsed
