@@ -18,6 +18,7 @@ from drf_spectacular.utils import (
     OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
+    extend_schema_view,
     inline_serializer,
 )
 from rest_framework import generics, serializers, status
@@ -493,6 +494,10 @@ class CustomerSerializer(serializers.ModelSerializer[Customer]):
         read_only_fields = ["id", "created_at"]
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: CustomerSerializer, **error_responses(403)}),
+    post=extend_schema(responses={201: CustomerSerializer, **error_responses(400, 403)}),
+)
 class CustomerListView(generics.ListCreateAPIView[Customer]):
     serializer_class = CustomerSerializer
 
@@ -507,6 +512,7 @@ class CustomerListView(generics.ListCreateAPIView[Customer]):
         return queryset if customer_id is None else queryset.filter(pk=customer_id)
 
 
+@extend_schema_view(get=extend_schema(responses={200: CustomerSerializer, **error_responses(403, 404)}))
 class CustomerDetailView(generics.RetrieveAPIView[Customer]):
     serializer_class = CustomerSerializer
     permission_classes = [CanIngest]
@@ -572,6 +578,10 @@ class CampaignSerializer(serializers.ModelSerializer[Campaign]):
         return {"calling_hours_start": DEFAULT_CALLING_START, "calling_hours_end": DEFAULT_CALLING_END}[name]
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: CampaignSerializer, **error_responses(403)}),
+    post=extend_schema(responses={201: CampaignSerializer, **error_responses(400, 403)}),
+)
 class CampaignListView(generics.ListCreateAPIView[Campaign]):
     serializer_class = CampaignSerializer
 
@@ -586,6 +596,7 @@ class CampaignListView(generics.ListCreateAPIView[Campaign]):
         return queryset if customer_id is None else queryset.filter(customer_id=customer_id)
 
 
+@extend_schema_view(get=extend_schema(responses={200: CampaignSerializer, **error_responses(403, 404)}))
 class CampaignDetailView(generics.RetrieveAPIView[Campaign]):
     serializer_class = CampaignSerializer
     permission_classes = [CanReadLeads]
@@ -617,12 +628,20 @@ class ContractorSerializer(serializers.ModelSerializer[Contractor]):
         return instance
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: ContractorSerializer, **error_responses(403)}),
+    post=extend_schema(responses={201: ContractorSerializer, **error_responses(400, 403)}),
+)
 class ContractorListView(generics.ListCreateAPIView[Contractor]):
     serializer_class = ContractorSerializer
     permission_classes = [IsContractApp]
     queryset = Contractor.objects.prefetch_related("campaigns").order_by("id")
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: ContractorSerializer, **error_responses(403, 404)}),
+    patch=extend_schema(responses={200: ContractorSerializer, **error_responses(400, 403, 404)}),
+)
 class ContractorDetailView(generics.RetrieveUpdateAPIView[Contractor]):
     """GET or PATCH a contractor (name, active, campaign_ids)."""
 

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from leads.api import AsciiDateField, AsciiFloatField, AsciiIntegerField, IdField, QueryStringSerializer
+from leads.api_errors import error_responses
 from leads.authentication import request_customer_id
 from leads.importers import DAY_RANGE_ERROR, day_in_range
 from leads.models import Campaign, Customer
@@ -219,7 +220,12 @@ class SlaStatsView(APIView):
                 description=f"Claims this recent count (default {DEFAULT_ACTIVE_MINUTES}).",
             ),
         ],
-        responses=SlaReportSerializer,
+        responses={
+            200: SlaReportSerializer,
+            **error_responses(
+                400, 403, 404, descriptions={404: "Another customer's id, through an ingest key."}
+            ),
+        },
         description=(
             "Figures overall, per customer and per campaign. Admin and contract-app keys read every "
             "customer; an ingest key reads its own customer only (another one's id: 404). SLA and "

@@ -194,3 +194,21 @@ def test_the_openapi_schema_generates_without_warnings(db, tmp_path):
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
 
     assert "/api/v1/leads/" in (tmp_path / "schema.yaml").read_text()
+
+
+def test_every_operation_documents_the_errors_it_answers(admin_api):
+    # Customers, campaigns, contractors and the SLA figures documented their success only.
+    paths = admin_api.get("/api/schema/?format=json").json()["paths"]
+
+    for path, operations in paths.items():
+        if not path.startswith("/api/v1/"):
+            continue
+        for method, operation in operations.items():
+            if method not in ("get", "post", "patch", "delete"):
+                continue
+            codes = set(operation["responses"])
+            assert {"401", "503"} <= codes, (method, path)
+            if "{" in path:
+                assert "404" in codes, (method, path)
+            if method in ("post", "patch") and operation.get("requestBody"):
+                assert "400" in codes, (method, path)
