@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
@@ -271,7 +272,8 @@ def evaluate_alerts(*, now: dt.datetime | None = None) -> EvaluationSummary:
 
     The conditions are read first; the alert rows are then changed in one short
     transaction under an advisory lock, so a second evaluation running at the same time
-    returns at once (``skipped``) instead of opening duplicates.
+    returns at once (``skipped``) instead of opening duplicates, as does one whose reading
+    a later evaluation overtook (:func:`_evaluated_since`).
     """
     now = now or timezone.now()
     outlooks = sla_outlooks(today_report(now=now))
@@ -279,7 +281,7 @@ def evaluate_alerts(*, now: dt.datetime | None = None) -> EvaluationSummary:
     summary = EvaluationSummary()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [ALERT_LOCK_KEY])
-        if not cursor.fetchone()[0]:
+        if not cursor.fetchone()[0] or _evaluated_since(now):
             summary.skipped = True
             return summary
         _store_snapshots(outlooks, now)
@@ -327,6 +329,16 @@ def evaluate_alerts(*, now: dt.datetime | None = None) -> EvaluationSummary:
             if notify:
                 _enqueue_on_commit(alert.pk, "resolved")
     return summary
+
+
+def _evaluated_since(now: dt.datetime) -> bool:
+    """Whether an evaluation that read its conditions after ``now`` has already applied them
+    (it ran while this one was reading): what this one read is older, and applying it would
+    reopen an alert that one just closed, or put older figures back."""
+    return (
+        SlaSnapshot.objects.filter(computed_at__gt=now).exists()
+        or Alert.objects.filter(Q(checked_at__gt=now) | Q(closed_at__gt=now)).exists()
+    )
 
 
 def _store_snapshots(outlooks: Sequence[SlaOutlook], now: dt.datetime) -> None:

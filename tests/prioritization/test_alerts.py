@@ -267,6 +267,29 @@ def test_an_evaluation_running_elsewhere_makes_a_second_one_skip() -> None:
     assert evaluate().opened
 
 
+def test_an_evaluation_overtaken_by_a_later_one_does_not_apply_what_it_read(monkeypatch: Any) -> None:
+    # A reads its conditions (the queue empty), then B runs to the end (a lead arrived: B
+    # closes the alert), then A takes the lock: applying what it read reopened the alert.
+    campaign = campaign_calling_all_day(CustomerFactory())
+    asked(campaign, T0)
+    (first,) = evaluate(T0).opened
+    read = alerts.current_conditions
+
+    def overtaken(*, now: dt.datetime, outlooks: Any) -> Any:
+        conditions = read(now=now, outlooks=outlooks)
+        with time_machine.travel(T0 + 1.5 * MINUTE, tick=False):
+            add_lead(campaign)
+        monkeypatch.setattr(alerts, "current_conditions", read)
+        assert evaluate(T0 + 1.5 * MINUTE).closed == [first]  # B
+        return conditions
+
+    monkeypatch.setattr(alerts, "current_conditions", overtaken)
+    summary = evaluate(T0 + MINUTE)  # A
+
+    assert summary.skipped is True
+    assert not Alert.objects.filter(closed_at__isnull=True).exists()
+
+
 def test_the_beat_task_evaluates_every_minute() -> None:
     (schedule,) = [s for s in SCHEDULES if s.task == "prioritization.tasks.evaluate_alerts"]
     assert schedule.every_seconds == 60
