@@ -316,9 +316,11 @@ WITH w AS (
 ), g AS (
     SELECT c.*,
            (c.lead_type = 'live' OR became.stale IS NOT NULL)
-           AND NOT (c.closed_reason = 'withdrawn' AND c.first_call IS NULL AND c.closed_at <= c.deadline)
-           -- Imported past outcomes (training history) were never in our queue.
-           AND c.closed_reason NOT IN ('past_converted', 'past_not_converted')
+           -- Closed from outside before any call, while still pending: withdrawn, or given an
+           -- imported past outcome. Leads imported as history are closed as of their arrival,
+           -- never queued; a queued lead an import closed after its deadline was missed.
+           AND NOT (c.closed_reason IN ('withdrawn', 'past_converted', 'past_not_converted')
+                    AND c.first_call IS NULL AND c.closed_at <= c.deadline)
            AS counted
     FROM c LEFT JOIN LATERAL (
         SELECT true AS stale FROM leads_leadevent e

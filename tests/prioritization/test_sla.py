@@ -385,6 +385,23 @@ def test_a_callback_keeps_the_lead_counted_by_its_first_call(all_day_campaign, m
     assert counts(T0 + dt.timedelta(hours=1)) == SlaCounts(live_leads=1, in_sla=1)
 
 
+def test_a_queued_lead_an_import_closes_counts_as_a_withdrawn_one_does(
+    all_day_campaign, make_contractor
+) -> None:
+    # Importing a customer's CRM outcomes closes the leads still queued: it removed them,
+    # called or missed, from every figure.
+    called = live_lead(all_day_campaign, T0, external_id="called")
+    call_at(make_contractor(all_day_campaign), called, T0 + 10 * MINUTE, "no_answer")
+    missed = live_lead(all_day_campaign, T0, external_id="missed")
+    early = live_lead(all_day_campaign, T0, external_id="early")
+    closed = {called.pk: T0 + DAY, missed.pk: T0 + DAY, early.pk: T0 + 20 * MINUTE}
+    for pk, at in closed.items():
+        Lead.objects.filter(pk=pk).update(status="closed", closed_reason="past_not_converted", closed_at=at)
+
+    # "early" was closed before its deadline with no call, as a withdrawal would be.
+    assert counts(T0 + 2 * DAY, start=T0.date()) == SlaCounts(live_leads=2, in_sla=1, missed=1)
+
+
 def test_imported_past_outcomes_never_count(all_day_campaign) -> None:
     live_lead(all_day_campaign, T0)
     Lead.objects.filter(campaign=all_day_campaign).update(
