@@ -32,7 +32,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
 from django.conf import settings
@@ -40,6 +40,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
+from requests.utils import requote_uri
 
 from leads.models import Customer
 from prioritization import sla
@@ -447,7 +448,8 @@ def deliver_alert_webhook(*, alert_id: int, event: Event, now: dt.datetime | Non
             timeout=settings.LEADRANK_ALERT_WEBHOOK_TIMEOUT_SECONDS,
             allow_redirects=False,
         )
-    except (requests.ConnectionError, requests.Timeout) as error:
+    # Network failures, a connection cut while the answer was read among them.
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
         raise WebhookTransientError(without_url_secrets(f"{type(error).__name__}: {error}", url)) from error
     except requests.RequestException as error:  # invalid URL and the like: retrying cannot help
         return record_webhook_failure(
@@ -477,12 +479,15 @@ def without_url_secrets(text: str, url: str) -> str:
     """``text`` (an error message that may quote the URL or its parts) without the URL's
     path, query and credentials."""
     parts = urlsplit(url)
-    text = text.replace(url, f"{url_origin(url)}/…")
+    for form in (url, requote_uri(url)):
+        text = text.replace(form, f"{url_origin(url)}/…")
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     credentials = parts.netloc.rpartition("@")[0]
     for secret in (target, parts.path, parts.query, credentials):
-        if len(secret) > 1:  # "/" alone is no secret, and would mangle the rest
-            text = text.replace(secret, "…")
+        # As written, and as requests quotes it in its messages ("{" as "%7B").
+        for form in (secret, requote_uri(secret), unquote(secret)):
+            if len(form) > 1:  # "/" alone is no secret, and would mangle the rest
+                text = text.replace(form, "…")
     return text
 
 

@@ -426,10 +426,11 @@ def test_a_cleared_alert_posts_a_resolved_event(receiver: Callable[..., FakeRece
 
 def test_a_server_error_or_timeout_is_retried_then_delivered(receiver: Callable[..., FakeReceiver]) -> None:
     alert = open_empty_queue_alert()
-    fake = receiver(503, requests.ConnectTimeout("slow"), 429, requests.ConnectionError("refused"), 200)
+    cut = requests.exceptions.ChunkedEncodingError("connection broken while the answer was read")
+    fake = receiver(503, requests.ConnectTimeout("slow"), 429, requests.ConnectionError("refused"), cut, 200)
     result = tasks.deliver_alert_webhook.apply(args=[alert.pk, "opened"]).get()
     assert result["state"] == WebhookState.DELIVERED
-    assert len(fake.requests) == 5
+    assert len(fake.requests) == 6
     alert.refresh_from_db()
     assert alert.opened_webhook == WebhookState.DELIVERED
 
@@ -474,6 +475,17 @@ def test_a_webhook_error_keeps_no_part_of_the_url_that_may_be_its_secret(
     for secret in ("s3cret-token", "abc123", "pa55", "bot:"):
         assert secret not in alert.webhook_error
         assert secret not in caplog.text
+
+
+def test_a_secret_path_is_left_out_as_requests_quotes_it_too() -> None:
+    # requests names the URL in its errors percent-encoded ("{" as "%7B"), not as written.
+    url = "http://hooks.invalid/services/T0/B0/s3cr{et}tok^en"
+    error = "HTTPConnectionPool(host='hooks.invalid', port=80): Max retries exceeded with url: "
+
+    for quoted in ("/services/T0/B0/s3cr%7Bet%7Dtok%5Een", url):
+        shown = alerts.without_url_secrets(error + quoted, url)
+        assert "s3cr" not in shown
+        assert "hooks.invalid" in shown
 
 
 def test_a_client_error_is_not_retried(receiver: Callable[..., FakeReceiver]) -> None:
