@@ -259,6 +259,19 @@ def test_setup_periodic_tasks_is_idempotent() -> None:
 
 
 @pytest.mark.django_db
+def test_setup_periodic_tasks_leaves_a_task_as_declared_untouched_so_its_first_run_stays_due() -> None:
+    # Beat counts a never-run task's first interval from date_changed, which every save moves:
+    # make run calls the command at each start, and the daily training never came due.
+    call_command("setup_periodic_tasks")
+    before = dict(PeriodicTask.objects.values_list("name", "date_changed"))
+
+    with time_machine.travel(timezone.now() + dt.timedelta(hours=12)):
+        call_command("setup_periodic_tasks")
+
+    assert dict(PeriodicTask.objects.values_list("name", "date_changed")) == before
+
+
+@pytest.mark.django_db
 def test_setup_periodic_tasks_removes_its_retired_schedules_and_keeps_others() -> None:
     every_minute, _ = IntervalSchedule.objects.get_or_create(every=60, period=IntervalSchedule.SECONDS)
     # A schedule an earlier release declared, and one staff added by hand.

@@ -16,31 +16,38 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         with transaction.atomic():
             for schedule in SCHEDULES:
-                PeriodicTask.objects.update_or_create(
-                    name=schedule.name,
-                    defaults={
-                        "task": schedule.task,
-                        "interval": _interval(schedule.every_seconds),
-                        "crontab": None,
-                        "solar": None,
-                        "clocked": None,
-                        "enabled": True,
-                        "description": schedule.description,
-                        # Whatever was changed by hand in the beat admin goes back as declared:
-                        # a past expiry or a one-off run would leave the task dead.
-                        "args": "[]",
-                        "kwargs": "{}",
-                        "headers": "{}",
-                        "one_off": False,
-                        "start_time": None,
-                        "expires": None,
-                        "expire_seconds": None,
-                        "queue": None,
-                        "exchange": None,
-                        "routing_key": None,
-                        "priority": None,
-                    },
-                )
+                declared: dict[str, Any] = {
+                    "task": schedule.task,
+                    "interval": _interval(schedule.every_seconds),
+                    "crontab": None,
+                    "solar": None,
+                    "clocked": None,
+                    "enabled": True,
+                    "description": schedule.description,
+                    # Whatever was changed by hand in the beat admin goes back as declared: a
+                    # past expiry or a one-off run would leave the task dead.
+                    "args": "[]",
+                    "kwargs": "{}",
+                    "headers": "{}",
+                    "one_off": False,
+                    "start_time": None,
+                    "expires": None,
+                    "expire_seconds": None,
+                    "queue": None,
+                    "exchange": None,
+                    "routing_key": None,
+                    "priority": None,
+                }
+                task = PeriodicTask.objects.filter(name=schedule.name).first()
+                if task is None:
+                    PeriodicTask.objects.create(name=schedule.name, **declared)
+                elif any(getattr(task, field) != value for field, value in declared.items()):
+                    # Saved only when something differs: a save moves date_changed, from which
+                    # beat counts the first interval of a task that never ran, so saving on
+                    # every start (make run calls this) put off the first daily training for ever.
+                    for field, value in declared.items():
+                        setattr(task, field, value)
+                    task.save()
             # A schedule renamed or dropped in a release: beat would go on sending its task,
             # which workers may no longer know.
             retired = PeriodicTask.objects.filter(name__startswith=NAME_PREFIX).exclude(
