@@ -1,7 +1,11 @@
 import csv
 import datetime as dt
+import errno
 import io
 import json
+import os
+import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -381,3 +385,41 @@ def test_the_error_report_shows_a_header_name_that_looks_like_a_formula_as_text(
     assert summary.rejected == 1
     (row,) = list(csv.reader(io.StringIO(report.getvalue())))[1:]
     assert row[:2] == ["2", f"'{column}"]
+
+
+@pytest.mark.django_db
+def test_the_error_report_never_replaces_a_device_or_a_pipe_and_follows_a_link(tmp_path, customer, campaign):
+    path = _csv(tmp_path, f"A,{customer.pk},{campaign.pk},hot,,\n")  # one rejected row
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    # As root, --errors /dev/null made /dev/null a regular file.
+    with pytest.raises(CommandError, match="is not a regular file"):
+        _run(path, "--errors", pipe)
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+
+    target, link = tmp_path / "reports" / "errors.csv", tmp_path / "link.csv"
+    target.parent.mkdir()
+    link.symlink_to(target)
+    _run(path, "--errors", link)
+    assert link.is_symlink()
+    assert target.read_text().startswith("row,column,reason")
+
+
+@pytest.mark.django_db
+def test_a_file_in_a_folder_that_takes_no_report_still_imports(tmp_path, customer, campaign, monkeypatch):
+    # A read-only folder (such as the shared data set): the report, needed only for rejected
+    # rows, is written in the temporary folder first.
+    path = _csv(tmp_path, f"A,{customer.pk},{campaign.pk},live,,\nB,{customer.pk},{campaign.pk},hot,,\n")
+    make = tempfile.mkstemp
+
+    def read_only_beside(*args, dir=None, **kwargs):
+        if dir is not None:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr("leads.management.commands.import_leads.tempfile.mkstemp", read_only_beside)
+
+    output = _run(path)
+
+    assert "1 created, 0 updated, 1 rejected" in output
+    assert (tmp_path / "leads.csv.errors.csv").read_text().count("\n") == 2

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -54,6 +55,13 @@ class Command(BaseCommand):
         # failure would come after the import and leave the report hidden beside it.
         if errors_path.is_dir():
             raise CommandError(f"--errors {errors_path} is a directory; name the report file.")
+        if errors_path.exists() and not errors_path.is_file():
+            # The report replaces the file at the end: /dev/null (as root) became a file.
+            raise CommandError(
+                f"--errors {errors_path} is not a regular file (a device or a pipe); name a file."
+            )
+        if errors_path.is_symlink():
+            errors_path = errors_path.resolve()  # the report goes where the link points
         stored = 0
 
         def progress(rows: int) -> None:
@@ -108,7 +116,7 @@ class Command(BaseCommand):
         unplaced = None
         if summary.rejected:
             try:
-                report.replace(errors_path)
+                shutil.move(report, errors_path)  # a rename, unless the report is in the temp folder
             except OSError as exc:
                 # The rows are stored: the report stays where it was written, and the exit
                 # status says the run did not end as asked.
@@ -182,10 +190,17 @@ def _check_given(customer: _Given, campaign: _Given) -> None:
 
 
 def _temporary_beside(final: Path) -> Path:
-    """A new empty file in ``final``'s folder, to be renamed to it once complete."""
+    """A new empty file in ``final``'s folder, to be renamed to it once complete; in the
+    temporary folder when that folder takes no file (a read-only one: an import with no row
+    rejected writes no report there, and must not fail for it)."""
     try:
         handle, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
-    except OSError as exc:
-        raise CommandError(f"Cannot write the error report in {final.parent}: {exc.strerror}") from None
+    except OSError as beside:
+        try:
+            handle, name = tempfile.mkstemp(prefix=f"{final.name}.", suffix=".part")
+        except OSError:
+            raise CommandError(
+                f"Cannot write the error report in {final.parent}: {beside.strerror}"
+            ) from None
     os.close(handle)
     return Path(name)
