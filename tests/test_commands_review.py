@@ -205,6 +205,31 @@ def test_run_takes_an_admin_variable_set_empty_as_unset(
     assert get_user_model().objects.get(username="admin").check_password(password)
 
 
+@pytest.mark.django_db
+def test_run_makes_an_existing_user_of_the_admin_name_the_admin_it_prints(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Its password was reset, and the credentials printed could not sign in to the admin.
+    monkeypatch.setattr(settings, "VAR_DIR", tmp_path)
+    monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "bob")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "s3cret-pass")
+    get_user_model().objects.create_user(username="bob", password="other", is_active=False)
+
+    run_command.Command()._ensure_admin()
+
+    bob = get_user_model().objects.get(username="bob")
+    assert (bob.is_active, bob.is_staff, bob.is_superuser) == (True, True, True)
+    assert bob.check_password("s3cret-pass")
+
+
+@pytest.mark.django_db
+def test_create_api_key_refuses_a_name_that_is_no_utf8_with_one_line() -> None:
+    latin1_cafe = b"caf\xe9".decode("utf-8", "surrogateescape")  # as Python reads such an argv
+
+    with pytest.raises(CommandError, match="NAME is not UTF-8 text"):
+        call_command("create_api_key", latin1_cafe, "--scope", "admin")
+
+
 @pytest.fixture
 def benchmarks_do_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """The benchmarks themselves take minutes: a test that reaches one fails instead."""

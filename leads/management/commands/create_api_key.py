@@ -25,6 +25,12 @@ class Command(BaseCommand):
             raise CommandError("--customer-id only goes with --scope ingest.")
         if not name.strip() or len(name) > 50:
             raise CommandError("NAME must be 1 to 50 characters.")
+        try:
+            name.encode()
+        except UnicodeEncodeError:
+            # Bytes that are no UTF-8 (a Latin-1 "café") reach Python as lone surrogates,
+            # which neither the database nor the terminal can take.
+            raise CommandError("NAME is not UTF-8 text; type it in a UTF-8 terminal.") from None
         _, key = ApiKey.objects.create_key(name=name, scope=scope, customer_id=customer_id)
         self.stderr.write(f"Created {scope} key {name!r}; it is shown only now:")
         self.stdout.write(key)

@@ -103,7 +103,10 @@ class Command(BaseCommand):
         user = user_model.objects.filter(username=username).first()
         if user is None:
             user_model.objects.create_superuser(username=username, email="", password=password)
-        elif not user.check_password(password):
+        elif not (user.check_password(password) and user.is_active and user.is_staff and user.is_superuser):
+            # The credentials printed are the admin's: a user of that name who could not sign
+            # in to the admin (not staff, deactivated) becomes the admin user it is said to be.
             user.set_password(password)
-            user.save(update_fields=["password"])
+            user.is_active = user.is_staff = user.is_superuser = True
+            user.save(update_fields=["password", "is_active", "is_staff", "is_superuser"])
         return username, password
