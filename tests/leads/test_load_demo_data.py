@@ -1,8 +1,10 @@
 """The demo data `make run` loads: from the public files when present, synthetic otherwise."""
 
+import datetime as dt
 import io
 
 import pytest
+import time_machine
 from django.core.management import call_command
 
 from leads.models import Campaign, Contractor, Customer, Lead
@@ -26,6 +28,20 @@ def test_without_the_data_files_the_demo_is_synthetic_and_loading_it_again_adds_
     assert Lead.objects.filter(external_id__startswith="synthetic-").count() == 500
     assert Lead.objects.filter(lead_type="live").exists()
     assert Lead.objects.filter(lead_type="stale").exists()
+
+
+def test_loading_again_later_keeps_the_times_of_the_leads_already_stored(settings, tmp_path):
+    # make run loads the demo at every start: re-sent as "now minus a while", a lead called
+    # since seemed called before it arrived.
+    load(settings, tmp_path)
+    before = dict(Lead.objects.values_list("external_id", "created_at"))
+    activity = dict(Lead.objects.values_list("external_id", "last_activity"))
+
+    with time_machine.travel(dt.datetime.now(dt.UTC) + dt.timedelta(hours=5)):
+        load(settings, tmp_path)
+
+    assert dict(Lead.objects.values_list("external_id", "created_at")) == before
+    assert dict(Lead.objects.values_list("external_id", "last_activity")) == activity
 
 
 def test_the_public_files_give_the_leads_their_ids_and_values(settings, tmp_path):

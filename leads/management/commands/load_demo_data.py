@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from leads.models import Campaign, Contractor, Customer, PricingPlan
+from leads.models import Campaign, Contractor, Customer, Lead, PricingPlan
 from leads.services import ingest_lead_batch
 
 DEMO_SEED = 7
@@ -58,6 +58,16 @@ class Command(BaseCommand):
         data_dir = Path(settings.LEADRANK_DATA_DIR)
         leads = self._x_education(data_dir, education, enquiries, callbacks, now, rng)
         leads += self._olist(data_dir, sellers, onboarding, now, rng)
+        # A lead stored by an earlier run keeps its times: re-sent as "now minus a while", a
+        # lead already called would seem called before it arrived (and its SLA deadline,
+        # set on arrival, would no longer match).
+        stored = set(
+            Lead.objects.filter(customer__in=[education, sellers]).values_list("customer_id", "external_id")
+        )
+        for lead in leads:
+            if (lead["customer_id"], lead["external_id"]) in stored:
+                lead.pop("created_at", None)
+                lead.pop("last_activity", None)
         results = ingest_lead_batch(leads, allowed_customer_id=None, now=now)
         counts = {
             status: sum(1 for r in results if r.status == status)
