@@ -6,6 +6,7 @@ readable message, not turn silently into a default.
 
 import os
 import sys
+from pathlib import Path
 from types import TracebackType
 
 from django.core.exceptions import ImproperlyConfigured
@@ -81,3 +82,15 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def make_folder(path: Path, *, variable: str) -> None:
+    """Create the folder (and its parents) that a variable names or is the base of; one that
+    cannot be made (a file in the way, no permission) stops the start with a line naming the
+    variable, not a traceback."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EnvironmentVariableError(
+            f"{variable}: cannot make the folder {path} ({exc.strerror})"
+        ) from None

@@ -10,7 +10,7 @@ import dj_database_url
 import django_stubs_ext
 
 from config.embedded_postgres import embedded_database_url
-from config.env import EnvironmentVariableError, env_bool, env_int, env_list, env_str
+from config.env import EnvironmentVariableError, env_bool, env_int, env_list, env_str, make_folder
 
 # Lets classes such as ModelAdmin[Lead] be subscripted at run time, as the type hints do.
 django_stubs_ext.monkeypatch()
@@ -188,7 +188,7 @@ _BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://"
 if CELERY_BROKER_URL == "filesystem://":
     for _folder in ("out", "processed", "control"):
-        (_BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
+        make_folder(_BROKER_DIR / _folder, variable="LEADRANK_VAR_DIR")
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_BROKER_DIR / "out"),
         "data_folder_out": str(_BROKER_DIR / "out"),
@@ -251,7 +251,7 @@ LEADRANK_METRICS_TOKEN = env_str("LEADRANK_METRICS_TOKEN")
 # this folder and /metrics sums them. Read by prometheus_client itself when it is imported
 # (after settings); `make run` sets and empties it. Unset: each process counts alone.
 if env_str("PROMETHEUS_MULTIPROC_DIR"):
-    Path(env_str("PROMETHEUS_MULTIPROC_DIR")).mkdir(parents=True, exist_ok=True)
+    make_folder(Path(env_str("PROMETHEUS_MULTIPROC_DIR")), variable="PROMETHEUS_MULTIPROC_DIR")
 # Seconds to wait for a customer's alert webhook (connect and read each) before retrying;
 # at most an hour (a socket's timeout has a limit, and a worker waits that long).
 LEADRANK_ALERT_WEBHOOK_TIMEOUT_SECONDS = env_int(

@@ -116,6 +116,22 @@ def test_a_bad_variable_stops_the_start_with_one_line_naming_it(
     assert "hunter2" not in result.stderr
 
 
+@pytest.mark.parametrize("variable", ["LEADRANK_VAR_DIR", "PROMETHEUS_MULTIPROC_DIR"])
+def test_a_folder_variable_naming_a_file_stops_the_start_with_one_line(tmp_path: Path, variable: str) -> None:
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+
+    # The broker unset: its folders are made under LEADRANK_VAR_DIR.
+    result = _start(**{variable: str(in_the_way), "CELERY_BROKER_URL": ""})
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"Configuration error: {variable}: cannot make the folder {in_the_way}"
+        + ("/broker/out (Not a directory)" if variable == "LEADRANK_VAR_DIR" else " (File exists)")
+    ]
+
+
 def test_a_lower_case_log_level_is_read() -> None:
     result = _start(LOG_LEVEL="warning")
 

@@ -93,13 +93,18 @@ class Command(BaseCommand):
         password = os.environ.get("DJANGO_SUPERUSER_PASSWORD") or None
         stored = Path(settings.VAR_DIR) / "admin_password"
         if password is None:
-            if stored.exists() and stored.read_text().strip():
-                password = stored.read_text().strip()
-            else:
-                password = secrets.token_urlsafe(12)
-                stored.parent.mkdir(parents=True, exist_ok=True)
-                stored.write_text(password)
-                stored.chmod(0o600)
+            try:
+                if stored.exists() and stored.read_text().strip():
+                    password = stored.read_text().strip()
+                else:
+                    password = secrets.token_urlsafe(12)
+                    stored.parent.mkdir(parents=True, exist_ok=True)
+                    stored.write_text(password)
+                    stored.chmod(0o600)
+            except OSError as exc:
+                raise CommandError(
+                    f"LEADRANK_VAR_DIR: cannot keep the admin password in {stored} ({exc.strerror})"
+                ) from None
         user = user_model.objects.filter(username=username).first()
         if user is None:
             user_model.objects.create_superuser(username=username, email="", password=password)
