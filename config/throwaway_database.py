@@ -5,6 +5,7 @@ by a ``manage.py migrate`` subprocess and dropped afterwards.
 """
 
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -56,9 +57,10 @@ def child_environment(url: str, **extra: str) -> dict[str, str]:
 @contextmanager
 def throwaway_database(prefix: str, *, keep: bool = False) -> Iterator[str]:
     """Create and migrate a fresh database; yield its URL; drop it afterwards."""
-    name = f"{prefix}_{os.getpid()}"
+    # The process id alone is no unique name: two containers both run their command as
+    # process 1, and each dropped the other's database.
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
     with _admin_connection() as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = database_url(name)
     try:

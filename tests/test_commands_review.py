@@ -4,8 +4,10 @@ exit, nothing lost."""
 import io
 import json
 import re
+import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -16,6 +18,7 @@ from django.core.management import CommandError, call_command
 from config.env import env_bool, env_str
 from leads.management.commands import bench as bench_command
 from leads.management.commands import run as run_command
+from leads.management.termination import sigterm_as_ctrl_c
 from leads.models import Lead
 from prioritization.management.commands import evaluate_model as evaluate_command
 from prioritization.management.commands import simulate as simulate_command
@@ -61,10 +64,10 @@ def test_an_error_report_that_cannot_be_moved_in_place_is_kept_and_the_exit_is_a
         f"A,{campaign.customer_id},{campaign.pk},live\nB,{campaign.customer_id},{campaign.pk},warm\n"
     )
 
-    def refuse(self: Path, target: Path) -> Path:
+    def refuse(source: Path, target: Path) -> Path:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Path, "replace", refuse)
+    monkeypatch.setattr("leads.management.commands.import_leads.shutil.move", refuse)
     out = io.StringIO()
     with pytest.raises(CommandError, match="Cannot move the error report") as failure:
         call_command("import_leads", str(path), "--no-progress", stdout=out, stderr=io.StringIO())
@@ -404,3 +407,31 @@ def test_evaluate_model_refuses_a_window_it_would_ignore(
     monkeypatch.setattr(evaluate_command.Command, "_bench", refuse)
     with pytest.raises(CommandError, match="--window-days applies to --customer-id only"):
         call_command("evaluate_model", *source, "--window-days", "30", stdout=io.StringIO())
+
+
+def test_sigterm_during_a_long_command_is_a_ctrl_c_and_the_handler_is_put_back() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+
+    with pytest.raises(KeyboardInterrupt), sigterm_as_ctrl_c():
+        signal.raise_signal(signal.SIGTERM)
+
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.django_db
+def test_an_import_stopped_by_sigterm_leaves_no_half_written_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("external_id,lead_type\nA,live\n")
+
+    def stopped_midway(*args: Any, errors_out: Any, **kwargs: Any) -> None:
+        errors_out.write("row,column,reason\n")
+        signal.raise_signal(signal.SIGTERM)  # kill, or a container stopping
+
+    monkeypatch.setattr("leads.management.commands.import_leads.import_leads", stopped_midway)
+
+    with pytest.raises(KeyboardInterrupt):
+        call_command("import_leads", str(path), "--no-progress")
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["leads.csv"]

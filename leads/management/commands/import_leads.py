@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from leads.ids import MAX_ID
 from leads.importers import ImportFileError, LeadMapping, Table
+from leads.management.termination import sigterm_as_ctrl_c
 from leads.models import Campaign, Customer
 from leads.services import estimate_rows, import_leads
 
@@ -40,6 +41,10 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        with sigterm_as_ctrl_c():  # a stopped import removes its half-written error report
+            self._import(options)
+
+    def _import(self, options: dict[str, Any]) -> None:
         path: Path = options["path"]
         if path.is_dir():
             raise CommandError(f"{path} is a directory; name the file to import.")

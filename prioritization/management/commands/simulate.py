@@ -17,6 +17,7 @@ from django.db import DatabaseError, connection
 
 from leads.importers import TIMESTAMP_RANGE_ERROR, timestamp_in_range
 from leads.management.arguments import OneLineErrorCommand, float_between, int_between
+from leads.management.termination import sigterm_as_ctrl_c
 from prioritization.simulation.arrivals import DataError
 from prioritization.simulation.comparison import (
     DATABASE_PREFIX,
@@ -150,7 +151,8 @@ class Command(OneLineErrorCommand):
             self._run_child(options)
             return
         try:
-            self._compare(options)
+            with sigterm_as_ctrl_c():
+                self._compare(options)
         except (DataError, PolicyError, SimulationError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         except (psycopg.Error, DatabaseError) as exc:
