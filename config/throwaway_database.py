@@ -15,8 +15,14 @@ from urllib.parse import quote
 
 import psycopg
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from psycopg import sql
+
+
+class ThrowawayDatabaseError(DatabaseError):
+    """The throwaway database could not be made ready (its migrate failed: the server went
+    away, the database was dropped meanwhile); the commands say it in one line, as they do
+    PostgreSQL's own errors."""
 
 
 def database_url(name: str) -> str:
@@ -64,12 +70,17 @@ def throwaway_database(prefix: str, *, keep: bool = False) -> Iterator[str]:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = database_url(name)
     try:
-        subprocess.run(
+        migrated = subprocess.run(
             [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
             cwd=settings.BASE_DIR,
             env=child_environment(url),
-            check=True,
+            capture_output=True,
+            text=True,
+            check=False,
         )
+        if migrated.returncode != 0:
+            said = migrated.stderr.strip().splitlines() or [f"exit status {migrated.returncode}"]
+            raise ThrowawayDatabaseError(f"migrating the throwaway database {name} failed: {said[-1]}")
         yield url
     finally:
         if not keep:

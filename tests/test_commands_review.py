@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from config.env import env_bool, env_str
 from leads.management.commands import bench as bench_command
@@ -390,6 +391,35 @@ def test_simulate_prints_its_figures_when_the_chart_cannot_be_written(
 
     result = json.loads(out.getvalue().strip().splitlines()[-1])
     assert [policy["name"] for policy in result["policies"]] == ["FIFO", "default"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simulate_says_in_one_line_that_its_throwaway_database_could_not_be_migrated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The migrate subprocess failed (the server went away, the database dropped meanwhile):
+    # a CalledProcessError traceback, after the child's own.
+    data = write_data_dir(tmp_path / "data")
+
+    def migrate_fails(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(
+            args[0], 1, "", "Traceback (most recent call last):\n  …\nOperationalError: gone"
+        )
+
+    monkeypatch.setattr("config.throwaway_database.subprocess.run", migrate_fails)
+    with pytest.raises(CommandError) as failed:
+        call_command(
+            "simulate", *SMALL_SIMULATION, "--data-dir", str(data), stdout=io.StringIO(), stderr=io.StringIO()
+        )
+
+    assert re.fullmatch(
+        r"PostgreSQL: migrating the throwaway database leadrank_sim_\d+_[0-9a-f]{6} failed: "
+        r"OperationalError: gone",
+        str(failed.value),
+    )
+    with connection.cursor() as cursor:  # and it was dropped
+        cursor.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", ["leadrank_sim_%"])
+        assert cursor.fetchone() == (0,)
 
 
 @pytest.mark.django_db
