@@ -141,7 +141,7 @@ class _PolicyFormBase(forms.ModelForm[PriorityPolicy]):
             if self.instance.customer_id is not None:
                 mine |= models.Q(customer_id=self.instance.customer_id)
             choices = choices.filter(mine)
-        offer_learned_models(self, choices, in_use=start.learned_model_id if start is not None else None)
+        offer_learned_models(self, choices, start=start)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

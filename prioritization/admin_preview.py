@@ -123,18 +123,18 @@ LEARNED_MODEL_CHOICES = 50
 
 
 def offer_learned_models(
-    form: forms.BaseForm, choices: QuerySet[ModelVersion], *, in_use: int | None
+    form: forms.BaseForm, choices: QuerySet[ModelVersion], *, start: PolicyVersion | None
 ) -> None:
     """Let the form's learned-model field offer the newest :data:`LEARNED_MODEL_CHOICES` of
-    ``choices`` (newest first) and, if among them, ``in_use``: the model of the version the
-    draft starts from, which the form shows selected."""
+    ``choices`` (newest first) and, if among them, the model of ``start``: the version the
+    draft starts from, whose model the form shows selected."""
     if "learned_model" not in form.fields:
         return
     field = cast(forms.ModelChoiceField, form.fields["learned_model"])  # type: ignore[type-arg]
     choices = choices.select_related("customer").order_by("-trained_at", "-id")
     offered = Q(pk__in=choices.values("pk")[:LEARNED_MODEL_CHOICES])
-    if in_use is not None:
-        offered |= Q(pk=in_use)
+    if start is not None and start.learned_model_id is not None:
+        offered |= Q(pk=start.learned_model_id)
     field.queryset = choices.filter(offered)
     offer = f"The newest {LEARNED_MODEL_CHOICES} models are offered, and the one in use."
     if offer not in field.help_text:
@@ -240,8 +240,7 @@ class _PreviewFormBase(forms.Form):
                 if policy.customer_id is not None
                 else Q(customer__isnull=True)
             )
-        start = draft_start(policy)
-        offer_learned_models(self, choices, in_use=start.learned_model_id if start is not None else None)
+        offer_learned_models(self, choices, start=draft_start(policy))
         if policy is not None and policy.customer_id is not None:
             field.initial = policy.customer_id
             field.disabled = True

@@ -75,10 +75,7 @@ class _SimulationFormBase(forms.Form):
         # Any customer's draft, so any model (clean() refuses another customer's); the list
         # shows the one the chosen customer's draft starts from.
         chosen = parse_id(self.data.get("customer")) if self.is_bound else self.initial.get("customer")
-        start = _start_for(chosen)
-        offer_learned_models(
-            self, ModelVersion.objects.all(), in_use=start.learned_model_id if start is not None else None
-        )
+        offer_learned_models(self, ModelVersion.objects.all(), start=_start_for(chosen))
 
     def clean_start(self) -> dt.datetime:
         start: dt.datetime = self.cleaned_data["start"]
