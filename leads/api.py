@@ -51,6 +51,7 @@ from leads.models import (
     LeadType,
     PricingPlan,
 )
+from leads.pagination import count_parameter
 from leads.permissions import CanIngest, CanReadLeads, IsAdminScope, IsContractApp
 
 # --- Output shapes ------------------------------------------------------------------------
@@ -278,6 +279,11 @@ class LeadPagination(CursorPagination):
     page_size = 100
     max_page_size = 1000
     page_size_query_param = "limit"
+
+    def get_page_size(self, request: Request) -> int | None:
+        return count_parameter(
+            request, self.page_size_query_param, default=self.page_size, minimum=1, cutoff=self.max_page_size
+        )
 
     def decode_cursor(self, request: Request) -> Cursor | None:
         # DRF checks the cursor's offset and direction, not its position: a crafted cursor

@@ -69,7 +69,7 @@ def test_a_lead_filter_sent_empty_then_with_a_value_is_a_parameter_given_twice(
 def test_the_pages_own_parameters_sent_empty_still_mean_the_first_page_of_the_default_size(
     admin_api: APIClient, two_customers_leads: None
 ) -> None:
-    # Not filters: empty, they narrow nothing and widen nothing (DRF's paginator, as documented).
+    # Not filters: empty, they narrow nothing and widen nothing.
     response = admin_api.get(f"{LEADS_URL}?limit=&cursor=")
 
     assert response.status_code == 200, response.json()
@@ -128,3 +128,58 @@ def test_a_query_string_serializer_given_a_plain_dict_says_so_rather_than_readin
     # A dict has no repeated values to refuse; only request.query_params is read.
     with pytest.raises(TypeError, match="reads a QueryDict"):
         QueryStringSerializer(data={"a": "1"}).is_valid()
+
+
+CUSTOMERS_URL = "/api/v1/customers/"
+
+
+@pytest.mark.parametrize(
+    ("url", "parameter", "value", "message"),
+    [
+        (LEADS_URL, "limit", "abc", "A whole number, at least 1."),
+        (LEADS_URL, "limit", "0", "A whole number, at least 1."),
+        (LEADS_URL, "limit", "-5", "A whole number, at least 1."),
+        (LEADS_URL, "limit", ARABIC_INDIC_THREE, "A whole number, at least 1."),
+        (LEADS_URL, "limit", "1e3", "A whole number, at least 1."),
+        (CUSTOMERS_URL, "limit", "1.5", "A whole number, at least 1."),
+        (CUSTOMERS_URL, "limit", "0", "A whole number, at least 1."),
+        (CUSTOMERS_URL, "offset", "-1", "A whole number, at least 0."),
+        (CUSTOMERS_URL, "offset", "x", "A whole number, at least 0."),
+        (CUSTOMERS_URL, "offset", str(2**63), f"A whole number, at most {2**63 - 1}."),
+        (CUSTOMERS_URL, "offset", "9" * 5000, f"A whole number, at most {2**63 - 1}."),
+    ],
+)
+def test_a_page_parameter_that_is_no_whole_number_is_a_400_not_the_default_page(
+    admin_api: APIClient, two_customers_leads: None, url: str, parameter: str, value: str, message: str
+) -> None:
+    response = admin_api.get(url, {parameter: value})
+
+    assert response.status_code == 400
+    assert response.json() == {parameter: [message]}
+
+
+def test_a_page_parameter_given_twice_is_a_400(admin_api: APIClient, two_customers_leads: None) -> None:
+    response = admin_api.get(f"{CUSTOMERS_URL}?limit=1&limit=2")
+
+    assert response.status_code == 400
+    assert response.json() == {"limit": ["Give this parameter once."]}
+
+
+@pytest.mark.parametrize("url", [LEADS_URL, CUSTOMERS_URL])
+def test_a_limit_is_read_and_one_past_the_maximum_is_cut_to_it(
+    admin_api: APIClient, two_customers_leads: None, url: str
+) -> None:
+    one = admin_api.get(url, {"limit": "1"})
+    many = admin_api.get(url, {"limit": "9" * 5000})
+
+    assert (one.status_code, many.status_code) == (200, 200)
+    assert len(one.json()["results"]) == 1
+    assert len(many.json()["results"]) == 2
+
+
+def test_an_offset_pages_the_customers(admin_api: APIClient, two_customers_leads: None) -> None:
+    everyone = [row["id"] for row in admin_api.get(CUSTOMERS_URL).json()["results"]]
+
+    response = admin_api.get(CUSTOMERS_URL, {"limit": "1", "offset": "1"})
+
+    assert [row["id"] for row in response.json()["results"]] == everyone[1:2]
