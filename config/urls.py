@@ -1,7 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from leads.api_errors import no_api_route
 from leads.health import healthz
 from prioritization.admin_dashboard import dashboard_urls
 from prioritization.metrics import metrics_view
@@ -22,6 +23,7 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="api-schema", http_method_names=["get", "head"]),
         name="api-docs",
     ),
+    re_path(r"^api/(?P<path>(?:.*/)?)$", no_api_route),  # last: what no API route matched
 ]
 
 handler400 = "leads.api_errors.bad_request"

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
@@ -109,6 +110,15 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if is_api_request(request):
         return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
     return defaults.page_not_found(request, exception)
+
+
+@csrf_exempt  # a POST to a wrong path is told "not found", not Django's HTML CSRF page
+def no_api_route(request: HttpRequest, path: str = "") -> HttpResponse:
+    """The last route under ``/api/``: a path that no API route matches (``/api/v1/leads/abc/``)
+    is the same JSON 404 in debug mode too, where Django answers with its HTML debug page
+    rather than ``handler404``. It matches paths that end in a slash only, so a known route
+    written without its slash is still redirected to it (``APPEND_SLASH``)."""
+    return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:

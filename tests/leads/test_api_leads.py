@@ -693,14 +693,38 @@ def test_getting_an_unknown_lead_is_a_404(admin_api, db):
     assert admin_api.get(lead_url(999_999)).status_code == 404
 
 
-@pytest.mark.parametrize("path", ["/api/v1/leads/abc/", "/api/v1/leads/-1/outcome/", "/api/v1/nothing/"])
-def test_a_path_no_api_route_matches_is_a_json_404(admin_api, db, path):
-    # Ids are integers in the routes: "abc" matches none, and the answer was Django's HTML page.
-    response = admin_api.get(path)
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/leads/abc/", "/api/v1/leads/-1/outcome/", "/api/v1/nothing/", "/api/"]
+)
+def test_a_path_no_api_route_matches_is_a_json_404_in_debug_mode_too(admin_api, db, settings, path, debug):
+    # Ids are integers in the routes: "abc" matches none, and the answer was Django's HTML page
+    # (in debug mode, its debug page, which handler404 does not replace).
+    settings.DEBUG = debug
 
+    for response in (admin_api.get(path), admin_api.post(path, {}, format="json")):
+        assert response.status_code == 404
+        assert response["Content-Type"] == "application/json"
+        assert response.json() == {"detail": "Not found."}
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_path_no_api_route_matches_without_its_slash_is_sent_to_the_json_404(
+    admin_api, db, settings, debug
+):
+    settings.DEBUG = debug
+
+    response = admin_api.post("/api/v1/leads/abc", {}, format="json", follow=True)
+
+    assert response.redirect_chain == [("/api/v1/leads/abc/", 308)]
     assert response.status_code == 404
-    assert response["Content-Type"] == "application/json"
     assert response.json() == {"detail": "Not found."}
+
+
+def test_a_known_route_without_its_slash_is_still_redirected_to_it(admin_api, db):
+    response = admin_api.get("/api/v1/customers")
+
+    assert (response.status_code, response["Location"]) == (308, "/api/v1/customers/")
 
 
 def test_a_path_outside_the_api_keeps_the_html_404(admin_client):
