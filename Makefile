@@ -44,7 +44,7 @@ bench-claim: install
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py bench claim $(BENCH_ARGS)
 
 # Learned-model evaluation on the X Education leads (Lead Number order as time).
-# The file has no customers: Lead Origin (API, landing page, lead add form, import) plays
+# The file has no customers: Lead Origin (API, landing page, lead add form, import, quick add) plays
 # them, so the per-customer model is tested against the pooled one. Then the training time
 # of 1M synthetic outcomes (TRAINING_OUTCOMES=100000 for a quicker run).
 bench-model: install

@@ -9,7 +9,6 @@ only the launcher holds the server open for them.
 """
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -50,5 +49,4 @@ def embedded_database_url(data_dir: Path) -> str:
             _forget_dead_holders(data_dir)
     server = get_server(data_dir, cleanup_mode="stop")
     url: str = server.get_uri("postgres")
-    os.environ.setdefault("LEADRANK_EMBEDDED_DATABASE", "1")
     return url

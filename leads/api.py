@@ -336,7 +336,8 @@ class LeadCollectionView(APIView):
             ),
         },
         description=(
-            'One lead object, or `{"leads": [...]}` with up to 10,000 of them. Upsert by '
+            'One lead object, or `{"leads": [...]}` with up to LEADRANK_API_BATCH_MAX (10,000 unless '
+            "configured) of them. Upsert by "
             "(customer_id, external_id). A single lead answers 201 (created) or 200 (updated) with "
             "the lead, or 400 with field errors. A batch answers per item `created`, `updated` or "
             "`rejected` (with its field errors); valid items are stored even when others are not. "
