@@ -42,6 +42,7 @@ from leads.importers import (
 )
 from leads.models import Campaign, Customer, EventKind, Lead, LeadEvent, QueueStatus
 from prioritization import metrics
+from prioritization.calling_hours import CallingHours, next_opening
 from prioritization.services import (
     ArrivalScorer,
     current_versions,
@@ -182,7 +183,12 @@ SELECT customer_id, created_day, count(*) FROM inserted GROUP BY 1, 2
 _UPDATE_SQL = """
 WITH s AS (
     SELECT st.*, COALESCE(st.created_at, l.created_at) AS new_created_at, l.created_at AS old_created_at,
-           COALESCE(st.rescheduled_at, l.rescheduled_at) AS new_rescheduled_at, l.id AS lead_id,
+           -- Once the engine has called the lead, its reschedules and callbacks stand: a
+           -- push moves rescheduled_at later, never back (a re-push of the record as first
+           -- sent would undo a callback, or the 22-24 h wait after a no-answer).
+           CASE WHEN l.attempt_count > 0 THEN GREATEST(st.rescheduled_at, l.rescheduled_at)
+                ELSE COALESCE(st.rescheduled_at, l.rescheduled_at) END AS new_rescheduled_at,
+           l.id AS lead_id,
            -- A lead the engine made stale (no answer after its last reschedule) stays stale
            -- when the customer's re-push still says live.
            CASE WHEN l.lead_type = 'stale' AND st.lead_type = 'live' AND EXISTS (
@@ -799,14 +805,19 @@ class LeadConflict(Exception):
 def update_lead(*, lead_id: int, changes: dict[str, object], now: dt.datetime | None = None) -> Lead:
     """Apply a PATCH from the Contract app and keep the queue state consistent with it.
 
-    A new ``rescheduled_at`` makes the lead due at that moment: it waits until then (or is
-    ready at once if the moment has passed). A held lead being rescheduled is released,
+    A new ``rescheduled_at`` makes the lead due at that moment, moved to the campaign's next
+    opening when it falls outside its calling hours: it waits until then (or is ready at once
+    if the moment has passed). A held lead being rescheduled is released,
     since its call is over. Closed leads keep their data editable but cannot be rescheduled.
     """
     now = now or timezone.now()
     with transaction.atomic():
         # Row lock: a concurrent claim or outcome for this lead waits for this change.
-        lead = Lead.objects.select_for_update(of=("self",), no_key=True).get(pk=lead_id)
+        lead = (
+            Lead.objects.select_related("campaign")
+            .select_for_update(of=("self",), no_key=True)
+            .get(pk=lead_id)
+        )
         changed = {}
         for name, value in changes.items():
             if getattr(lead, name) != value:
@@ -815,6 +826,11 @@ def update_lead(*, lead_id: int, changes: dict[str, object], now: dt.datetime | 
         if "rescheduled_at" in changed and lead.rescheduled_at is not None:
             if lead.status == QueueStatus.CLOSED:
                 raise LeadConflict("The lead is closed; it cannot be rescheduled.")
+            # As the engine's reschedules: outside the campaign's calling hours, the next opening.
+            opening = next_opening(lead.rescheduled_at, CallingHours.of(lead.campaign))
+            if opening != lead.rescheduled_at:
+                changed["requested_rescheduled_at"] = lead.rescheduled_at
+                lead.rescheduled_at = changed["rescheduled_at"] = opening
             lead.due_at = max(lead.created_at, lead.rescheduled_at)
             lead.holder = None
             lead.lease_expires_at = None

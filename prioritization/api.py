@@ -78,6 +78,8 @@ class NextLeadView(APIView):
                 descriptions={
                     403: "The contractor is inactive or not qualified for a campaign of the tuple.",
                     404: "Unknown contractor.",
+                    503: "The database is unavailable, or every lead this request chose was taken "
+                    "by other contractors meanwhile (many asking at once); retry after `Retry-After`.",
                 },
             ),
         },

@@ -158,7 +158,7 @@ class WrkResult:
 
 def _create_owners(url: str) -> None:
     """Customers, campaigns calling every day around the clock, and contractors."""
-    create_owners(url, calling_hours=("00:00", "23:59"), calling_days="{0,1,2,3,4,5,6}")
+    create_owners(url, calling_hours=("00:00", "23:59:59.999999"), calling_days="{0,1,2,3,4,5,6}")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO leads_contractor (id, name, active, created_at, claims_made) "

@@ -168,7 +168,7 @@ def _load_world(url: str, leads: int) -> None:
     # The claim benchmark's synthetic world, so that both benchmarks measure the same data.
     from prioritization.claim_bench import _load_leads
 
-    create_owners(url, calling_hours=("00:00", "23:59"), calling_days="{0,1,2,3,4,5,6}")
+    create_owners(url, calling_hours=("00:00", "23:59:59.999999"), calling_days="{0,1,2,3,4,5,6}")
     _load_leads(url, leads)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(_DEMAND_SQL)

@@ -67,7 +67,7 @@ def synthetic_outcomes(outcomes: int, *, now: dt.datetime, seed: int = 5) -> lis
 def run_training_benchmark(*, outcomes: int, write: Callable[[str], object]) -> dict[str, Any]:
     now = dt.datetime.now(tz=dt.UTC)
     with throwaway_database("leadrank_model_bench") as url:
-        create_owners(url, calling_hours=("00:00", "23:59:59"), calling_days="{0,1,2,3,4,5,6}")
+        create_owners(url, calling_hours=("00:00", "23:59:59.999999"), calling_days="{0,1,2,3,4,5,6}")
         started = time.perf_counter()
         lines = synthetic_outcomes(outcomes, now=now)
         generated = time.perf_counter() - started

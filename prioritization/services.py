@@ -42,6 +42,7 @@ from kombu.exceptions import KombuError
 
 from leads.importers import LeadInput
 from leads.models import (
+    Campaign,
     CloseReason,
     Disposition,
     EventKind,
@@ -73,8 +74,10 @@ RESCORE_BATCH = 2_000
 RESCORE_LOCK_KEY = 0x4C525253
 MAX_TUPLE_CAMPAIGNS = 50
 # A claim whose chosen lead is being taken by another claim re-reads its candidates
-# without it, at most this many times.
-MAX_TAKE_ATTEMPTS = 8
+# without it, at most this many times. Contractors asking at the same instant all choose
+# the same best lead, and each round one of them takes it: the last of n needs n rounds
+# (a shift's start, a burst of retries), so this bounds how many ask at once, not luck.
+MAX_TAKE_ATTEMPTS = 64
 # An outcome whose lead changed between its read and its write reads it again, at most
 # this many times.
 MAX_OUTCOME_ATTEMPTS = 4
@@ -390,7 +393,9 @@ _WAKE_SQL = f"WITH {_WAKE_CTES} SELECT count(*) FROM woken"  # noqa: S608 (const
 # wait, and are handed out again once it is active), three index lookups of one row each:
 # the best live lead, the best stale lead (both on lead_claim_ready, by stored key) and the
 # never-called live lead with the nearest SLA deadline still ahead (lead_claim_sla); plus
-# the leads just woken. Python compares these few at the instant. They are read, not
+# the leads just woken. Python drops those of campaigns outside their calling hours (read
+# with the campaigns: the hours are a time zone's wall clock, worked out in
+# prioritization.calling_hours) and compares the rest at the instant. They are read, not
 # locked: the take locks the chosen lead with SKIP LOCKED and re-checks it is still ready;
 # a lead another claim took meanwhile is excluded and the candidates are read again.
 _CLAIM_READ_SQL = f"""
@@ -402,37 +407,39 @@ WITH {_WAKE_CTES}, me AS MATERIALIZED (
             WHERE l.holder_id = c.id AND l.lease_expires_at > %(now)s) AS held
     FROM leads_contractor c WHERE c.id = %(contractor)s
 ), owners AS MATERIALIZED (
-    SELECT k.campaign_id, cp.customer_id, cp.active
+    SELECT k.campaign_id, cp.*
     FROM unnest(%(campaigns)s::bigint[]) AS k(campaign_id)
     LEFT JOIN LATERAL (
-        SELECT customer_id, active FROM leads_campaign WHERE id = k.campaign_id OFFSET 0
+        SELECT customer_id, active, ARRAY[time_zone, calling_hours_start::text, calling_hours_end::text,
+                                          array_to_string(calling_days, ',')] AS hours
+        FROM leads_campaign WHERE id = k.campaign_id OFFSET 0
     ) cp ON true
 ), versions AS (
     SELECT array_agg(o.campaign_id ORDER BY o.campaign_id) AS campaign_ids,
-           array_agg({_version_in_force_sql("o.customer_id")} ORDER BY o.campaign_id) AS version_ids
+           array_agg({_version_in_force_sql("o.customer_id")} ORDER BY o.campaign_id) AS version_ids,
+           array_agg(o.hours ORDER BY o.campaign_id) AS hours
     FROM owners o WHERE o.customer_id IS NOT NULL
 ), found AS (
-    SELECT x.*
-    FROM (SELECT campaign_id FROM owners WHERE active) c
+    SELECT {CANDIDATE_COLUMNS}
+    FROM (SELECT campaign_id AS active_id FROM owners WHERE active) c
     CROSS JOIN LATERAL (
         SELECT * FROM (
-            SELECT {CANDIDATE_COLUMNS}
-            FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
+            SELECT * FROM leads_lead
+            WHERE campaign_id = c.active_id AND status = 'ready' AND lead_type = 'live'
               AND id <> ALL(%(excluded)s::bigint[])
             ORDER BY priority_key DESC NULLS LAST, id LIMIT 1
         ) live
         UNION ALL
         SELECT * FROM (
-            SELECT {CANDIDATE_COLUMNS}
-            FROM leads_lead WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'stale'
+            SELECT * FROM leads_lead
+            WHERE campaign_id = c.active_id AND status = 'ready' AND lead_type = 'stale'
               AND id <> ALL(%(excluded)s::bigint[])
             ORDER BY priority_key DESC NULLS LAST, id LIMIT 1
         ) stale
         UNION ALL
         SELECT * FROM (
-            SELECT {CANDIDATE_COLUMNS}
-            FROM leads_lead
-            WHERE campaign_id = c.campaign_id AND status = 'ready' AND lead_type = 'live'
+            SELECT * FROM leads_lead
+            WHERE campaign_id = c.active_id AND status = 'ready' AND lead_type = 'live'
               AND first_attempt_at IS NULL AND sla_deadline > %(now)s
               AND id <> ALL(%(excluded)s::bigint[])
             ORDER BY sla_deadline, id LIMIT 1
@@ -444,13 +451,15 @@ WITH {_WAKE_CTES}, me AS MATERIALIZED (
       AND due_at <= %(now)s
 )
 SELECT me.active, me.claims_made, me.qualified, me.held, versions.campaign_ids, versions.version_ids,
-       found.*
+       versions.hours, found.*
 FROM me CROSS JOIN versions LEFT JOIN found ON true
 """  # noqa: S608 (constant column list)
 # psycopg converts a statement's placeholders once and caches the result, for statements
 # up to 4 KiB; this one is longer with its indentation. Lines stay lines, so that a "--"
 # comment added one day ends with its line.
 _CLAIM_READ_SQL = "\n".join(line.strip() for line in _CLAIM_READ_SQL.splitlines() if line.strip())
+# Columns of the claim read's rows before the candidate's (CANDIDATE_COLUMNS).
+_CLAIM_HEAD = 7
 
 
 # The lead's row as statements return it, and the attribute names Lead.from_db() takes.
@@ -559,7 +568,8 @@ def claim_next_lead(
     in between, the claim runs again without it. When another request of the same
     contractor took a lead in between (lead_one_held_per_holder), that lead is the answer.
 
-    Raises :class:`ClaimRefused` for an unknown, inactive, unqualified or capped contractor.
+    Raises :class:`ClaimRefused` for an unknown, inactive, unqualified or capped contractor,
+    and (503) when every lead it chose, :data:`MAX_TAKE_ATTEMPTS` times, went to another.
     """
     now = now or timezone.now()
     campaigns = sorted(set(campaign_ids))
@@ -577,12 +587,17 @@ def claim_next_lead(
             return held
         if result:
             excluded.append(result)
-    # Every attempt lost its lead to another claim: answer as if empty; the Contract app
-    # asks again.
+    # Every attempt lost its lead to another claim. Not "nothing to call" (204): leads are
+    # there, and the Contract app is told to ask again in a moment.
     logger.warning(
         "Claim for contractor %s gave up after %s contested leads", contractor_id, MAX_TAKE_ATTEMPTS
     )
-    return None
+    raise ClaimRefused(
+        f"Each of the {MAX_TAKE_ATTEMPTS} leads this request chose was taken by another contractor "
+        "meanwhile; ask again.",
+        status=503,
+        retry_after=now + dt.timedelta(seconds=1),
+    )
 
 
 def _claim_once(
@@ -596,7 +611,7 @@ def _claim_once(
     )
     if not rows:
         raise ClaimRefused(f"Unknown contractor {contractor_id}.", status=404)
-    active, claims_made, qualified, held_id, version_campaigns, version_ids = rows[0][:6]
+    active, claims_made, qualified, held_id, version_campaigns, version_ids, hours = rows[0][:_CLAIM_HEAD]
     if not active:
         raise ClaimRefused(f"Contractor {contractor_id} is inactive.", status=403)
     missing = sorted(set(campaigns) - set(qualified))
@@ -613,7 +628,11 @@ def _claim_once(
     versions = _versions_of_campaigns(version_campaigns or [], version_ids or [])
     _check_caps(contractor_id=contractor_id, versions=versions.values(), now=now)
     stale_every = max((v.stale_every for v in versions.values()), default=0)
-    candidates, facts = candidates_from_rows([row[6:] for row in rows if row[6] is not None], versions)
+    closed = _closed_campaigns(version_campaigns or [], hours, now=now)
+    candidates, facts = candidates_from_rows(
+        [row[_CLAIM_HEAD:] for row in rows if row[_CLAIM_HEAD] is not None and row[-1] not in closed],
+        versions,
+    )
     chosen = choose(candidates, now=now, claims_so_far=claims_made, stale_every=stale_every)
     if chosen is None:
         return None
@@ -624,6 +643,22 @@ def _claim_once(
         campaigns=campaigns,
         now=now,
     )
+
+
+def _closed_campaigns(
+    campaign_ids: list[int], hours: list[list[str]] | None, *, now: dt.datetime
+) -> set[int]:
+    """The campaigns of a claim outside their calling hours at ``now``: their leads wait
+    (calls happen inside each campaign's calling hours, in its time zone), as a paused
+    campaign's do, and the tuple's open campaigns are served meanwhile. ``hours``: each
+    campaign's time zone, start, end and calling days, as the claim read spells them."""
+    closed = set()
+    for campaign_id, (zone, start, end, days) in zip(campaign_ids, hours or [], strict=True):
+        weekdays = frozenset(int(day) for day in days.split(","))
+        calling = CallingHours(zone, dt.time.fromisoformat(start), dt.time.fromisoformat(end), weekdays)
+        if not calling.is_open(now):
+            closed.add(campaign_id)
+    return closed
 
 
 def candidates_from_rows(
@@ -1524,10 +1559,16 @@ def ranked_leads_at(
 ) -> list[Ranked]:
     """Every eligible lead of the campaigns ranked at ``now`` by brute force (admin preview,
     simulator checks, tests' oracle). A scan: not for the claim path."""
-    # As a claim sees them: a held lead whose lease ran out before it is due again (a held
-    # lead re-pushed with a later rescheduled_at) goes back to waiting, not to a contractor.
+    # As a claim sees them: only campaigns active and inside their calling hours; a held
+    # lead whose lease ran out before it is due again (a held lead re-pushed with a later
+    # rescheduled_at) goes back to waiting, not to a contractor.
+    open_campaigns = [
+        campaign.pk
+        for campaign in Campaign.objects.filter(pk__in=campaign_ids, active=True)
+        if CallingHours.of(campaign).is_open(now)
+    ]
     leads = list(
-        Lead.objects.filter(campaign_id__in=campaign_ids, campaign__active=True).filter(
+        Lead.objects.filter(campaign_id__in=open_campaigns).filter(
             Q(status=QueueStatus.READY)
             | Q(status=QueueStatus.WAITING, due_at__lte=now)
             | Q(status=QueueStatus.HELD, lease_expires_at__lte=now, due_at__lte=now)

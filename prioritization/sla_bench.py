@@ -102,7 +102,7 @@ WHERE lead_type = 'stale' AND first_attempt_at IS NOT NULL
 def run_sla_benchmark(*, leads: int, days: int, write: Callable[[str], None]) -> dict[str, Any]:
     """Parent: a throwaway database, then the measuring child; returns the child's figures."""
     with throwaway_database("leadrank_sla_bench") as url:
-        create_owners(url, calling_hours=("00:00", "23:59"), calling_days="{0,1,2,3,4,5,6}")
+        create_owners(url, calling_hours=("00:00", "23:59:59.999999"), calling_days="{0,1,2,3,4,5,6}")
         child = subprocess.run(
             [
                 sys.executable,

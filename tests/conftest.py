@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from leads.authentication import forget_verified_keys
 from leads.models import ApiKey, ApiScope, Customer
-from tests.factories import CampaignFactory, CustomerFactory
+from tests.factories import CustomerFactory, campaign_calling_all_day
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,9 @@ def customer() -> Customer:
 
 @pytest.fixture
 def campaign(customer: Customer):
-    return CampaignFactory(customer=customer)
+    # Calling around the clock: tests that claim on the real clock must not depend on the
+    # hour or the weekday they run at (a campaign outside its calling hours hands out nothing).
+    return campaign_calling_all_day(customer)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from prioritization.models import (
     version_values,
 )
 from prioritization.services import claim_next_lead
-from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory
+from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory, campaign_calling_all_day
 from tests.prioritization.conftest import default_policy, form_data
 
 pytestmark = pytest.mark.django_db
@@ -457,7 +457,7 @@ def test_versions_are_listed_by_policy_and_read_only(admin_client: Any) -> None:
 
 def make_decisions(count: int) -> list[Decision]:
     customer = CustomerFactory()
-    campaign = CampaignFactory(customer=customer)
+    campaign = campaign_calling_all_day(customer)  # claimed on the real clock, at any hour
     now = timezone.now()
     ingest(
         customer,

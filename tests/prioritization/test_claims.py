@@ -16,6 +16,7 @@ from psycopg import sql
 
 from leads.models import Campaign, Contractor, EventKind, Lead, LeadEvent, QueueStatus
 from prioritization import services
+from prioritization.calling_hours import CallingHours
 from prioritization.models import Decision, PolicyVersion, PriorityPolicy
 from prioritization.scoring import Band, wants_stale
 from prioritization.services import (
@@ -28,7 +29,7 @@ from prioritization.services import (
     rescore_leads,
     wake_due_leads,
 )
-from tests.factories import ContractorFactory, CustomerFactory, campaign_calling_all_day
+from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory, campaign_calling_all_day
 from tests.prioritization.conftest import T0, add_lead, add_leads, set_policy
 
 MINUTE = dt.timedelta(minutes=1)
@@ -100,6 +101,16 @@ def test_the_claimed_lead_is_always_the_one_the_brute_force_oracle_ranks_first(s
     campaigns = [
         campaign_calling_all_day(c) for c in (customer_a, customer_a, customer_b, customer_b, customer_c)
     ]
+    # One campaign calls only in its afternoons (India): open at T0 (15:30 there), closed from
+    # 13:30 UTC and on the next day's evening, so tuples meet it open and closed.
+    afternoons = CampaignFactory(
+        customer=customer_c,
+        time_zone="Asia/Kolkata",
+        calling_hours_start=dt.time(14),
+        calling_hours_end=dt.time(19),
+        calling_days=[0, 1, 2, 3, 4],
+    )
+    campaigns.append(afternoons)
     ids = [c.pk for c in campaigns]
     contractors = [ContractorFactory(campaigns=campaigns) for _ in range(6)]
 
@@ -158,6 +169,8 @@ def test_the_claimed_lead_is_always_the_one_the_brute_force_oracle_ranks_first(s
             contractor = rng.choice(free)
             tuple_ids = rng.sample(ids, rng.randint(1, len(ids)))
             expected, band = oracle(contractor.pk, tuple_ids, now)
+            if afternoons.pk in tuple_ids and not CallingHours.of(afternoons).is_open(now):
+                checked["outside calling hours"] += 1
             claim = claim_next_lead(contractor_id=contractor.pk, campaign_ids=tuple_ids)
             got = claim.lead.pk if claim else None
             assert got == expected, f"step {step} at {now}: engine {got}, oracle {expected} ({band})"
@@ -192,6 +205,7 @@ def test_the_claimed_lead_is_always_the_one_the_brute_force_oracle_ranks_first(s
     assert min(checked["AT_RISK"], checked["LIVE"], checked["STALE"]) > 0, checked
     assert checked["between rescoring runs"] >= 5, checked
     assert checked["rescored"] == 1, checked
+    assert checked["outside calling hours"] >= 5, checked
     assert LeadEvent.objects.filter(kind=EventKind.LEASE_EXPIRED).exists()
 
 
@@ -298,6 +312,56 @@ def test_concurrent_contractors_never_receive_the_same_lead() -> None:
     assert not Lead.objects.exclude(status=QueueStatus.CLOSED).exists()
     for contractor in Contractor.objects.all():
         assert contractor.claims_made == len(taken[contractor.pk]) == contractor.decisions.count()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_contractors_asking_at_the_same_instant_each_get_a_lead_not_nothing_to_call() -> None:
+    # All choose the same best lead and one takes it, round after round: the last of them
+    # needed as many rounds as there were contractors, and past 8 was told "nothing" (204).
+    campaign = campaign_calling_all_day()
+    now = timezone.now()
+    add_leads(campaign, *({"created_at": now - dt.timedelta(seconds=i)} for i in range(100)))
+    contractors = [ContractorFactory(campaigns=[campaign]) for _ in range(24)]
+    handed: dict[int, int | None] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(contractors))
+
+    def ask(contractor_id: int) -> None:
+        try:
+            start.wait()
+            claim = claim_next_lead(contractor_id=contractor_id, campaign_ids=[campaign.pk])
+            handed[contractor_id] = claim.lead.pk if claim else None
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ask, args=(c.pk,)) for c in contractors]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert not errors, errors
+    assert None not in handed.values()
+    assert len(set(handed.values())) == len(contractors)
+
+
+@pytest.mark.django_db
+def test_a_claim_that_loses_every_lead_it_chooses_asks_to_retry_rather_than_saying_nothing_is_there(
+    all_day_campaign: Campaign, make_contractor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    contractor = make_contractor(all_day_campaign)
+    add_leads(all_day_campaign, *({} for _ in range(3)))
+    monkeypatch.setattr(services, "MAX_TAKE_ATTEMPTS", 2)
+    monkeypatch.setattr(services, "_take", lambda chosen, *args, **kwargs: chosen.candidate.lead_id)
+
+    with pytest.raises(ClaimRefused) as refused:
+        claim_next_lead(contractor_id=contractor.pk, campaign_ids=[all_day_campaign.pk], now=T0)
+
+    assert refused.value.status == 503
+    assert refused.value.retry_after == T0 + dt.timedelta(seconds=1)
+    assert "taken by another contractor meanwhile; ask again" in str(refused.value)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -759,3 +823,77 @@ def test_the_claim_read_looks_each_campaign_up_once_by_its_key(make_contractor, 
     lookups = [n for n in _generic_plan_nodes(query, params) if n.get("Relation Name") == "leads_campaign"]
     # An index scan, or a bitmap heap scan (its index scan below it), keyed by the campaign.
     assert [n.get("Index Cond") or n.get("Recheck Cond") for n in lookups] == ["(id = k.campaign_id)"]
+
+
+# Weekdays 08:00 to 20:00 in New York (UTC-5 in November).
+NEW_YORK_WEEKDAYS: dict[str, Any] = {
+    "time_zone": "America/New_York",
+    "calling_hours_start": dt.time(8),
+    "calling_hours_end": dt.time(20),
+    "calling_days": [0, 1, 2, 3, 4],
+}
+SUNDAY_NIGHT = dt.datetime(2026, 11, 29, 8, 0, tzinfo=dt.UTC)  # 03:00 in New York
+MONDAY_OPENING = dt.datetime(2026, 11, 30, 13, 0, tzinfo=dt.UTC)  # 08:00 in New York
+
+
+@pytest.mark.django_db
+def test_a_campaign_outside_its_calling_hours_hands_out_nothing_until_it_opens(make_contractor) -> None:
+    campaign = CampaignFactory(**NEW_YORK_WEEKDAYS)
+    contractor = make_contractor(campaign)
+    lead = add_lead(campaign, now=SUNDAY_NIGHT - 5 * MINUTE)
+
+    assert claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk], now=SUNDAY_NIGHT) is None
+    just_before = MONDAY_OPENING - dt.timedelta(microseconds=1)
+    assert claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk], now=just_before) is None
+    claim = claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk], now=MONDAY_OPENING)
+
+    assert claim is not None
+    assert claim.lead.pk == lead.pk
+
+
+@pytest.mark.django_db
+def test_a_tuple_serves_its_open_campaign_while_a_better_lead_waits_in_a_closed_one(make_contractor) -> None:
+    closed = CampaignFactory(**NEW_YORK_WEEKDAYS)
+    around_the_clock = campaign_calling_all_day()
+    contractor = make_contractor(closed, around_the_clock)
+    night = dt.datetime(2026, 11, 24, 7, 0, tzinfo=dt.UTC)  # Tuesday, 02:00 in New York
+    fresher = add_lead(closed, now=night - 2 * MINUTE)  # would rank first: it waited less
+    older = add_lead(around_the_clock, now=night - 10 * MINUTE)
+    both = [closed.pk, around_the_clock.pk]
+    assert [r.candidate.lead_id for r in ranked_leads_at(campaign_ids=both, now=night)] == [older.pk]
+
+    claim = claim_next_lead(contractor_id=contractor.pk, campaign_ids=both, now=night)
+
+    assert claim is not None
+    assert claim.lead.pk == older.pk
+    # At New York's opening the fresher lead is served, as a claim ranks it then.
+    record_outcome(lead_id=older.pk, contractor_id=contractor.pk, disposition="converted", now=night)
+    opening = dt.datetime(2026, 11, 24, 13, 0, tzinfo=dt.UTC)
+    later = claim_next_lead(contractor_id=contractor.pk, campaign_ids=both, now=opening)
+    assert later is not None
+    assert later.lead.pk == fresher.pk
+
+
+@pytest.mark.django_db
+def test_a_lead_made_stale_after_its_last_reschedule_waits_for_the_next_opening(make_contractor) -> None:
+    # Stale at once after the call past its last reschedule, in the evening: not handed out
+    # in the night that follows.
+    campaign = CampaignFactory(**NEW_YORK_WEEKDAYS)
+    contractor = make_contractor(campaign)
+    evening = dt.datetime(2026, 11, 24, 19, 55, tzinfo=dt.UTC)  # Tuesday, 14:55 in New York
+    lead = add_lead(campaign, now=evening - MINUTE)
+    Lead.objects.filter(pk=lead.pk).update(reschedule_count=3)
+    claim = claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk], now=evening)
+    assert claim is not None
+    record_outcome(
+        lead_id=lead.pk, contractor_id=contractor.pk, disposition="no_answer", now=evening + MINUTE
+    )
+    lead.refresh_from_db()
+    assert (lead.lead_type, lead.status) == ("stale", QueueStatus.READY)
+
+    night = dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.UTC)  # 03:00 in New York
+    assert claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk], now=night) is None
+    morning = dt.datetime(2026, 11, 25, 13, 0, tzinfo=dt.UTC)
+    again = claim_next_lead(contractor_id=contractor.pk, campaign_ids=[campaign.pk], now=morning)
+    assert again is not None
+    assert again.lead.pk == lead.pk

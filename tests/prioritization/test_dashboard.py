@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from prioritization.admin_dashboard import TAT_GROUPS_MINUTES, tat_groups
 from prioritization.sla import TAT_BUCKET_EDGES_SECONDS, TAT_BUCKETS
-from tests.factories import CampaignFactory, CustomerFactory
+from tests.factories import CampaignFactory, CustomerFactory, campaign_calling_all_day
 from tests.prioritization.conftest import T0
 from tests.prioritization.sla_world import MINUTE, call_at, live_lead
 
@@ -36,8 +36,9 @@ def staff(client: Client) -> Client:
 
 @pytest.fixture
 def world(make_contractor):
-    acme = CampaignFactory(customer=CustomerFactory(name="Acme"), name="Acme inbound")
-    globex = CampaignFactory(customer=CustomerFactory(name="Globex"), name="Globex renewals")
+    # Calling every day: one of the days called is a Sunday.
+    acme = campaign_calling_all_day(CustomerFactory(name="Acme"), name="Acme inbound")
+    globex = campaign_calling_all_day(CustomerFactory(name="Globex"), name="Globex renewals")
     contractor = make_contractor(acme, globex)
     for day in range(3):
         created = T0 - day * dt.timedelta(days=1)

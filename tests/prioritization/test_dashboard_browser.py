@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from tests.factories import CampaignFactory, CustomerFactory
+from tests.factories import CustomerFactory, campaign_calling_all_day
 from tests.prioritization.sla_world import MINUTE, call_at, live_lead
 
 # The live server serves from another thread and only sees committed rows.
@@ -44,8 +44,9 @@ def chromium() -> Iterator[object]:
 def world(make_contractor) -> tuple[object, object]:
     """Two customers with a week of calls each; Globex often misses its window."""
     now = timezone.now()
-    acme = CampaignFactory(customer=CustomerFactory(name="Acme"), name="Acme inbound")
-    globex = CampaignFactory(customer=CustomerFactory(name="Globex"), name="Globex renewals")
+    # Calling around the clock: the calls are at any hour of the week before now.
+    acme = campaign_calling_all_day(CustomerFactory(name="Acme"), name="Acme inbound")
+    globex = campaign_calling_all_day(CustomerFactory(name="Globex"), name="Globex renewals")
     contractor = make_contractor(acme, globex)
     for day in range(7, 0, -1):
         for hour in range(4):

@@ -342,6 +342,39 @@ def test_a_patch_from_the_contract_app_is_reflected_in_the_next_pick(
     assert Lead.objects.get(pk=second.pk).status == QueueStatus.WAITING
 
 
+def test_a_patch_reschedule_outside_calling_hours_moves_to_the_next_opening(
+    contract_api: APIClient, db: None
+) -> None:
+    campaign = CampaignFactory(
+        time_zone="America/New_York",
+        calling_hours_start=dt.time(8),
+        calling_hours_end=dt.time(20),
+        calling_days=[0, 1, 2, 3, 4],
+    )
+    lead = add_lead(campaign, now=T0)
+    saturday_night = "2026-11-28T08:00:00Z"  # 03:00 in New York
+    monday_opening = dt.datetime(2026, 11, 30, 13, 0, tzinfo=dt.UTC)  # 08:00 there
+
+    with time_machine.travel(T0, tick=False):
+        response = contract_api.patch(
+            f"/api/v1/leads/{lead.pk}/", {"rescheduled_at": saturday_night}, format="json"
+        )
+
+    assert response.status_code == 200, response.json()
+    lead.refresh_from_db()
+    assert (lead.status, lead.rescheduled_at, lead.due_at) == (
+        QueueStatus.WAITING,
+        monday_opening,
+        monday_opening,
+    )
+    assert response.json()["rescheduled_at"] == "2026-11-30T13:00:00Z"
+    event = lead.events.filter(kind="updated").get()
+    assert event.detail == {
+        "rescheduled_at": "2026-11-30T13:00:00+00:00",
+        "requested_rescheduled_at": "2026-11-28T08:00:00+00:00",
+    }
+
+
 def test_rescheduling_a_held_lead_by_patch_releases_it_completely(
     contract_api: APIClient, campaign: Campaign, make_contractor
 ) -> None:

@@ -9,6 +9,7 @@ import time_machine
 from django.db import connection
 
 from leads.models import Campaign, CloseReason, EventKind, Lead, LeadEvent, QueueStatus
+from leads.services import ingest_lead_batch
 from prioritization import services
 from prioritization.services import (
     LeadStateConflict,
@@ -24,6 +25,7 @@ from tests.prioritization.conftest import T0, add_lead, claim, set_policy
 pytestmark = pytest.mark.django_db
 
 HOUR = dt.timedelta(hours=1)
+MINUTE = dt.timedelta(minutes=1)
 
 
 @pytest.mark.parametrize("disposition", ["no_answer", "busy"])
@@ -467,3 +469,73 @@ def test_an_outcome_whose_lead_changed_after_it_was_read_reads_it_again(
     assert lead.holder_id == other.pk
     assert lead.attempt_count == 0
     assert not LeadEvent.objects.filter(lead=lead, kind=EventKind.ATTEMPT).exists()
+
+
+def _push(campaign: Campaign, external_id: str, **fields: object) -> None:
+    """The customer's system sends the lead record (created, or updated by external id)."""
+    item = {
+        "customer_id": campaign.customer_id,
+        "campaign_id": campaign.pk,
+        "external_id": external_id,
+        "lead_type": "live",
+        "created_at": (T0 - HOUR).isoformat(),
+        **fields,
+    }
+    [result] = ingest_lead_batch([item], allowed_customer_id=None)
+    assert result.status in {"created", "updated"}, result.errors
+
+
+def test_the_customers_re_push_of_a_called_lead_keeps_the_engines_callback(
+    all_day_campaign: Campaign, make_contractor
+) -> None:
+    # The nightly sync sends the record as first sent, rescheduled_at included: the engine's
+    # callback was undone, and the lead was called again two hours after asking for tomorrow.
+    contractor = make_contractor(all_day_campaign)
+    first_sent = {"rescheduled_at": (T0 - 30 * MINUTE).isoformat()}
+    tomorrow = T0 + 29 * HOUR
+    with time_machine.travel(T0, tick=False):
+        _push(all_day_campaign, "CRM-1", **first_sent)
+        lead = claim(contractor, all_day_campaign)
+        record_outcome(
+            lead_id=lead.pk, contractor_id=contractor.pk, disposition="callback", callback_at=tomorrow
+        )
+    with time_machine.travel(T0 + 2 * HOUR, tick=False):
+        _push(all_day_campaign, "CRM-1", **first_sent)
+        _push(all_day_campaign, "CRM-1", stage="Demo booked", **first_sent)  # and with a change
+
+    lead.refresh_from_db()
+    assert (lead.status, lead.due_at, lead.rescheduled_at) == (QueueStatus.WAITING, tomorrow, tomorrow)
+    assert lead.stage == "Demo booked"
+    with time_machine.travel(T0 + 2 * HOUR, tick=False):
+        assert claim_next_lead(contractor_id=contractor.pk, campaign_ids=[all_day_campaign.pk]) is None
+
+
+def test_a_no_answer_reschedule_stands_against_a_re_push_and_a_later_time_pushed_moves_it(
+    all_day_campaign: Campaign, make_contractor
+) -> None:
+    contractor = make_contractor(all_day_campaign)
+    with time_machine.travel(T0, tick=False):
+        _push(all_day_campaign, "CRM-2")
+        lead = claim(contractor, all_day_campaign)
+        record_outcome(lead_id=lead.pk, contractor_id=contractor.pk, disposition="no_answer")
+    lead.refresh_from_db()
+    rescheduled = lead.due_at
+    assert T0 + 22 * HOUR <= rescheduled <= T0 + 24 * HOUR
+    with time_machine.travel(T0 + HOUR, tick=False):
+        _push(all_day_campaign, "CRM-2", rescheduled_at=(T0 + 2 * HOUR).isoformat())  # earlier: kept
+        lead.refresh_from_db()
+        assert (lead.status, lead.due_at) == (QueueStatus.WAITING, rescheduled)
+        later = rescheduled + 3 * HOUR
+        _push(all_day_campaign, "CRM-2", rescheduled_at=later.isoformat())
+    lead.refresh_from_db()
+    assert (lead.status, lead.due_at, lead.rescheduled_at) == (QueueStatus.WAITING, later, later)
+
+
+def test_a_never_called_lead_takes_an_earlier_rescheduled_at_the_customer_pushes(
+    all_day_campaign: Campaign,
+) -> None:
+    with time_machine.travel(T0, tick=False):
+        _push(all_day_campaign, "CRM-3", rescheduled_at=(T0 + 5 * HOUR).isoformat())
+        _push(all_day_campaign, "CRM-3", rescheduled_at=(T0 + HOUR).isoformat())
+    lead = Lead.objects.get(external_id="CRM-3")
+    assert (lead.status, lead.due_at) == (QueueStatus.WAITING, T0 + HOUR)
