@@ -652,13 +652,18 @@ def _closed_campaigns(
     (calls happen inside each campaign's calling hours, in its time zone), as a paused
     campaign's do, and the tuple's open campaigns are served meanwhile. ``hours``: each
     campaign's time zone, start, end and calling days, as the claim read spells them."""
-    closed = set()
-    for campaign_id, (zone, start, end, days) in zip(campaign_ids, hours or [], strict=True):
-        weekdays = frozenset(int(day) for day in days.split(","))
-        calling = CallingHours(zone, dt.time.fromisoformat(start), dt.time.fromisoformat(end), weekdays)
-        if not calling.is_open(now):
-            closed.add(campaign_id)
-    return closed
+    return {
+        campaign_id
+        for campaign_id, spelled in zip(campaign_ids, hours or [], strict=True)
+        if not _calling_hours(*spelled).is_open(now)
+    }
+
+
+@functools.lru_cache(maxsize=1024)
+def _calling_hours(time_zone: str, start: str, end: str, days: str) -> CallingHours:
+    """Calling hours as the claim read spells them (kept: campaigns change their hours seldom)."""
+    weekdays = frozenset(int(day) for day in days.split(","))
+    return CallingHours(time_zone, dt.time.fromisoformat(start), dt.time.fromisoformat(end), weekdays)
 
 
 def candidates_from_rows(
