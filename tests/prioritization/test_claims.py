@@ -5,6 +5,7 @@ import random
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -53,6 +54,29 @@ def oracle(contractor_id: int, campaign_ids: list[int], now: dt.datetime) -> tup
         if stale:
             return stale[0].candidate.lead_id, Band.STALE
     return ranked[0].candidate.lead_id, ranked[0].band
+
+
+def each_at_once(work: Callable[[int], None], contractor_ids: list[int]) -> None:
+    """``work(id)`` for each contractor, each in its own thread (and database connection),
+    all released at once; fails with the errors any of them met."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(contractor_ids))
+
+    def run(contractor_id: int) -> None:
+        try:
+            start.wait()
+            work(contractor_id)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(contractor_id,)) for contractor_id in contractor_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
 
 
 def random_lead(rng: random.Random, now: dt.datetime) -> dict[str, object]:
@@ -275,33 +299,20 @@ def test_concurrent_contractors_never_receive_the_same_lead() -> None:
     )
     contractors = [ContractorFactory(campaigns=campaigns) for _ in range(8)]
     taken: dict[int, list[int]] = {c.pk: [] for c in contractors}
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(contractors))
 
     def work(contractor_id: int) -> None:
-        try:
-            start.wait()
-            while True:
-                claim = claim_next_lead(contractor_id=contractor_id, campaign_ids=ids)
-                if claim is None:
-                    if not Lead.objects.filter(status=QueueStatus.READY).exists():
-                        return
-                    continue
-                assert not claim.repeated
-                taken[contractor_id].append(claim.lead.pk)
-                # While held, nobody else may hold it: the outcome closes it.
-                record_outcome(lead_id=claim.lead.pk, contractor_id=contractor_id, disposition="converted")
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
-        finally:
-            connection.close()
+        while True:
+            claim = claim_next_lead(contractor_id=contractor_id, campaign_ids=ids)
+            if claim is None:
+                if not Lead.objects.filter(status=QueueStatus.READY).exists():
+                    return
+                continue
+            assert not claim.repeated
+            taken[contractor_id].append(claim.lead.pk)
+            # While held, nobody else may hold it: the outcome closes it.
+            record_outcome(lead_id=claim.lead.pk, contractor_id=contractor_id, disposition="converted")
 
-    threads = [threading.Thread(target=work, args=(c.pk,)) for c in contractors]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    each_at_once(work, [c.pk for c in contractors])
     handed_out = [lead_id for ids_ in taken.values() for lead_id in ids_]
     assert len(handed_out) == len(set(handed_out)) == len(leads)
     assert set(handed_out) == {lead.pk for lead in leads}
@@ -323,26 +334,13 @@ def test_contractors_asking_at_the_same_instant_each_get_a_lead_not_nothing_to_c
     add_leads(campaign, *({"created_at": now - dt.timedelta(seconds=i)} for i in range(100)))
     contractors = [ContractorFactory(campaigns=[campaign]) for _ in range(24)]
     handed: dict[int, int | None] = {}
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(contractors))
 
     def ask(contractor_id: int) -> None:
-        try:
-            start.wait()
-            claim = claim_next_lead(contractor_id=contractor_id, campaign_ids=[campaign.pk])
-            handed[contractor_id] = claim.lead.pk if claim else None
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
-        finally:
-            connection.close()
+        claim = claim_next_lead(contractor_id=contractor_id, campaign_ids=[campaign.pk])
+        handed[contractor_id] = claim.lead.pk if claim else None
 
-    threads = [threading.Thread(target=ask, args=(c.pk,)) for c in contractors]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    each_at_once(ask, [c.pk for c in contractors])
 
-    assert not errors, errors
     assert None not in handed.values()
     assert len(set(handed.values())) == len(contractors)
 
@@ -374,28 +372,15 @@ def test_simultaneous_holds_never_share_a_lead_and_one_contractors_parallel_retr
     # Each contractor asks from 3 connections at once.
     requests = [c.pk for c in contractors for _ in range(3)]
     got: list[tuple[int, int]] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(requests))
     lock = threading.Lock()
 
     def work(contractor_id: int) -> None:
-        try:
-            start.wait()
-            claim = claim_next_lead(contractor_id=contractor_id, campaign_ids=[campaign.pk])
-            assert claim is not None
-            with lock:
-                got.append((contractor_id, claim.lead.pk))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        claim = claim_next_lead(contractor_id=contractor_id, campaign_ids=[campaign.pk])
+        assert claim is not None
+        with lock:
+            got.append((contractor_id, claim.lead.pk))
 
-    threads = [threading.Thread(target=work, args=(c,)) for c in requests]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    each_at_once(work, requests)
     lead_of = {
         contractor_id: {lead_id for c, lead_id in got if c == contractor_id} for contractor_id, _ in got
     }
