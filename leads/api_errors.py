@@ -105,13 +105,6 @@ def is_api_request(request: HttpRequest) -> bool:
 # as JSON would choke on them: under /api/ each is the API's JSON shape instead.
 
 
-def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """``handler404``: ``/api/v1/leads/abc/`` matches no route (ids are integers)."""
-    if is_api_request(request):
-        return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
-    return defaults.page_not_found(request, exception)
-
-
 @csrf_exempt  # a POST to a wrong path is told "not found", not Django's HTML CSRF page
 def no_api_route(request: HttpRequest, path: str = "") -> HttpResponse:
     """The last route under ``/api/``: a path that no API route matches (``/api/v1/leads/abc/``)
@@ -119,6 +112,13 @@ def no_api_route(request: HttpRequest, path: str = "") -> HttpResponse:
     rather than ``handler404``. It matches paths that end in a slash only, so a known route
     written without its slash is still redirected to it (``APPEND_SLASH``)."""
     return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """``handler404``: under ``/api/``, :func:`no_api_route`'s answer."""
+    if is_api_request(request):
+        return no_api_route(request)
+    return defaults.page_not_found(request, exception)
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:

@@ -35,11 +35,12 @@ from prioritization import (
 )
 from prioritization.admin_preview import (
     clean_settings,
-    default_version,
+    draft_start,
     offer_learned_models,
     preview_view,
     refuse_foreign_model,
     settings_form_fields,
+    starting_values,
     values_to_apply,
 )
 from prioritization.models import (
@@ -124,9 +125,8 @@ class _PolicyFormBase(forms.ModelForm[PriorityPolicy]):
         super().__init__(*args, **kwargs)
         current = self.instance.current_version if self.instance.pk else None
         # A new customer policy starts from the default policy's current values.
-        start = current if current is not None else default_version()
-        settings = version_values(start or PolicyVersion())
-        for name, value in settings.items():
+        start = draft_start(self.instance if self.instance.pk else None)
+        for name, value in starting_values(start).items():
             self.initial.setdefault(name, value)
         self.initial.setdefault("base_version", current.number if current is not None else None)
         if "customer" in self.fields:

@@ -210,6 +210,12 @@ def draft_params(values: dict[str, Any]) -> PolicyParams:
 # --- The preview form ----------------------------------------------------------------------------
 
 
+def starting_values(start: PolicyVersion | None) -> dict[str, Any]:
+    """A draft's settings before any change: those of ``start``, the version it starts from
+    (:func:`draft_start`), or the fields' defaults where there is none yet."""
+    return version_values(start or PolicyVersion())
+
+
 def draft_start(policy: PriorityPolicy | None) -> PolicyVersion | None:
     """The version a preview's draft starts from: the policy's current one; for a new
     policy (or one without a version yet), the default policy's."""
@@ -534,8 +540,7 @@ def preview_view(
                 preview = build_preview(customer=customer, params=draft_params(values), now=preview_now())
     else:
         # The settings in force, and today's order when the customer is known already.
-        start = draft_start(policy)
-        settings = version_values(start or PolicyVersion())
+        settings = starting_values(draft_start(policy))
         customers = customers_for_preview(policy)
         chosen = parse_id(request.GET.get("customer"))
         if policy is not None and policy.customer_id is not None:

@@ -28,8 +28,9 @@ from prioritization.admin_preview import (
     offer_learned_models,
     refuse_foreign_model,
     settings_form_fields,
+    starting_values,
 )
-from prioritization.models import ModelVersion, PolicyVersion, SimulationRun, SimulationStatus, version_values
+from prioritization.models import ModelVersion, PolicyVersion, SimulationRun, SimulationStatus
 from prioritization.services import current_versions
 from prioritization.simulation.comparison import PolicyError
 from prioritization.simulation.report import comparison_rows
@@ -113,7 +114,7 @@ def _start_for(customer_id: int | None) -> PolicyVersion | None:
 
 def _settings_for(customer: Customer | None) -> dict[str, Any]:
     """The draft's starting settings (:func:`_start_for`)."""
-    return version_values(_start_for(customer.pk if customer is not None else None) or PolicyVersion())
+    return starting_values(_start_for(customer.pk if customer is not None else None))
 
 
 def _draft_changes(run: SimulationRun) -> list[tuple[str, Any, Any]]:
