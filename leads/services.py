@@ -183,10 +183,17 @@ SELECT customer_id, created_day, count(*) FROM inserted GROUP BY 1, 2
 _UPDATE_SQL = """
 WITH s AS (
     SELECT st.*, COALESCE(st.created_at, l.created_at) AS new_created_at, l.created_at AS old_created_at,
-           -- Once the engine has called the lead, its reschedules and callbacks stand: a
-           -- push moves rescheduled_at later, never back (a re-push of the record as first
-           -- sent would undo a callback, or the 22-24 h wait after a no-answer).
-           CASE WHEN l.attempt_count > 0 THEN GREATEST(st.rescheduled_at, l.rescheduled_at)
+           -- Once the engine has called the lead, or the Contract app has rescheduled it,
+           -- that schedule stands: a push moves rescheduled_at later, never back (a re-push
+           -- of the record as first sent would undo a callback, the 22-24 h wait after a
+           -- no-answer, or the Contract app's PATCH). The history is read only for a push
+           -- that would move it back.
+           CASE WHEN st.rescheduled_at < l.rescheduled_at AND (
+                    l.attempt_count > 0 OR EXISTS (
+                        SELECT 1 FROM leads_leadevent e
+                        WHERE e.lead_id = l.id AND e.kind = 'updated' AND e.detail ? 'rescheduled_at'
+                    ))
+                THEN l.rescheduled_at
                 ELSE COALESCE(st.rescheduled_at, l.rescheduled_at) END AS new_rescheduled_at,
            l.id AS lead_id,
            -- A lead the engine made stale (no answer after its last reschedule) stays stale

@@ -9,7 +9,7 @@ import time_machine
 from django.db import connection
 
 from leads.models import Campaign, CloseReason, EventKind, Lead, LeadEvent, QueueStatus
-from leads.services import ingest_lead_batch
+from leads.services import ingest_lead_batch, update_lead
 from prioritization import services
 from prioritization.services import (
     LeadStateConflict,
@@ -539,3 +539,25 @@ def test_a_never_called_lead_takes_an_earlier_rescheduled_at_the_customer_pushes
         _push(all_day_campaign, "CRM-3", rescheduled_at=(T0 + HOUR).isoformat())
     lead = Lead.objects.get(external_id="CRM-3")
     assert (lead.status, lead.due_at) == (QueueStatus.WAITING, T0 + HOUR)
+
+
+def test_the_customers_re_push_keeps_a_reschedule_the_contract_app_patched_on_a_never_called_lead(
+    all_day_campaign: Campaign,
+) -> None:
+    # The Contract app moved the lead to tomorrow before anyone called it; the nightly sync
+    # then sent the record as first sent, and the lead was due again at the customer's time.
+    first_sent = {"rescheduled_at": (T0 + HOUR).isoformat()}
+    tomorrow = T0 + 26 * HOUR
+    with time_machine.travel(T0, tick=False):
+        _push(all_day_campaign, "CRM-4", **first_sent)
+        lead = Lead.objects.get(external_id="CRM-4")
+        update_lead(lead_id=lead.pk, changes={"rescheduled_at": tomorrow})
+        _push(all_day_campaign, "CRM-4", stage="Demo booked", **first_sent)
+    lead.refresh_from_db()
+    assert (lead.status, lead.due_at, lead.rescheduled_at) == (QueueStatus.WAITING, tomorrow, tomorrow)
+    assert lead.stage == "Demo booked"
+    with time_machine.travel(T0 + HOUR, tick=False):
+        later = tomorrow + HOUR  # a later time pushed still moves it, as for a called lead
+        _push(all_day_campaign, "CRM-4", rescheduled_at=later.isoformat())
+    lead.refresh_from_db()
+    assert (lead.status, lead.due_at, lead.rescheduled_at) == (QueueStatus.WAITING, later, later)
