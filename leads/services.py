@@ -275,24 +275,27 @@ def _stage_leads(
     file of past leads), into the staging table under a new batch id; returns (batch, count).
 
     When one external id appears twice, only its last occurrence is staged: PostgreSQL's
-    ON CONFLICT cannot touch one row twice in a statement, and the last version wins.
+    ON CONFLICT cannot touch one row twice in a statement, and the last version wins. A
+    ``rescheduled_at`` outside the campaign's calling hours is staged at its next opening.
     """
     last_index: dict[tuple[int, str], int] = {}
     for index, lead in enumerate(leads):
         last_index[(lead.customer_id, lead.external_id)] = index
-    scorer.prepare({lead.customer_id for lead in leads})
+    scorer.prepare(leads)
     batch = str(uuid.uuid4())
     cursor.execute(_SET_BATCH_SQL, [batch])
-    score = scorer.score
+    score, in_calling_hours = scorer.score, scorer.in_calling_hours
     positions = range(len(leads)) if len(last_index) == len(leads) else sorted(last_index.values())
     if outcomes is not None:
         with cursor.cursor.copy(_COPY_STAGE_OUTCOMES_SQL) as copy:
             for i in positions:
-                copy.write_row((*leads[i], *score(leads[i], now), outcomes[i]))
+                lead = in_calling_hours(leads[i])
+                copy.write_row((*lead, *score(lead, now), outcomes[i]))
         return batch, len(last_index)
     with cursor.cursor.copy(_COPY_STAGE_SQL) as copy:
         staged = leads if len(last_index) == len(leads) else [leads[i] for i in positions]
         for lead in staged:
+            lead = in_calling_hours(lead)
             copy.write_row(lead + score(lead, now))  # LeadInput is a tuple in _STAGE_COLUMNS order
     return batch, len(last_index)
 

@@ -63,7 +63,7 @@ def next_opening(moment: dt.datetime, hours: CallingHours) -> dt.datetime:
         day = first_day + dt.timedelta(days=offset)
         if day.weekday() not in hours.days:
             continue
-        opens, closes = _window(day, hours, zone)
+        opens, closes = _window_of(day, hours)
         if closes <= opens:
             continue  # the clocks skip the whole window this day (it opens and closes at the jump)
         if offset == 0 and opens <= instant < closes:
@@ -76,7 +76,8 @@ def next_opening(moment: dt.datetime, hours: CallingHours) -> dt.datetime:
 @functools.lru_cache(maxsize=4096)
 def _window_of(day: dt.date, hours: CallingHours) -> tuple[dt.datetime, dt.datetime]:
     """:func:`_window`, kept: every claim asks whether each campaign of its tuple is open,
-    and a day's window takes a few microseconds to work out."""
+    every arriving lead with a ``rescheduled_at`` when its campaign next opens, and a day's
+    window takes a few microseconds to work out."""
     return _window(day, hours, zoneinfo.ZoneInfo(hours.time_zone))
 
 

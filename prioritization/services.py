@@ -1607,14 +1607,36 @@ class ArrivalScorer:
     def __init__(self, customer_plans: dict[int, str]) -> None:
         self._plans = customer_plans
         self._params: dict[int, PolicyParams] = {}
+        self._hours: dict[int, CallingHours] = {}
 
-    def prepare(self, customer_ids: Iterable[int]) -> None:
-        """Load the policies of these customers; call it before :meth:`score`, which must
-        not query (it runs while the connection is busy with a COPY)."""
-        missing = set(customer_ids) - self._params.keys()
+    def prepare(self, leads: Iterable[LeadInput]) -> None:
+        """Load what these leads' customers and campaigns need; call it before
+        :meth:`in_calling_hours` and :meth:`score`, which must not query (they run while the
+        connection is busy with a COPY)."""
+        customer_ids: set[int] = set()
+        rescheduled_campaign_ids: set[int] = set()
+        for lead in leads:
+            customer_ids.add(lead.customer_id)
+            if lead.rescheduled_at is not None:
+                rescheduled_campaign_ids.add(lead.campaign_id)
+        missing = customer_ids - self._params.keys()
         if missing:
             for customer_id, version in current_versions(missing).items():
                 self._params[customer_id] = params_for_version(version.pk)
+        missing = rescheduled_campaign_ids - self._hours.keys()
+        if missing:
+            for campaign in Campaign.objects.filter(pk__in=missing).only(
+                "time_zone", "calling_hours_start", "calling_hours_end", "calling_days"
+            ):
+                self._hours[campaign.pk] = CallingHours.of(campaign)
+
+    def in_calling_hours(self, lead: LeadInput) -> LeadInput:
+        """The lead with a ``rescheduled_at`` outside its campaign's calling hours moved to
+        the next opening, as the engine's reschedules and the Contract app's PATCH are."""
+        if lead.rescheduled_at is None:
+            return lead
+        opening = next_opening(lead.rescheduled_at, self._hours[lead.campaign_id])
+        return lead if opening == lead.rescheduled_at else lead._replace(rescheduled_at=opening)
 
     def score(self, lead: LeadInput, now: dt.datetime) -> tuple[dt.datetime, float, dt.datetime | None, int]:
         """(due_at, priority_key, sla_deadline, scored_version) of a new lead."""
