@@ -24,6 +24,7 @@ from prioritization.services import (
 )
 from tests.factories import CampaignFactory, CustomerFactory, LeadFactory
 from tests.prioritization.conftest import T0, add_lead, add_leads, set_policy
+from tests.prioritization.test_claims import _generic_plan_nodes
 
 MINUTE = dt.timedelta(minutes=1)
 
@@ -305,3 +306,19 @@ def test_setup_periodic_tasks_puts_back_hand_edits_and_bears_duplicate_intervals
     task = PeriodicTask.objects.get(name="leadrank: rescore leads")
     assert (task.expires, task.one_off, task.kwargs, task.enabled) == (None, False, "{}", True)
     assert (task.interval.every, task.interval.period) == (60, "seconds")
+
+
+@pytest.mark.django_db
+def test_a_rescoring_pass_walks_the_open_leads_only_however_many_are_closed() -> None:
+    # Closed leads pile up for ever; through the primary key, every pass (each minute) would
+    # read each of them to skip it.
+    campaign = CampaignFactory()
+    leads = add_leads(campaign, *({} for _ in range(300)))
+    Lead.objects.filter(pk__in=[lead.pk for lead in leads[:290]]).update(
+        status=QueueStatus.CLOSED, closed_reason="withdrawn", closed_at=timezone.now()
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE leads_lead")
+    nodes = _generic_plan_nodes(services._RESCORE_READ_SQL, {"after": 0, "limit": 5000})
+    scans = [node for node in nodes if node.get("Relation Name") == "leads_lead"]
+    assert [node.get("Index Name") for node in scans] == ["lead_open_id"], scans
