@@ -45,6 +45,7 @@ from prioritization import metrics
 from prioritization.calling_hours import CallingHours, next_opening
 from prioritization.services import (
     ArrivalScorer,
+    calling_hours_of,
     current_versions,
     params_for_version,
     rescore_lead_ids,
@@ -195,7 +196,7 @@ WITH s AS (
                     ))
                 THEN l.rescheduled_at
                 ELSE COALESCE(st.rescheduled_at, l.rescheduled_at) END AS new_rescheduled_at,
-           l.id AS lead_id,
+           l.id AS lead_id, l.campaign_id AS old_campaign_id,
            -- A lead the engine made stale (no answer after its last reschedule) stays stale
            -- when the customer's re-push still says live.
            CASE WHEN l.lead_type = 'stale' AND st.lead_type = 'live' AND EXISTS (
@@ -243,7 +244,25 @@ WHERE l.id = s.lead_id
         s.new_rescheduled_at, s.new_created_at, s.new_closed_reason)
        OR s.closes)
 RETURNING l.id, l.customer_id, (l.created_at AT TIME ZONE 'UTC')::date,
-          (s.old_created_at AT TIME ZONE 'UTC')::date
+          (s.old_created_at AT TIME ZONE 'UTC')::date,
+          -- An open lead moved to another campaign with a rescheduled_at it kept: that moment
+          -- may fall outside the new campaign's calling hours (see _keep_in_calling_hours).
+          CASE WHEN l.campaign_id <> s.old_campaign_id AND l.status <> 'closed'
+               THEN l.rescheduled_at END,
+          l.campaign_id
+"""
+
+# Moves rescheduled_at (and the due time that follows from it) to the campaign's next
+# opening, as _UPDATE_SQL derives them; params: now, and rows of (id, opening).
+_MOVE_TO_OPENING_SQL = """
+UPDATE leads_lead AS l SET
+    rescheduled_at = v.opening,
+    due_at = GREATEST(l.created_at, v.opening),
+    status = CASE WHEN l.status NOT IN ('waiting', 'ready') THEN l.status
+                  WHEN GREATEST(l.created_at, v.opening) <= %(now)s THEN 'ready'
+                  ELSE 'waiting' END
+FROM unnest(%(ids)s::bigint[], %(openings)s::timestamptz[]) AS v(id, opening)
+WHERE l.id = v.id
 """
 
 _LOCK_EXISTING_SQL = """
@@ -386,8 +405,30 @@ def _update_staged(cursor: CursorWrapper, params: dict[str, Any]) -> set[tuple[i
     that changed; returns the (customer, day of creation) pairs they left or joined."""
     cursor.execute(_UPDATE_SQL, params)
     changed = cursor.fetchall()
+    _keep_in_calling_hours(
+        cursor, [(row[0], row[4], row[5]) for row in changed if row[4] is not None], now=params["now"]
+    )
     rescore_lead_ids([row[0] for row in changed])
-    return {(customer_id, day) for _, customer_id, new, old in changed for day in (new, old)}
+    return {(customer_id, day) for _, customer_id, new, old, *_ in changed for day in (new, old)}
+
+
+def _keep_in_calling_hours(
+    cursor: CursorWrapper, moved: Sequence[tuple[int, dt.datetime, int]], *, now: dt.datetime
+) -> None:
+    """Leads a re-push moved to another campaign keep their ``rescheduled_at`` (the engine's
+    reschedule or callback, or the customer's earlier one): moved to the new campaign's next
+    opening when it falls outside its calling hours. ``moved``: (lead, rescheduled_at, campaign)."""
+    if not moved:
+        return
+    hours = calling_hours_of(row[2] for row in moved)
+    ids, openings = [], []
+    for lead_id, rescheduled_at, campaign_id in moved:
+        opening = next_opening(rescheduled_at, hours[campaign_id])
+        if opening != rescheduled_at:
+            ids.append(lead_id)
+            openings.append(opening)
+    if ids:
+        cursor.execute(_MOVE_TO_OPENING_SQL, {"now": now, "ids": ids, "openings": openings})
 
 
 # --- Batches from the API -------------------------------------------------------------

@@ -122,3 +122,39 @@ def test_a_file_import_moves_rescheduled_at_into_calling_hours_too(afternoons: C
     assert (summary.created, summary.rejected) == (3, 0)
     stored = dict(Lead.objects.values_list("external_id", "rescheduled_at"))
     assert stored == {"f-1": WEDNESDAY_OPENING, "f-2": INSIDE, "f-3": None}
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["waiting", "held"])
+def test_a_re_push_to_another_campaign_moves_the_kept_rescheduled_at_into_its_calling_hours(
+    afternoons: Campaign, held: bool
+) -> None:
+    # The record is sent again with another campaign of the customer and no rescheduled_at:
+    # the lead keeps its own, set under the old campaign's hours (here 03:00 in Kolkata).
+    around_the_clock = CampaignFactory(
+        customer=afternoons.customer,
+        calling_hours_start=dt.time(0),
+        calling_hours_end=dt.time(23, 59, 59, 999999),
+        calling_days=list(range(7)),
+    )
+    with time_machine.travel(T0, tick=False):
+        if held:  # a contractor holds it when the customer's system reschedules it
+            _push(around_the_clock, "CRM-5", None)
+            contractor = ContractorFactory(campaigns=[around_the_clock])
+            assert claim_next_lead(contractor_id=contractor.pk, campaign_ids=[around_the_clock.pk])
+        lead = _push(around_the_clock, "CRM-5", NIGHT)
+        assert lead.due_at == NIGHT
+        lead = _push(afternoons, "CRM-5", None)
+    assert lead.campaign_id == afternoons.pk
+    assert (lead.rescheduled_at, lead.due_at) == (WEDNESDAY_OPENING, WEDNESDAY_OPENING)
+    assert lead.status == (QueueStatus.HELD if held else QueueStatus.WAITING)
+
+
+def test_a_re_push_to_another_campaign_open_at_the_kept_rescheduled_at_leaves_it(
+    afternoons: Campaign,
+) -> None:
+    other = CampaignFactory(customer=afternoons.customer, time_zone="UTC", calling_days=[0, 1, 2, 3, 4])
+    with time_machine.travel(T0, tick=False):
+        _push(afternoons, "CRM-6", INSIDE)
+        lead = _push(other, "CRM-6", None)
+    assert lead.campaign_id == other.pk
+    assert (lead.rescheduled_at, lead.due_at, lead.status) == (INSIDE, INSIDE, QueueStatus.WAITING)
