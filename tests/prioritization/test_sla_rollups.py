@@ -19,7 +19,7 @@ from prioritization.models import SlaDailyRollup, SlaRollupDay
 from prioritization.schedules import SCHEDULES
 from prioritization.sla import RollupSummary, SlaCounts, rollup_sla, sla_report
 from tests.conftest import plan
-from tests.factories import LeadFactory
+from tests.factories import LeadFactory, campaign_calling_all_day
 from tests.prioritization.conftest import T0, add_lead, set_policy
 from tests.prioritization.sla_world import MINUTE, call_at, claim_at, live_lead
 
@@ -365,6 +365,10 @@ def test_queue_at_risk_and_contractor_figures_walk_the_queue_indexes(all_day_cam
     LeadFactory.create_batch(40, campaign=all_day_campaign, lead_type="stale", created_at=T0)
     LeadFactory.create_batch(40, campaign=all_day_campaign, created_at=T0, first_attempt_at=T0)
     LeadFactory.create_batch(2, campaign=all_day_campaign, created_at=T0, sla_deadline=NOW + MINUTE)
+    # Other campaigns' queues: the one asked about is a small part of the open leads (else
+    # reading every open lead through lead_open_id is as cheap as any lookup by campaign).
+    for _ in range(4):
+        LeadFactory.create_batch(100, campaign=campaign_calling_all_day(all_day_campaign.customer))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE leads_lead")
     campaigns = {"campaigns": [all_day_campaign.pk], "now": NOW}
