@@ -188,11 +188,13 @@ WITH s AS (
            -- that schedule stands: a push moves rescheduled_at later, never back (a re-push
            -- of the record as first sent would undo a callback, the 22-24 h wait after a
            -- no-answer, or the Contract app's PATCH). The history is read only for a push
-           -- that would move it back.
-           CASE WHEN st.rescheduled_at < l.rescheduled_at AND (
+           -- that would move it back: COALESCE, because AND goes on past a NULL (no time
+           -- sent or stored). A PATCH that withdrew a reschedule (to null) sets no schedule.
+           CASE WHEN COALESCE(st.rescheduled_at < l.rescheduled_at, false) AND (
                     l.attempt_count > 0 OR EXISTS (
                         SELECT 1 FROM leads_leadevent e
-                        WHERE e.lead_id = l.id AND e.kind = 'updated' AND e.detail ? 'rescheduled_at'
+                        WHERE e.lead_id = l.id AND e.kind = 'updated'
+                          AND e.detail ->> 'rescheduled_at' IS NOT NULL
                     ))
                 THEN l.rescheduled_at
                 ELSE COALESCE(st.rescheduled_at, l.rescheduled_at) END AS new_rescheduled_at,
@@ -295,7 +297,8 @@ def _stage_leads(
 
     When one external id appears twice, only its last occurrence is staged: PostgreSQL's
     ON CONFLICT cannot touch one row twice in a statement, and the last version wins. A
-    ``rescheduled_at`` outside the campaign's calling hours is staged at its next opening.
+    ``rescheduled_at`` outside the campaign's calling hours is staged at its next opening
+    (but a past lead's, which is history).
     """
     last_index: dict[tuple[int, str], int] = {}
     for index, lead in enumerate(leads):
@@ -306,10 +309,10 @@ def _stage_leads(
     score, in_calling_hours = scorer.score, scorer.in_calling_hours
     positions = range(len(leads)) if len(last_index) == len(leads) else sorted(last_index.values())
     if outcomes is not None:
+        # Past leads, stored closed: their rescheduled_at is history, kept as it was.
         with cursor.cursor.copy(_COPY_STAGE_OUTCOMES_SQL) as copy:
             for i in positions:
-                lead = in_calling_hours(leads[i])
-                copy.write_row((*lead, *score(lead, now), outcomes[i]))
+                copy.write_row((*leads[i], *score(leads[i], now), outcomes[i]))
         return batch, len(last_index)
     with cursor.cursor.copy(_COPY_STAGE_SQL) as copy:
         staged = leads if len(last_index) == len(leads) else [leads[i] for i in positions]
@@ -405,9 +408,11 @@ def _update_staged(cursor: CursorWrapper, params: dict[str, Any]) -> set[tuple[i
     that changed; returns the (customer, day of creation) pairs they left or joined."""
     cursor.execute(_UPDATE_SQL, params)
     changed = cursor.fetchall()
-    _keep_in_calling_hours(
-        cursor, [(row[0], row[4], row[5]) for row in changed if row[4] is not None], now=params["now"]
-    )
+    moved = []
+    for lead_id, _, _, _, kept_rescheduled_at, campaign_id in changed:
+        if kept_rescheduled_at is not None:
+            moved.append((lead_id, kept_rescheduled_at, campaign_id))
+    _keep_in_calling_hours(cursor, moved, now=params["now"])
     rescore_lead_ids([row[0] for row in changed])
     return {(customer_id, day) for _, customer_id, new, old, *_ in changed for day in (new, old)}
 

@@ -5,6 +5,7 @@ import datetime as dt
 
 import pytest
 import time_machine
+from django.db import connection
 
 from leads.importers import LeadMapping
 from leads.models import Campaign, Lead, QueueStatus
@@ -158,3 +159,66 @@ def test_a_re_push_to_another_campaign_open_at_the_kept_rescheduled_at_leaves_it
         lead = _push(other, "CRM-6", None)
     assert lead.campaign_id == other.pk
     assert (lead.rescheduled_at, lead.due_at, lead.status) == (INSIDE, INSIDE, QueueStatus.WAITING)
+
+
+def _history_lookups() -> int:
+    """Scans of lead events (their histories) in this transaction so far, by index or not."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0) FROM pg_stat_xact_user_tables "
+            "WHERE relname = 'leads_leadevent'"
+        )
+        return int(cursor.fetchone()[0])
+
+
+def test_a_nightly_re_push_reads_no_history_unless_it_would_move_a_reschedule_back(
+    afternoons: Campaign,
+) -> None:
+    # AND goes on past a NULL: a comparison with no rescheduled_at sent or stored once sent
+    # every re-pushed lead into its history, three times a row.
+    with time_machine.travel(T0, tick=False):
+        body = {"customer_id": afternoons.customer_id, "campaign_id": afternoons.pk, "lead_type": "live"}
+        items = [{**body, "external_id": f"N-{i}"} for i in range(30)]
+        ingest_lead_batch(items, allowed_customer_id=None, now=T0)
+        before = _history_lookups()
+        results = ingest_lead_batch(
+            [{**item, "stage": "Demo booked"} for item in items], allowed_customer_id=None, now=T0
+        )
+        assert {result.status for result in results} == {"updated"}
+        assert _history_lookups() == before
+        _push(afternoons, "N-0", WEDNESDAY_OPENING + dt.timedelta(hours=1))
+        before = _history_lookups()
+        _push(afternoons, "N-0", WEDNESDAY_OPENING)  # earlier: the history says whether it may
+        assert _history_lookups() > before
+    assert Lead.objects.get(external_id="N-0").rescheduled_at == WEDNESDAY_OPENING
+
+
+def test_a_reschedule_the_contract_app_withdrew_leaves_the_customers_push_free(afternoons: Campaign) -> None:
+    # Withdrawing sets no schedule to keep: the customer's later pushes apply as they come,
+    # earlier ones too (the rule for a never-called lead the Contract app did not reschedule).
+    first_sent = WEDNESDAY_OPENING + dt.timedelta(hours=3)
+    with time_machine.travel(T0, tick=False):
+        lead = _push(afternoons, "CRM-7", first_sent)
+        lead = update_lead(lead_id=lead.pk, changes={"rescheduled_at": None}, now=T0)
+        assert (lead.rescheduled_at, lead.status) == (None, QueueStatus.READY)
+        lead = _push(afternoons, "CRM-7", first_sent)
+        assert lead.rescheduled_at == first_sent
+        lead = _push(afternoons, "CRM-7", WEDNESDAY_OPENING)
+    assert (lead.rescheduled_at, lead.due_at) == (WEDNESDAY_OPENING, WEDNESDAY_OPENING)
+
+
+def test_a_past_lead_imported_with_its_outcome_keeps_its_rescheduled_at_as_history(
+    afternoons: Campaign, tmp_path
+) -> None:
+    path = tmp_path / "history.csv"
+    path.write_text(f"external_id,lead_type,rescheduled_at,converted\nh-1,live,{NIGHT.isoformat()},1\n")
+    with time_machine.travel(T0, tick=False):
+        summary = import_leads(
+            path,
+            mapping=LeadMapping.from_json({"columns": {"converted": "converted"}}),
+            customer_id=afternoons.customer_id,
+            campaign_id=afternoons.pk,
+        )
+    assert (summary.created, summary.rejected) == (1, 0)
+    lead = Lead.objects.get(external_id="h-1")
+    assert (lead.status, lead.rescheduled_at) == (QueueStatus.CLOSED, NIGHT)
