@@ -303,7 +303,8 @@ class Lead(models.Model):
             #   WHERE id > after AND status <> 'closed' ORDER BY id LIMIT n
             # Through the primary key that walk reads every closed lead's row too, so a pass
             # (every minute) would grow with the whole history rather than with the queue.
-            # Rows arrive in id order: inserts only touch the right edge.
+            # New rows land at its right edge; an update of an open lead that is not HOT (the
+            # claim, outcome and rescoring writes change indexed columns) adds an entry at its id.
             models.Index("id", name="lead_open_id", condition=~Q(status=QueueStatus.CLOSED)),
         ]
 

@@ -1,11 +1,14 @@
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from psycopg import sql
 from rest_framework.test import APIClient
 
 from leads.authentication import forget_verified_keys
@@ -76,6 +79,30 @@ def plan(sql: str, params: Mapping[str, object] | Sequence[object] = ()) -> str:
         text = "\n".join(row[0] for row in cursor.fetchall())
         cursor.execute("RESET enable_seqscan")
     return text
+
+
+def generic_plan_nodes(query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node of the generic plan of an engine statement (``%(name)s`` placeholders),
+    as the engine's connections run it (settings force generic plans)."""
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", query)))
+    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", query)
+    values = ", ".join(sql.Literal(params[name]).as_string(connection.connection) for name in names)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        # The tables are small here; in production a sequential scan is never the cheapest.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"PREPARE engine_statement AS {numbered}")
+        try:
+            cursor.execute(f"EXPLAIN (FORMAT JSON) EXECUTE engine_statement ({values})")
+            plan = cursor.fetchone()[0][0]["Plan"]
+        finally:
+            cursor.execute("DEALLOCATE engine_statement")
+    nodes, todo = [], [plan]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        todo.extend(node.get("Plans", []))
+    return nodes
 
 
 def manage_py(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:

@@ -3,7 +3,9 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    # Built without locking out writes: on a large table the index takes a while.
+    # Built without locking out writes: on a large table the index takes a while, and it
+    # waits for transactions already running. A build that fails leaves an INVALID index of
+    # this name behind: `DROP INDEX CONCURRENTLY lead_open_id;` then migrate again.
     atomic = False
 
     dependencies = [

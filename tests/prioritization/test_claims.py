@@ -13,7 +13,6 @@ import pytest
 import time_machine
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from psycopg import sql
 
 from leads.models import Campaign, Contractor, EventKind, Lead, LeadEvent, QueueStatus
 from prioritization import services
@@ -30,6 +29,7 @@ from prioritization.services import (
     rescore_leads,
     wake_due_leads,
 )
+from tests.conftest import generic_plan_nodes
 from tests.factories import CampaignFactory, ContractorFactory, CustomerFactory, campaign_calling_all_day
 from tests.prioritization.conftest import T0, add_lead, add_leads, set_policy
 
@@ -709,30 +709,6 @@ def test_the_database_refuses_a_second_held_lead_for_one_contractor(make_contrac
         Lead.objects.filter(pk=second.pk).update(**held)
 
 
-def _generic_plan_nodes(query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every node of the generic plan of an engine statement (``%(name)s`` placeholders),
-    as the engine's connections run it (settings force generic plans)."""
-    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", query)))
-    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", query)
-    values = ", ".join(sql.Literal(params[name]).as_string(connection.connection) for name in names)
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        # The tables are small here; in production a sequential scan is never the cheapest.
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute(f"PREPARE engine_statement AS {numbered}")
-        try:
-            cursor.execute(f"EXPLAIN (FORMAT JSON) EXECUTE engine_statement ({values})")
-            plan = cursor.fetchone()[0][0]["Plan"]
-        finally:
-            cursor.execute("DEALLOCATE engine_statement")
-    nodes, todo = [], [plan]
-    while todo:
-        node = todo.pop()
-        nodes.append(node)
-        todo.extend(node.get("Plans", []))
-    return nodes
-
-
 # The partial indexes of held leads, by their first column: a scan of one that does not
 # constrain that column reads every held lead.
 _HELD_INDEX_LEADING_COLUMN = {"lead_held_lease": "campaign_id", "lead_one_held_per_holder": "holder_id"}
@@ -773,7 +749,7 @@ def test_held_leads_are_looked_up_by_campaign_or_holder_even_when_statistics_saw
 
     held_scans = []
     for query, params in statements:
-        nodes = _generic_plan_nodes(query, params)
+        nodes = generic_plan_nodes(query, params)
         held_scans += [n for n in nodes if n.get("Index Name") in _HELD_INDEX_LEADING_COLUMN]
         assert not [n for n in nodes if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "leads_lead"]
     # The claim's read looks up the contractor's held lead and own expired lease by holder
@@ -805,7 +781,7 @@ def test_the_claim_read_looks_each_campaign_up_once_by_its_key(make_contractor, 
     )
 
     query, params = statements[0]
-    lookups = [n for n in _generic_plan_nodes(query, params) if n.get("Relation Name") == "leads_campaign"]
+    lookups = [n for n in generic_plan_nodes(query, params) if n.get("Relation Name") == "leads_campaign"]
     # An index scan, or a bitmap heap scan (its index scan below it), keyed by the campaign.
     assert [n.get("Index Cond") or n.get("Recheck Cond") for n in lookups] == ["(id = k.campaign_id)"]
 

@@ -22,9 +22,9 @@ from prioritization.services import (
     rescore_lead_ids,
     rescore_leads,
 )
+from tests.conftest import generic_plan_nodes
 from tests.factories import CampaignFactory, CustomerFactory, LeadFactory
 from tests.prioritization.conftest import T0, add_lead, add_leads, set_policy
-from tests.prioritization.test_claims import _generic_plan_nodes
 
 MINUTE = dt.timedelta(minutes=1)
 
@@ -319,6 +319,6 @@ def test_a_rescoring_pass_walks_the_open_leads_only_however_many_are_closed() ->
     )
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE leads_lead")
-    nodes = _generic_plan_nodes(services._RESCORE_READ_SQL, {"after": 0, "limit": 5000})
+    nodes = generic_plan_nodes(services._RESCORE_READ_SQL, {"after": 0, "limit": 5000})
     scans = [node for node in nodes if node.get("Relation Name") == "leads_lead"]
     assert [node.get("Index Name") for node in scans] == ["lead_open_id"], scans
