@@ -717,7 +717,8 @@ def run_claim_benchmark(
     result["goals"] = {
         "cycles_ge_0.15x_reference": (result["cycle_ratio_to_reference"] or 0) >= 0.15,
         "next_p99_32_clients_le_50ms": (at_32x5.next_p99_ms or 1e9) <= 50,
-        "no_decay_le_1.25": decay_ratio is not None and decay_ratio <= 1.25,
+        # A run the queue cut short does not show the goal's 100,000 claims.
+        "no_decay_le_1.25": result["decay_complete"] and decay_ratio is not None and decay_ratio <= 1.25,
         "p99_full_over_small_le_1.3": (result["p99_ratio_full_to_small"] or 1e9) <= 1.3,
         "no_double_claims": double_claims == 0,
         "rescore_le_2x_raw": result["rescore_ratio"] <= 2,
