@@ -51,7 +51,7 @@ from leads.models import (
     LeadType,
     PricingPlan,
 )
-from leads.pagination import count_parameter
+from leads.pagination import REPEATED_PARAMETER_ERROR, count_parameter
 from leads.permissions import CanIngest, CanReadLeads, IsAdminScope, IsContractApp
 
 # --- Output shapes ------------------------------------------------------------------------
@@ -123,7 +123,7 @@ class QueryStringSerializer(serializers.Serializer[Any]):
         errors = unknown_parameter_errors(data, known)
         errors.update(
             {
-                name: ["Give this parameter once."]
+                name: [REPEATED_PARAMETER_ERROR]
                 for name in sorted(set(data) & known)
                 if len(data.getlist(name)) > 1
             }

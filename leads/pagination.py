@@ -7,6 +7,9 @@ from rest_framework.request import Request
 
 from leads.ids import MAX_ID
 
+# A query parameter sent more than once: the API reads none of them rather than guess which.
+REPEATED_PARAMETER_ERROR = "Give this parameter once."
+
 
 def count_parameter(
     request: Request, name: str, *, default: int | None, minimum: int, cutoff: int | None = None
@@ -23,7 +26,7 @@ def count_parameter(
     if not values:
         return default
     if len(values) > 1:
-        raise ValidationError({name: ["Give this parameter once."]})
+        raise ValidationError({name: [REPEATED_PARAMETER_ERROR]})
     text = values[0]
     if not text:
         # Not a filter: sent empty (a form's blank field), it narrows nothing nor widens it.
